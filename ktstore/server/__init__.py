@@ -1,0 +1,1 @@
+"""ktstore-server: a Kyoto Tycoon compatible server."""
