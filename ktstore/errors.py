@@ -1,0 +1,81 @@
+"""The exception hierarchy shared by the protocol core, the client and the model layer.
+
+Everything ktstore raises on purpose derives from :class:`KyotoTycoonError` (the name
+ukt users already catch), so ``except KyotoTycoonError`` is always enough.  The
+subclasses let callers tell apart what went wrong:
+
+* the arguments were wrong before anything was sent (``InvalidArgument``),
+* the network failed or the server went away (``KTConnectionError``),
+* the server did not answer in time (``KTTimeoutError``),
+* the bytes that came back were not Kyoto Tycoon's protocol (``ProtocolError``),
+* the server answered with an error (``ServerError``, carrying the status and the
+  server's ``ERROR`` text; ``ScriptError`` for a failed Lua procedure),
+* a value could not be (de)serialized (``SerializationError``).
+
+This module imports nothing from the rest of the package so every layer can use it.
+"""
+
+from __future__ import annotations
+
+
+class KyotoTycoonError(Exception):
+    """Base class of every error ktstore raises."""
+
+
+KTError = KyotoTycoonError
+
+
+class InvalidArgument(KyotoTycoonError, ValueError):
+    """A bad argument was rejected before anything was sent (wrong key type,
+    value too large for the protocol, unknown serializer, unknown database...)."""
+
+
+class KTConnectionError(KyotoTycoonError, ConnectionError):
+    """The connection could not be made or broke during a request."""
+
+
+class KTTimeoutError(KTConnectionError, TimeoutError):
+    """The server did not answer within the client's timeout."""
+
+
+class ProtocolError(KyotoTycoonError):
+    """The peer sent bytes that are not valid Kyoto Tycoon protocol."""
+
+
+class Incomplete(ProtocolError):
+    """More bytes are needed before a frame or message can be parsed.
+
+    ``need`` is the total number of bytes (counted from the position the parse
+    started at) known to be required; the caller reads at least that many and
+    tries again.  Raised by the pure parsers in :mod:`ktstore.protocol`, never
+    seen by users of the client.
+    """
+
+    def __init__(self, need: int) -> None:
+        super().__init__(f"incomplete: need {need} bytes")
+        self.need = need
+
+
+class ServerError(KyotoTycoonError):
+    """The server answered with an error.
+
+    ``status`` is the HTTP status (450 logical inconsistency, 400 invalid, 501 not
+    implemented, 500 internal, 503 timeout) or ``None`` for a binary-protocol error
+    reply, which carries no detail.  ``message`` is the server's ``ERROR`` text.
+    """
+
+    def __init__(self, message: str, status: int | None = None, procedure: str | None = None):
+        self.message = message
+        self.status = status
+        self.procedure = procedure
+        where = f"{procedure}: " if procedure else ""
+        code = f" ({status})" if status is not None else ""
+        super().__init__(f"{where}{message}{code}")
+
+
+class ScriptError(ServerError):
+    """A Lua procedure failed on the server (or scripting is not enabled)."""
+
+
+class SerializationError(KyotoTycoonError, ValueError):
+    """A value could not be encoded or decoded by the configured serializer."""

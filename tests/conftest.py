@@ -1,0 +1,131 @@
+"""Shared test fixtures: servers to test against.
+
+By default every test runs against the built-in server, started in this process
+(fast: no interpreter start-up per test).  When ``KTSTORE_TEST_SERVER`` names a
+real ``ktserver`` executable, the same fixtures start that instead, so the suite
+checks that the client (and our Lua script) work with the real thing.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = Path(__file__).resolve().parent / "data"
+CONFORMANCE = DATA / "conformance"
+KT_LUA = ROOT / "lua" / "kt.lua"
+REAL_SERVER = os.environ.get("KTSTORE_TEST_SERVER") or None
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 that a real ktserver accepts too (<= 32767)."""
+    for _ in range(200):
+        port = random.randint(20000, 32767)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port found")
+
+
+def wait_for_port(host: str, port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
+@dataclass
+class RunningServer:
+    """A server a test talks to: where it listens and how to stop it."""
+
+    host: str
+    port: int
+    databases: list[str]
+    real: bool
+    _stop: Callable[[], None] = field(repr=False)
+
+    def stop(self) -> None:
+        self._stop()
+
+
+def start_server(
+    databases: Sequence[str] = ("*",),
+    script: str | os.PathLike[str] | None = None,
+    extra_args: Sequence[str] = (),
+    real: str | None = REAL_SERVER,
+) -> RunningServer:
+    """Start a server on a free port; a real ktserver when ``real`` names one."""
+    port = free_port()
+    if real:
+        args = [real, "-le", "-host", "127.0.0.1", "-port", str(port), *extra_args]
+        if script is not None:
+            args += ["-scr", str(script)]
+        args += list(databases)
+        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for_port("127.0.0.1", port)
+
+        def stop() -> None:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+        return RunningServer("127.0.0.1", port, list(databases), True, stop)
+
+    from ktstore.server import Server
+
+    server = Server(
+        list(databases),
+        host="127.0.0.1",
+        port=port,
+        script=None if script is None else str(script),
+        args=list(extra_args),
+    )
+    server.start()
+    return RunningServer("127.0.0.1", server.port, list(databases), False, server.stop)
+
+
+@pytest.fixture
+def server_factory() -> Iterator[Callable[..., RunningServer]]:
+    """Start servers with ``server_factory(databases, script=..., extra_args=...)``;
+    all of them are stopped when the test ends."""
+    started: list[RunningServer] = []
+
+    def factory(
+        databases: Sequence[str] = ("*",),
+        script: str | os.PathLike[str] | None = None,
+        extra_args: Sequence[str] = (),
+    ) -> RunningServer:
+        s = start_server(databases, script=script, extra_args=extra_args)
+        started.append(s)
+        return s
+
+    yield factory
+    for s in reversed(started):
+        s.stop()
+
+
+@pytest.fixture
+def kt_server(server_factory: Callable[..., RunningServer]) -> RunningServer:
+    """A fresh server with a hash DB (0) and a tree DB (1), and lua/kt.lua when it exists."""
+    script = KT_LUA if KT_LUA.exists() else None
+    return server_factory(["*", "%"], script=script)
