@@ -181,3 +181,16 @@ def test_choice_matches_every_recorded_answer() -> None:
                 assert tsv.choose_colenc(ps) == want, step["request"]
                 checked += 1
     assert checked > 100
+
+
+@given(st.text(alphabet="QUJDabz019+/=\n!", max_size=24).map(str.encode))
+def test_base64_fast_path_agrees_with_kc_emulation(data) -> None:
+    assert tsv.base64_decode_lenient(data) == tsv._kc_base64_decode(data)
+
+
+@given(st.text(alphabet="QUJ=\t\n\r!", max_size=40).map(str.encode))
+def test_b64_body_agrees_with_field_by_field(body) -> None:
+    expected = [
+        (tsv._kc_base64_decode(k), tsv._kc_base64_decode(v)) for k, v in tsv.decode_tsv(body, None)
+    ]
+    assert tsv.decode_tsv(body, "B") == expected

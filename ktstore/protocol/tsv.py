@@ -18,6 +18,7 @@ byte-by-byte emulation.
 from __future__ import annotations
 
 import binascii
+import functools
 import re
 from collections.abc import Iterable
 
@@ -54,9 +55,7 @@ def base64_encode(data: bytes) -> bytes:
 
 try:
     _a2b(b"", strict_mode=True)
-
-    def _strict_b64(data: bytes) -> bytes:
-        return _a2b(data, strict_mode=True)
+    _strict_b64 = functools.partial(_a2b, strict_mode=True)  # C-level call, no Python frame
 
 except TypeError:  # Python 3.10: no strict mode, check the shape with a regex instead
     _CANONICAL_B64 = re.compile(rb"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?")
@@ -290,15 +289,19 @@ def _raw_lines(body: bytes) -> list[tuple[bytes, bytes]]:
 
 
 def _b64_lines(body: bytes) -> list[tuple[bytes, bytes]]:
+    # Canonical Base64 (what every encoder sends) decodes in C; the first odd field
+    # sends the whole body down the byte-exact lenient path. (Splitting all fields in
+    # one sweep was measured: no faster, the Base64 decoding itself dominates.)
     out = []
     append = out.append
+    strict = _strict_b64
     try:
         for line in body.split(b"\n"):
             key, sep, value = line.partition(b"\t")
             if sep:
-                if value.endswith(b"\r"):
+                if value[-1:] == b"\r":
                     value = value[:-1]
-                append((_strict_b64(key), _strict_b64(value)))
+                append((strict(key), strict(value)))
         return out
     except (binascii.Error, ValueError):
         dec = base64_decode_lenient
@@ -325,8 +328,9 @@ def decode_tsv(body: bytes, colenc: str | None) -> list[tuple[bytes, bytes]]:
 
 # --- the server's choice of encoding ----------------------------------------------------------
 
-_CONTROL = re.compile(rb"[\x00-\x1f\x7f]")
-_URL_EST_SAFE = re.compile(rb"[^A-Za-z0-9_\-.!~*'()]")
+_CONTROL_BYTES = bytes(range(32)) + b"\x7f"
+# bytes ktserver's estimate counts as one character in URL encoding (others count 3)
+_URL_EST_SAFE_BYTES = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-.!~*'()"
 
 
 def choose_colenc(pairs: Iterable[tuple[bytes, bytes]]) -> str | None:
@@ -336,24 +340,21 @@ def choose_colenc(pairs: Iterable[tuple[bytes, bytes]]) -> str | None:
     bytes; then ``B`` if ktserver's Base64 size estimate is below its URL-encoding
     estimate, else ``U``. Both estimates look at the first 255 bytes of each field only
     (that is what ktserver does, so we do too, to answer with the same encoding).
+    Works on all fields at once with C-level operations: this runs for every response.
     """
-    binary = False
-    blen = 0
-    ulen = 0
-    control = _CONTROL.search
-    for key, value in pairs:
-        for data in (key, value):
-            size = len(data)
-            if size > 255:
-                data = data[:255]
-                size = 255
-                binary = True
-            elif not binary and control(data) is not None:
-                binary = True
-            blen += size * 6 // 4 + 3
-            ulen += size + 2 * len(_URL_EST_SAFE.findall(data))
-    if not binary:
+    fields = [x for pair in pairs for x in pair]
+    if not fields:
         return None
+    lengths = list(map(len, fields))
+    longest = max(lengths)
+    joined = b"".join(fields)
+    if longest <= 255 and len(joined.translate(None, _CONTROL_BYTES)) == len(joined):
+        return None
+    if longest > 255:
+        joined = b"".join([x[:255] for x in fields])
+        lengths = [n if n < 255 else 255 for n in lengths]
+    blen = sum([n * 6 // 4 for n in lengths]) + 3 * len(lengths)
+    ulen = len(joined) + 2 * len(joined.translate(None, _URL_EST_SAFE_BYTES))
     return "B" if blen < ulen else "U"
 
 
