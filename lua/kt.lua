@@ -1,0 +1,1358 @@
+-- ktstore server-side procedures for Kyoto Tycoon (Lua 5.1).
+--
+-- Load with `ktserver -scr lua/kt.lua` (or the built-in ktstore-server, which
+-- loads it by default).  Every procedure is a global function f(inmap, outmap)
+-- with an alphanumeric name, so it can be called over the binary protocol and
+-- over HTTP (/rpc/play_script only accepts [A-Za-z0-9] names).
+--
+-- Conventions shared by all procedures:
+--
+-- * `key`  the record holding the container (hash, list, set) or the queue /
+--          schedule metadata.
+-- * `db`   optional 0-based database index (kt.dbs[db + 1]); default kt.db.
+-- * Bulk inputs and outputs travel as one arraydump/mapdump value (`data`,
+--   `fields`, `keys`), so user data can never collide with control inputs.
+-- * Failures return kt.RVEINVALID (bad input), kt.RVELOGIC (no such item) or
+--   kt.RVEINTERNAL, with a readable `error` output.  A real ktserver discards
+--   the outputs of a failed procedure, so a caller that wants the message
+--   passes the flag input `errout`: the procedure then answers success with
+--   the outputs `error` and `rv` (the code it would have returned).
+-- * Containers keep their expiry time when modified: visitors return only the
+--   new value, which tells the server to keep the record's xt (a visitor's
+--   positive xt would be *relative*, see kt-protocol.md 6.5).
+--
+-- Records: hashes and sets are mapdump values (set members are the map keys,
+-- with empty values), lists are arraydump values.  Queues and schedules use
+-- one index record at `key` plus one record per item at `key .. "\t" .. id`;
+-- see the "Sorted index" section.
+
+kt = __kyototycoon__
+
+local XTMAX = 1099511627775        -- 2^40 - 1: "no expiration"
+
+-- ==========================================================================
+-- Errors and the procedure wrapper
+-- ==========================================================================
+
+-- Raise a structured failure; caught by the wrapper of `procedure`.  Never
+-- call it inside a visitor (use `update`, which captures errors there).
+local function fail(rv, msg)
+  error({ rv = rv, msg = msg }, 0)
+end
+
+local function invalid(msg) fail(kt.RVEINVALID, msg) end
+
+-- Define a global procedure `name`.  The body runs under pcall so that bad
+-- input and unexpected Lua errors become a status code plus a message, never
+-- a bare traceback in the server log.
+local function procedure(name, body)
+  _G[name] = function(inmap, outmap)
+    local ok, err = pcall(body, inmap, outmap)
+    if ok then return kt.RVSUCCESS end
+    local rv, msg
+    if type(err) == "table" and err.rv then
+      rv, msg = err.rv, err.msg
+    else
+      rv, msg = kt.RVEINTERNAL, "internal error: " .. tostring(err)
+      kt.log("error", name .. ": " .. msg)
+    end
+    -- Partial outputs of a failed call would only mislead.
+    local stale = {}
+    for k in pairs(outmap) do stale[#stale + 1] = k end
+    for _, k in ipairs(stale) do outmap[k] = nil end
+    outmap.error = name .. ": " .. msg
+    if inmap.errout ~= nil then
+      outmap.rv = tostring(rv)
+      return kt.RVSUCCESS
+    end
+    return rv
+  end
+end
+
+-- ==========================================================================
+-- Input helpers
+-- ==========================================================================
+
+local function need(inmap, field)
+  local v = inmap[field]
+  if v == nil then invalid("missing required input '" .. field .. "'") end
+  return v
+end
+
+local function tonum(inmap, field, default)
+  local s = inmap[field]
+  if s == nil or s == "" then return default end
+  local n = tonumber(s)
+  if n == nil or n ~= n or n == math.huge or n == -math.huge then
+    invalid("input '" .. field .. "' must be a number, got '" .. s .. "'")
+  end
+  return n
+end
+
+local function toint(inmap, field, default)
+  local n = tonum(inmap, field, default)
+  if n ~= nil and n ~= math.floor(n) then
+    invalid("input '" .. field .. "' must be an integer, got '" .. inmap[field] .. "'")
+  end
+  return n
+end
+
+-- An integer that is not negative ("how many"); nil when absent.
+local function tocount(inmap, field, default)
+  local n = toint(inmap, field, default)
+  if n ~= nil and n < 0 then
+    invalid("input '" .. field .. "' must not be negative")
+  end
+  return n
+end
+
+local function istr(n) return string.format("%.0f", n) end
+
+-- The database chosen by the `db` input (0-based index).
+local function getdb(inmap)
+  local s = inmap.db
+  if s == nil or s == "" then return kt.db end
+  local n = tonumber(s)
+  if n == nil or n ~= math.floor(n) or n < 0 then
+    invalid("input 'db' must be a database index, got '" .. s .. "'")
+  end
+  local db = kt.dbs[n + 1]
+  if db == nil then invalid("no such database: " .. s) end
+  return db
+end
+
+local function loadarray(inmap, field, required)
+  local s = inmap[field]
+  if s == nil then
+    if required then need(inmap, field) end
+    return {}
+  end
+  return kt.arrayload(s)
+end
+
+local function loadmap(inmap, field, required)
+  local s = inmap[field]
+  if s == nil then
+    if required then need(inmap, field) end
+    return {}
+  end
+  return kt.mapload(s)
+end
+
+local function dberror(db, what)
+  local msg = what
+  local ok, e = pcall(function() return db:error() end)
+  if ok and e then msg = msg .. ": " .. tostring(e:name()) end
+  fail(kt.RVEINTERNAL, msg)
+end
+
+-- ==========================================================================
+-- Record update under the record lock
+-- ==========================================================================
+
+-- Atomically transform the record `key`: fn(value_or_nil) returns a new value
+-- (string), false to remove the record, or nil to leave it alone.  Errors
+-- raised by fn are carried out of the visitor and re-raised afterwards,
+-- because raising through the server's C/Python visitor frames is unsafe.
+-- Returning only the value keeps the record's expiration time.
+local function update(db, key, fn)
+  local err
+  local function visit(k, v, xt)
+    local ok, res = pcall(fn, v)
+    if not ok then err = res; return kt.Visitor.NOP end
+    if res == nil then return kt.Visitor.NOP end
+    if res == false then
+      if v == nil then return kt.Visitor.NOP end
+      return kt.Visitor.REMOVE
+    end
+    return res
+  end
+  local ok = db:accept(key, visit, true)
+  if err ~= nil then error(err, 0) end
+  if not ok then dberror(db, "cannot update record") end
+end
+
+-- Decode/encode helpers for the three container formats.
+local function isempty(t) return next(t) == nil end
+
+-- Update a mapdump record: fn(map) returns true when it changed the map.
+local function updatemap(db, key, fn)
+  update(db, key, function(v)
+    local m = v and kt.mapload(v) or {}
+    if not fn(m, v ~= nil) then return nil end
+    if isempty(m) then return false end
+    return kt.mapdump(m)
+  end)
+end
+
+local function updatearray(db, key, fn)
+  update(db, key, function(v)
+    local a = v and kt.arrayload(v) or {}
+    if not fn(a, v ~= nil) then return nil end
+    if #a == 0 then return false end
+    return kt.arraydump(a)
+  end)
+end
+
+local function readmap(db, key)
+  local v = db:get(key)
+  if v == nil then return {} end
+  return kt.mapload(v)
+end
+
+local function readarray(db, key)
+  local v = db:get(key)
+  if v == nil then return {} end
+  return kt.arrayload(v)
+end
+
+-- Ordered scan of records with start <= k < stop (either bound optional),
+-- skipping `skip`, at most `count` of them.  On a tree database the cursor
+-- starts at `start` and stops at `stop`; on a hash database (no key order)
+-- every record is examined and filtered.
+local function scanrange(db, start, stop, count, skip, cb)
+  local n = 0
+  if count ~= nil and count <= 0 then return 0 end
+  local cur = db:cursor()
+  local okb, ordered = pcall(function() return cur:jump_back() end)
+  ordered = okb and ordered
+  local ok
+  if start ~= nil and ordered then ok = cur:jump(start) else ok = cur:jump() end
+  while ok do
+    local k, v = cur:get(true)
+    if k == nil then break end
+    if ordered and stop ~= nil and k >= stop then break end
+    if k ~= skip and (start == nil or k >= start) and (stop == nil or k < stop) then
+      cb(k, v)
+      n = n + 1
+      if count ~= nil and n >= count then break end
+    end
+  end
+  cur:disable()
+  return n
+end
+
+-- Python-style slice bounds over a sequence of length len: returns the
+-- 1-based first and last positions (empty when first > last).
+local function slice(len, start, stop)
+  local s = start or 0
+  local e = stop or len
+  if s < 0 then s = math.max(s + len, 0) elseif s > len then s = len end
+  if e < 0 then e = math.max(e + len, 0) elseif e > len then e = len end
+  return s + 1, e
+end
+
+-- Python-style item index: 1-based position or nil when out of range.
+local function position(len, index)
+  if index < 0 then index = index + len end
+  if index < 0 or index >= len then return nil end
+  return index + 1
+end
+
+local function nosuchitem(msg) fail(kt.RVELOGIC, msg) end
+
+-- ==========================================================================
+-- Expiration times
+-- ==========================================================================
+
+-- xt as sent by the client (kt-protocol.md 3.6): < 0 absolute, >= 0
+-- relative, >= XTMAX (or absent) none.  Returns the value a visitor hands
+-- back: a visitor's positive xt is relative and a negative one absolute.
+local function visitorxt(s)
+  if s == nil or s == "" then return XTMAX end
+  local n = tonumber(s)
+  if n == nil or n ~= n then invalid("input 'xt' must be a number, got '" .. s .. "'") end
+  if n >= XTMAX then return XTMAX end
+  return math.floor(n)
+end
+
+-- touchbulk: set the expiration of several records.
+-- in: keys (arraydump), xt (absent = no expiration)
+-- out: data = mapdump {key = old absolute xt} for the records that exist
+procedure("touchbulk", function(inmap, outmap)
+  local db = getdb(inmap)
+  local keys = loadarray(inmap, "keys", true)
+  local xt = visitorxt(inmap.xt)
+  local old = {}
+  if #keys > 0 then
+    local ok = db:accept_bulk(keys, function(k, v, oxt)
+      if v == nil then return kt.Visitor.NOP end
+      old[k] = istr(oxt)
+      return v, xt
+    end, true)
+    if not ok then dberror(db, "cannot update records") end
+  end
+  outmap.data = kt.mapdump(old)
+end)
+
+-- touchbulkrelative: move the expiration of several records by n seconds.
+-- Records without expiration keep none (their reported xt is XTMAX + n).
+-- in: keys (arraydump), n (integer seconds, may be negative)
+-- out: data = mapdump {key = new absolute xt}
+procedure("touchbulkrelative", function(inmap, outmap)
+  local db = getdb(inmap)
+  local keys = loadarray(inmap, "keys", true)
+  local n = toint(inmap, "n", nil)
+  if n == nil then need(inmap, "n") end
+  local new = {}
+  if #keys > 0 then
+    local ok = db:accept_bulk(keys, function(k, v, oxt)
+      if v == nil then return kt.Visitor.NOP end
+      local nxt = oxt + n
+      new[k] = istr(nxt)
+      if oxt >= XTMAX then return v end
+      if nxt < 1 then nxt = 1 end
+      return v, -nxt
+    end, true)
+    if not ok then dberror(db, "cannot update records") end
+  end
+  outmap.data = kt.mapdump(new)
+end)
+
+-- expiretime: in: key; out: xt (absolute; XTMAX when none), absent if missing
+procedure("expiretime", function(inmap, outmap)
+  local db = getdb(inmap)
+  local v, xt = db:get(need(inmap, "key"))
+  if v ~= nil then outmap.xt = istr(xt or XTMAX) end
+end)
+
+-- lasterror: the database's last error in this worker thread.
+-- out: code, name, message
+procedure("lasterror", function(inmap, outmap)
+  local db = getdb(inmap)
+  local e = db:error()
+  outmap.code = istr(e:code())
+  outmap.name = tostring(e:name())
+  outmap.message = tostring(e:message())
+end)
+
+-- ==========================================================================
+-- Hash (mapdump record)
+-- ==========================================================================
+
+-- hset: in: key, field, value; out: num = 1
+procedure("hset", function(inmap, outmap)
+  local db = getdb(inmap)
+  local key, field, value = need(inmap, "key"), need(inmap, "field"), need(inmap, "value")
+  updatemap(db, key, function(m) m[field] = value; return true end)
+  outmap.num = "1"
+end)
+
+-- hsetnx: in: key, field, value; out: num = 1 if set, 0 if the field existed
+procedure("hsetnx", function(inmap, outmap)
+  local db = getdb(inmap)
+  local key, field, value = need(inmap, "key"), need(inmap, "field"), need(inmap, "value")
+  local n = 0
+  updatemap(db, key, function(m)
+    if m[field] ~= nil then return false end
+    m[field] = value
+    n = 1
+    return true
+  end)
+  outmap.num = tostring(n)
+end)
+
+-- hmset: in: key, data (mapdump of fields); out: num = fields written
+procedure("hmset", function(inmap, outmap)
+  local db = getdb(inmap)
+  local key = need(inmap, "key")
+  local data = loadmap(inmap, "data", true)
+  local n = 0
+  for _ in pairs(data) do n = n + 1 end
+  if n > 0 then
+    updatemap(db, key, function(m)
+      for f, v in pairs(data) do m[f] = v end
+      return true
+    end)
+  end
+  outmap.num = tostring(n)
+end)
+
+-- hget: in: key, field; out: value (absent when the field is missing)
+procedure("hget", function(inmap, outmap)
+  local db = getdb(inmap)
+  local key, field = need(inmap, "key"), need(inmap, "field")
+  outmap.value = readmap(db, key)[field]
+end)
+
+-- hmget: in: key, fields (arraydump); out: data = mapdump of the found fields
+procedure("hmget", function(inmap, outmap)
+  local db = getdb(inmap)
+  local key = need(inmap, "key")
+  local fields = loadarray(inmap, "fields", true)
+  local m = readmap(db, key)
+  local found = {}
+  for _, f in ipairs(fields) do found[f] = m[f] end
+  outmap.data = kt.mapdump(found)
+end)
+
+-- hgetall: in: key; out: data = the hash record (mapdump), absent if none
+procedure("hgetall", function(inmap, outmap)
+  local db = getdb(inmap)
+  outmap.data = db:get(need(inmap, "key"))
+end)
+
+-- hdel: in: key, field; out: num = 1 if removed else 0
+procedure("hdel", function(inmap, outmap)
+  local db = getdb(inmap)
+  local key, field = need(inmap, "key"), need(inmap, "field")
+  local n = 0
+  updatemap(db, key, function(m)
+    if m[field] == nil then return false end
+    m[field] = nil
+    n = 1
+    return true
+  end)
+  outmap.num = tostring(n)
+end)
+
+-- hmdel: in: key, fields (arraydump); out: num = fields removed
+procedure("hmdel", function(inmap, outmap)
+  local db = getdb(inmap)
+  local key = need(inmap, "key")
+  local fields = loadarray(inmap, "fields", true)
+  local n = 0
+  if #fields > 0 then
+    updatemap(db, key, function(m)
+      for _, f in ipairs(fields) do
+        if m[f] ~= nil then m[f] = nil; n = n + 1 end
+      end
+      return n > 0
+    end)
+  end
+  outmap.num = tostring(n)
+end)
+
+-- hlen: in: key; out: num
+procedure("hlen", function(inmap, outmap)
+  local db = getdb(inmap)
+  local n = 0
+  for _ in pairs(readmap(db, need(inmap, "key"))) do n = n + 1 end
+  outmap.num = tostring(n)
+end)
+
+-- hcontains: in: key, field; out: num = 1 or 0
+procedure("hcontains", function(inmap, outmap)
+  local db = getdb(inmap)
+  local key, field = need(inmap, "key"), need(inmap, "field")
+  outmap.num = readmap(db, key)[field] ~= nil and "1" or "0"
+end)
+
+-- hunpack: write every field as a top-level record prefix .. field.
+-- in: key, prefix (default key .. ":"); out: num
+procedure("hunpack", function(inmap, outmap)
+  local db = getdb(inmap)
+  local key = need(inmap, "key")
+  local prefix = inmap.prefix or (key .. ":")
+  local recs, n = {}, 0
+  for f, v in pairs(readmap(db, key)) do recs[prefix .. f] = v; n = n + 1 end
+  if n > 0 and db:set_bulk(recs) < 0 then dberror(db, "cannot write records") end
+  outmap.num = tostring(n)
+end)
+
+-- hpack: copy the records with start <= k < stop (up to count) into the hash.
+-- in: key, start, stop, count; out: num
+procedure("hpack", function(inmap, outmap)
+  local db = getdb(inmap)
+  local key = need(inmap, "key")
+  local count = tocount(inmap, "count", nil)
+  local recs = {}
+  local n = scanrange(db, inmap.start, inmap.stop, count, key, function(k, v) recs[k] = v end)
+  if n > 0 then
+    updatemap(db, key, function(m)
+      for k, v in pairs(recs) do m[k] = v end
+      return true
+    end)
+  end
+  outmap.num = tostring(n)
+end)
+
+local function packhash(inmap, outmap, pick)
+  local db = getdb(inmap)
+  local key, dest = need(inmap, "key"), need(inmap, "dest")
+  local items = {}
+  for f, v in pairs(readmap(db, key)) do items[#items + 1] = pick(f, v) end
+  if #items > 0 then
+    updatearray(db, dest, function(a)
+      for i = #a, 1, -1 do a[i] = nil end
+      for i, v in ipairs(items) do a[i] = v end
+      return true
+    end)
+  end
+  outmap.num = tostring(#items)
+end
+
+-- hpackkeys / hpackvalues: store the fields / values as a list at dest.
+-- in: key, dest; out: num
+procedure("hpackkeys", function(inmap, outmap)
+  packhash(inmap, outmap, function(f, v) return f end)
+end)
+
+procedure("hpackvalues", function(inmap, outmap)
+  packhash(inmap, outmap, function(f, v) return v end)
+end)
+
+-- ==========================================================================
+-- List (arraydump record); indexes are 0-based, negative from the end
+-- ==========================================================================
+
+-- llpush / lrpush: in: key, value; out: length
+procedure("llpush", function(inmap, outmap)
+  local db = getdb(inmap)
+  local key, value = need(inmap, "key"), need(inmap, "value")
+  local len
+  updatearray(db, key, function(a) table.insert(a, 1, value); len = #a; return true end)
+  outmap.length = tostring(len)
+end)
+
+procedure("lrpush", function(inmap, outmap)
+  local db = getdb(inmap)
+  local key, value = need(inmap, "key"), need(inmap, "value")
+  local len
+  updatearray(db, key, function(a) a[#a + 1] = value; len = #a; return true end)
+  outmap.length = tostring(len)
+end)
+
+-- lextend: in: key, data (arraydump); out: length
+procedure("lextend", function(inmap, outmap)
+  local db = getdb(inmap)
+  local key = need(inmap, "key")
+  local data = loadarray(inmap, "data", true)
+  local len = 0
+  updatearray(db, key, function(a)
+    for _, v in ipairs(data) do a[#a + 1] = v end
+    len = #a
+    return #data > 0
+  end)
+  outmap.length = tostring(len)
+end)
+
+-- lrange: Python slice a[start:stop]. in: key, start, stop; out: data (arraydump)
+procedure("lrange", function(inmap, outmap)
+  local db = getdb(inmap)
+  local key = need(inmap, "key")
+  local start, stop = toint(inmap, "start", nil), toint(inmap, "stop", nil)
+  local a = readarray(db, key)
+  local first, last = slice(#a, start, stop)
+  local out = {}
+  for i = first, last do out[#out + 1] = a[i] end
+  outmap.data = kt.arraydump(out)
+end)
+
+-- lindex: in: key, index; out: value; RVELOGIC when out of range
+procedure("lindex", function(inmap, outmap)
+  local db = getdb(inmap)
+  local key = need(inmap, "key")
+  need(inmap, "index")
+  local index = toint(inmap, "index", nil)
+  local a = readarray(db, key)
+  local p = position(#a, index)
+  if p == nil then nosuchitem("list index out of range: " .. istr(index)) end
+  outmap.value = a[p]
+end)
+
+-- linsert: insert before index (index == length appends; -1 on an empty
+-- list is the head).  in: key, index, value; out: length; RVELOGIC if out of range
+procedure("linsert", function(inmap, outmap)
+  local db = getdb(inmap)
+  local key, value = need(inmap, "key"), need(inmap, "value")
+  need(inmap, "index")
+  local index = toint(inmap, "index", nil)
+  local len, bad
+  updatearray(db, key, function(a)
+    local n = #a
+    local i = index
+    if i < 0 then i = i + n end
+    if n == 0 and index == -1 then i = 0 end
+    if i < 0 or i > n then bad = true; return nil end
+    table.insert(a, i + 1, value)
+    len = #a
+    return true
+  end)
+  if bad then nosuchitem("list index out of range: " .. istr(index)) end
+  outmap.length = tostring(len)
+end)
+
+-- lset: in: key, index, value; RVELOGIC if out of range
+procedure("lset", function(inmap, outmap)
+  local db = getdb(inmap)
+  local key, value = need(inmap, "key"), need(inmap, "value")
+  need(inmap, "index")
+  local index = toint(inmap, "index", nil)
+  local bad
+  updatearray(db, key, function(a)
+    local p = position(#a, index)
+    if p == nil then bad = true; return nil end
+    a[p] = value
+    return true
+  end)
+  if bad then nosuchitem("list index out of range: " .. istr(index)) end
+  outmap.num = "1"
+end)
+
+-- lrem: remove by index. in: key, index; out: value; RVELOGIC if out of range
+procedure("lrem", function(inmap, outmap)
+  local db = getdb(inmap)
+  local key = need(inmap, "key")
+  need(inmap, "index")
+  local index = toint(inmap, "index", nil)
+  local value
+  updatearray(db, key, function(a)
+    local p = position(#a, index)
+    if p == nil then return nil end
+    value = table.remove(a, p)
+    return true
+  end)
+  if value == nil then nosuchitem("list index out of range: " .. istr(index)) end
+  outmap.value = value
+end)
+
+-- lremrange: del a[start:stop]. in: key, start, stop; out: length
+procedure("lremrange", function(inmap, outmap)
+  local db = getdb(inmap)
+  local key = need(inmap, "key")
+  local start, stop = toint(inmap, "start", nil), toint(inmap, "stop", nil)
+  local len = 0
+  updatearray(db, key, function(a)
+    local first, last = slice(#a, start, stop)
+    if first > last then len = #a; return nil end
+    local keep = {}
+    for i, v in ipairs(a) do
+      if i < first or i > last then keep[#keep + 1] = v end
+    end
+    for i = #a, 1, -1 do a[i] = nil end
+    for i, v in ipairs(keep) do a[i] = v end
+    len = #a
+    return true
+  end)
+  outmap.length = tostring(len)
+end)
+
+-- llpop / lrpop: in: key; out: value (absent when the list is empty)
+procedure("llpop", function(inmap, outmap)
+  local db = getdb(inmap)
+  local value
+  updatearray(db, need(inmap, "key"), function(a)
+    if #a == 0 then return nil end
+    value = table.remove(a, 1)
+    return true
+  end)
+  outmap.value = value
+end)
+
+procedure("lrpop", function(inmap, outmap)
+  local db = getdb(inmap)
+  local value
+  updatearray(db, need(inmap, "key"), function(a)
+    if #a == 0 then return nil end
+    value = table.remove(a)
+    return true
+  end)
+  outmap.value = value
+end)
+
+-- Move one item from one end of `key` to one end of `dest` (a rotation when
+-- they are the same record).  The pop and the push are two atomic steps.
+local function poppush(inmap, outmap, fromhead)
+  local db = getdb(inmap)
+  local key = need(inmap, "key")
+  local dest = inmap.dest or key
+  local value
+  if dest == key then
+    updatearray(db, key, function(a)
+      if #a == 0 then return nil end
+      if fromhead then
+        value = table.remove(a, 1); a[#a + 1] = value
+      else
+        value = table.remove(a); table.insert(a, 1, value)
+      end
+      return true
+    end)
+  else
+    updatearray(db, key, function(a)
+      if #a == 0 then return nil end
+      if fromhead then value = table.remove(a, 1) else value = table.remove(a) end
+      return true
+    end)
+    if value ~= nil then
+      updatearray(db, dest, function(a)
+        if fromhead then a[#a + 1] = value else table.insert(a, 1, value) end
+        return true
+      end)
+    end
+  end
+  if value == nil then nosuchitem("list is empty") end
+  outmap.value = value
+end
+
+-- llpoprpush / lrpoplpush: in: key, dest (default key); out: value;
+-- RVELOGIC when the source list is empty
+procedure("llpoprpush", function(inmap, outmap) poppush(inmap, outmap, true) end)
+procedure("lrpoplpush", function(inmap, outmap) poppush(inmap, outmap, false) end)
+
+-- llen: in: key; out: num
+procedure("llen", function(inmap, outmap)
+  local db = getdb(inmap)
+  outmap.num = tostring(#readarray(db, need(inmap, "key")))
+end)
+
+-- lfind / lrfind: in: key, value; out: index (-1 when absent)
+procedure("lfind", function(inmap, outmap)
+  local db = getdb(inmap)
+  local key, value = need(inmap, "key"), need(inmap, "value")
+  local a = readarray(db, key)
+  local found = -1
+  for i = 1, #a do if a[i] == value then found = i - 1; break end end
+  outmap.index = tostring(found)
+end)
+
+procedure("lrfind", function(inmap, outmap)
+  local db = getdb(inmap)
+  local key, value = need(inmap, "key"), need(inmap, "value")
+  local a = readarray(db, key)
+  local found = -1
+  for i = #a, 1, -1 do if a[i] == value then found = i - 1; break end end
+  outmap.index = tostring(found)
+end)
+
+-- lunpack: write a[start:stop] as records prefix .. format(i), i from 0.
+-- in: key, start, stop, prefix (default key .. ":"), format (default "%04d")
+-- out: num
+procedure("lunpack", function(inmap, outmap)
+  local db = getdb(inmap)
+  local key = need(inmap, "key")
+  local start, stop = toint(inmap, "start", nil), toint(inmap, "stop", nil)
+  local prefix = inmap.prefix or (key .. ":")
+  local fmt = inmap.format or "%04d"
+  local stripped = string.gsub(fmt, "%%%%", "")
+  local _, directives = string.gsub(stripped, "%%", "")
+  if directives ~= 1 or not string.find(stripped, "%%[-0 +#]*%d*[dioxX]") then
+    invalid("input 'format' must hold exactly one integer directive such as %04d, got '" .. fmt .. "'")
+  end
+  local a = readarray(db, key)
+  local first, last = slice(#a, start, stop)
+  local recs, n = {}, 0
+  for i = first, last do
+    recs[prefix .. string.format(fmt, n)] = a[i]
+    n = n + 1
+  end
+  if n > 0 and db:set_bulk(recs) < 0 then dberror(db, "cannot write records") end
+  outmap.num = tostring(n)
+end)
+
+-- lpack: append the values of the records start <= k < stop (up to count).
+-- in: key, start, stop, count; out: num
+procedure("lpack", function(inmap, outmap)
+  local db = getdb(inmap)
+  local key = need(inmap, "key")
+  local count = tocount(inmap, "count", nil)
+  local values = {}
+  local n = scanrange(db, inmap.start, inmap.stop, count, key, function(k, v)
+    values[#values + 1] = v
+  end)
+  if n > 0 then
+    updatearray(db, key, function(a)
+      for _, v in ipairs(values) do a[#a + 1] = v end
+      return true
+    end)
+  end
+  outmap.num = tostring(n)
+end)
+
+-- ==========================================================================
+-- Set (mapdump record, members are the keys)
+-- ==========================================================================
+
+-- sadd: in: key, data (arraydump of members); out: num added
+procedure("sadd", function(inmap, outmap)
+  local db = getdb(inmap)
+  local key = need(inmap, "key")
+  local data = loadarray(inmap, "data", true)
+  local n = 0
+  if #data > 0 then
+    updatemap(db, key, function(m)
+      for _, v in ipairs(data) do
+        if m[v] == nil then m[v] = ""; n = n + 1 end
+      end
+      return n > 0
+    end)
+  end
+  outmap.num = tostring(n)
+end)
+
+-- srem: in: key, data (arraydump); out: num removed
+procedure("srem", function(inmap, outmap)
+  local db = getdb(inmap)
+  local key = need(inmap, "key")
+  local data = loadarray(inmap, "data", true)
+  local n = 0
+  if #data > 0 then
+    updatemap(db, key, function(m)
+      for _, v in ipairs(data) do
+        if m[v] ~= nil then m[v] = nil; n = n + 1 end
+      end
+      return n > 0
+    end)
+  end
+  outmap.num = tostring(n)
+end)
+
+-- spop: in: key; out: value (absent when empty)
+procedure("spop", function(inmap, outmap)
+  local db = getdb(inmap)
+  local value
+  updatemap(db, need(inmap, "key"), function(m)
+    value = next(m)
+    if value == nil then return nil end
+    m[value] = nil
+    return true
+  end)
+  outmap.value = value
+end)
+
+-- sismember: in: key, value; out: num = 1 or 0
+procedure("sismember", function(inmap, outmap)
+  local db = getdb(inmap)
+  local key, value = need(inmap, "key"), need(inmap, "value")
+  outmap.num = readmap(db, key)[value] ~= nil and "1" or "0"
+end)
+
+-- scard: in: key; out: num
+procedure("scard", function(inmap, outmap)
+  local db = getdb(inmap)
+  local n = 0
+  for _ in pairs(readmap(db, need(inmap, "key"))) do n = n + 1 end
+  outmap.num = tostring(n)
+end)
+
+-- smembers: in: key; out: data (arraydump of members)
+procedure("smembers", function(inmap, outmap)
+  local db = getdb(inmap)
+  local out = {}
+  for m in pairs(readmap(db, need(inmap, "key"))) do out[#out + 1] = m end
+  outmap.data = kt.arraydump(out)
+end)
+
+-- Set algebra over `key` and the sets named in `keys`; the result is stored
+-- at `dest` (replacing it; removed when empty) when given.
+local function setop(inmap, outmap, combine)
+  local db = getdb(inmap)
+  local key = need(inmap, "key")
+  local others = loadarray(inmap, "keys", true)
+  local result = readmap(db, key)
+  for _, k in ipairs(others) do result = combine(result, readmap(db, k)) end
+  local out = {}
+  for m in pairs(result) do out[#out + 1] = m end
+  if inmap.dest ~= nil then
+    updatemap(db, inmap.dest, function(m)
+      for k in pairs(m) do m[k] = nil end
+      for k in pairs(result) do m[k] = "" end
+      return true
+    end)
+  end
+  outmap.data = kt.arraydump(out)
+end
+
+-- sinter / sunion / sdiff: in: key, keys (arraydump), dest; out: data
+procedure("sinter", function(inmap, outmap)
+  setop(inmap, outmap, function(a, b)
+    local r = {}
+    for k in pairs(a) do if b[k] ~= nil then r[k] = "" end end
+    return r
+  end)
+end)
+
+procedure("sunion", function(inmap, outmap)
+  setop(inmap, outmap, function(a, b)
+    for k in pairs(b) do a[k] = "" end
+    return a
+  end)
+end)
+
+procedure("sdiff", function(inmap, outmap)
+  setop(inmap, outmap, function(a, b)
+    for k in pairs(b) do a[k] = nil end
+    return a
+  end)
+end)
+
+-- ==========================================================================
+-- Sorted index: queues and schedules
+-- ==========================================================================
+--
+-- The record at `key` is the index: a header of HEADER bytes (16-digit next
+-- item id, 12-digit "waiters until" epoch second) followed by fixed-width
+-- entries of ENTRY bytes, kept in ascending byte order: a 20-byte score field
+-- then the 16-digit item id.  Equal scores are therefore FIFO.  Each item's
+-- value is the record `key .. "\t" .. id` (16 digits).
+--
+-- Queues store OFFSET - score (higher scores first), schedules OFFSET + score
+-- (lower scores first); scores must lie within +-OFFSET.
+--
+-- Concurrency rests on one rule: an item's record is written *before* its
+-- entry enters the index, and whoever removes an entry from the index (under
+-- the index record's lock) owns the item record and is the only one to read
+-- and remove it.  So two poppers never get the same item and a popper never
+-- sees an entry whose value is not written yet.
+
+local HEADER, IDW, SCOREW = 28, 16, 20
+local ENTRY = SCOREW + IDW
+local OFFSET = 1e12
+local MAXID = string.rep("9", IDW)
+
+local function scorefield(score, inverted)
+  if score <= -OFFSET or score >= OFFSET then
+    invalid("score out of range (must be within +-10^12)")
+  end
+  local v = inverted and (OFFSET - score) or (OFFSET + score)
+  return string.format("%020.6f", v)
+end
+
+local function idfield(id) return string.format("%016.0f", id) end
+local function itemkey(key, id) return key .. "\t" .. id end
+
+-- Parsed index: { nextid = number, until = number, body = entries string }
+local function parseindex(v)
+  if v == nil or #v < HEADER then
+    return { nextid = nil, waituntil = 0, body = "" }
+  end
+  return {
+    nextid = tonumber(string.sub(v, 1, IDW)),
+    waituntil = tonumber(string.sub(v, IDW + 1, HEADER)) or 0,
+    body = string.sub(v, HEADER + 1),
+  }
+end
+
+local function dumpindex(ix)
+  return idfield(ix.nextid) .. string.format("%012.0f", ix.waituntil) .. ix.body
+end
+
+local function nentries(ix) return math.floor(#ix.body / ENTRY) end
+
+local function entryat(ix, i)
+  local p = (i - 1) * ENTRY + 1
+  return string.sub(ix.body, p, p + ENTRY - 1)
+end
+
+-- First position i (1-based) whose entry is > x (or >= x when inclusive is
+-- false), by binary search over the fixed-width entries.
+local function bound(ix, x, inclusive)
+  local lo, hi = 1, nentries(ix) + 1
+  while lo < hi do
+    local mid = math.floor((lo + hi) / 2)
+    local e = entryat(ix, mid)
+    local before
+    if inclusive then before = e <= x else before = e < x end
+    if before then lo = mid + 1 else hi = mid end
+  end
+  return lo
+end
+
+-- Number of leading entries whose score field is <= `limit` (a score field).
+local function prefixcount(ix, limit)
+  if limit == nil then return nentries(ix) end
+  return bound(ix, limit .. MAXID, true) - 1
+end
+
+local function nowsec() return math.floor(kt.time()) end
+
+-- Write the index back: removed when it holds no entries and no live waiter.
+local function storeindex(ix)
+  if #ix.body == 0 and ix.waituntil < nowsec() then return false end
+  if ix.nextid == nil then ix.nextid = math.floor(kt.time() * 1000) end
+  return dumpindex(ix)
+end
+
+-- Reserve `count` fresh item ids; returns the first one.
+local function reserveids(db, key, count)
+  local first
+  update(db, key, function(v)
+    local ix = parseindex(v)
+    if ix.nextid == nil then ix.nextid = math.floor(kt.time() * 1000) end
+    first = ix.nextid
+    ix.nextid = ix.nextid + count
+    return dumpindex(ix)
+  end)
+  return first
+end
+
+-- Insert entries (list of ENTRY strings) into the index; returns whether a
+-- blocked reader registered a wait that has not expired.
+local function insertentries(db, key, entries, lastid)
+  local waiting = false
+  update(db, key, function(v)
+    local ix = parseindex(v)
+    if ix.nextid == nil or ix.nextid <= lastid then
+      ix.nextid = math.max(math.floor(kt.time() * 1000), lastid + 1)
+    end
+    table.sort(entries)
+    local parts, pos = {}, 1
+    for _, e in ipairs(entries) do
+      local at = bound(ix, e, false)
+      local cut = (at - 1) * ENTRY
+      parts[#parts + 1] = string.sub(ix.body, pos, cut)
+      parts[#parts + 1] = e
+      pos = cut + 1
+    end
+    parts[#parts + 1] = string.sub(ix.body, pos)
+    ix.body = table.concat(parts)
+    waiting = ix.waituntil >= nowsec()
+    return dumpindex(ix)
+  end)
+  return waiting
+end
+
+-- Add values with one score; returns the first id and whether to signal.
+local function indexadd(db, key, values, score, inverted)
+  local sf = scorefield(score, inverted)
+  local n = #values
+  if n == 0 then return nil, false end
+  local first = reserveids(db, key, n)
+  local recs, entries = {}, {}
+  for i, v in ipairs(values) do
+    local id = idfield(first + i - 1)
+    recs[itemkey(key, id)] = v
+    entries[i] = sf .. id
+  end
+  if db:set_bulk(recs) < 0 then dberror(db, "cannot write queue items") end
+  return first, insertentries(db, key, entries, first + n - 1)
+end
+
+-- Take (remove from the index) up to n entries among those whose score field
+-- is <= limit, from the head or the tail of that range.  With waitsecs, an
+-- empty result registers a waiter until now + waitsecs.  Returns entries in
+-- the order taken.
+local function indextake(db, key, n, limit, fromtail, waitsecs)
+  local taken = {}
+  update(db, key, function(v)
+    if v == nil and not waitsecs then return nil end
+    local ix = parseindex(v)
+    local avail = prefixcount(ix, limit)
+    local k = math.min(n, avail)
+    if k == 0 then
+      if not waitsecs then return nil end
+      ix.waituntil = math.max(ix.waituntil, nowsec() + waitsecs)
+      return storeindex(ix)
+    end
+    local first = fromtail and (avail - k + 1) or 1
+    for i = first, first + k - 1 do taken[#taken + 1] = entryat(ix, i) end
+    if fromtail then
+      local rev = {}
+      for i = #taken, 1, -1 do rev[#rev + 1] = taken[i] end
+      taken = rev
+    end
+    local a, b = (first - 1) * ENTRY, (first + k - 1) * ENTRY
+    ix.body = string.sub(ix.body, 1, a) .. string.sub(ix.body, b + 1)
+    return storeindex(ix)
+  end)
+  return taken
+end
+
+-- Read entries without taking them (same selection as indextake).
+local function indexpeek(db, key, n, limit, fromtail)
+  local ix = parseindex(db:get(key))
+  local avail = prefixcount(ix, limit)
+  local k = math.min(n, avail)
+  local out = {}
+  if fromtail then
+    for i = avail, avail - k + 1, -1 do out[#out + 1] = entryat(ix, i) end
+  else
+    for i = 1, k do out[#out + 1] = entryat(ix, i) end
+  end
+  return out
+end
+
+local function entryid(e) return string.sub(e, SCOREW + 1) end
+
+-- Values of owned (or peeked) entries, in order; with remove, also delete
+-- the item records.  Items that vanished (expired) are skipped.
+local function itemvalues(db, key, entries, remove)
+  if #entries == 0 then return {} end
+  local keys = {}
+  for i, e in ipairs(entries) do keys[i] = itemkey(key, entryid(e)) end
+  local got = db:get_bulk(keys) or {}
+  if remove then db:remove_bulk(keys) end
+  local values = {}
+  for _, k in ipairs(keys) do
+    if got[k] ~= nil then values[#values + 1] = got[k] end
+  end
+  return values
+end
+
+-- Remove specific entries (if still present) from the index; returns the
+-- entries actually removed, which the caller now owns.
+local function indexremove(db, key, entries)
+  local removed = {}
+  if #entries == 0 then return removed end
+  update(db, key, function(v)
+    if v == nil then return nil end
+    local ix = parseindex(v)
+    local drop = {}
+    for _, e in ipairs(entries) do
+      local at = bound(ix, e, false)
+      if at <= nentries(ix) and entryat(ix, at) == e and not drop[at] then
+        drop[at] = true
+        removed[#removed + 1] = e
+      end
+    end
+    if #removed == 0 then return nil end
+    local parts = {}
+    for i = 1, nentries(ix) do
+      if not drop[i] then parts[#parts + 1] = entryat(ix, i) end
+    end
+    ix.body = table.concat(parts)
+    return storeindex(ix)
+  end)
+  return removed
+end
+
+-- Entries (in head or tail order within the score limit) whose value equals
+-- `value`, at most n of them.
+local function findentries(db, key, value, n, limit, fromtail)
+  local ix = parseindex(db:get(key))
+  local avail = prefixcount(ix, limit)
+  local order = {}
+  if fromtail then
+    for i = avail, 1, -1 do order[#order + 1] = entryat(ix, i) end
+  else
+    for i = 1, avail do order[#order + 1] = entryat(ix, i) end
+  end
+  local found = {}
+  local chunk = 256
+  for s = 1, #order, chunk do
+    local keys = {}
+    for i = s, math.min(s + chunk - 1, #order) do
+      keys[#keys + 1] = itemkey(key, entryid(order[i]))
+    end
+    local got = db:get_bulk(keys) or {}
+    for i = s, math.min(s + chunk - 1, #order) do
+      if got[itemkey(key, entryid(order[i]))] == value then
+        found[#found + 1] = order[i]
+        if n ~= nil and #found >= n then return found end
+      end
+    end
+  end
+  return found
+end
+
+local function removeitems(db, key, entries)
+  if #entries == 0 then return end
+  local keys = {}
+  for i, e in ipairs(entries) do keys[i] = itemkey(key, entryid(e)) end
+  db:remove_bulk(keys)
+end
+
+-- Common inputs of queue reads: n (default 1), minscore.
+local function queuelimit(inmap)
+  local minscore = tonum(inmap, "minscore", nil)
+  if minscore == nil then return nil end
+  if minscore <= -OFFSET then return nil end
+  if minscore >= OFFSET then return "" end
+  return scorefield(minscore, true)
+end
+
+-- queueadd: in: key, data (arraydump of values), score (default 0)
+-- out: id (of the first item), num, signal ("1" when a blocked reader waits)
+procedure("queueadd", function(inmap, outmap)
+  local db = getdb(inmap)
+  local key = need(inmap, "key")
+  local values = loadarray(inmap, "data", true)
+  local score = tonum(inmap, "score", 0)
+  scorefield(score, true)
+  local id, waiting = indexadd(db, key, values, score, true)
+  if id ~= nil then outmap.id = istr(id) end
+  outmap.num = tostring(#values)
+  if waiting then outmap.signal = "1" end
+end)
+
+-- queuepop: in: key, n (default 1), minscore, tail (flag: from the end),
+-- peek (flag: do not remove), wait (seconds: register a blocked reader when
+-- nothing qualifies).  out: data (arraydump of values), num
+procedure("queuepop", function(inmap, outmap)
+  local db = getdb(inmap)
+  local key = need(inmap, "key")
+  local n = tocount(inmap, "n", 1)
+  local limit = queuelimit(inmap)
+  local wait = tonum(inmap, "wait", nil)
+  if wait ~= nil then wait = math.max(1, math.ceil(wait)) end
+  local fromtail = inmap.tail ~= nil
+  local values
+  if limit == "" or n == 0 then
+    values = {}
+  elseif inmap.peek ~= nil then
+    values = itemvalues(db, key, indexpeek(db, key, n, limit, fromtail), false)
+  else
+    values = itemvalues(db, key, indextake(db, key, n, limit, fromtail, wait), true)
+  end
+  outmap.data = kt.arraydump(values)
+  outmap.num = tostring(#values)
+end)
+
+-- queueremove: remove items equal to value. in: key, value, n (default all),
+-- minscore, tail (flag: search from the end); out: num
+procedure("queueremove", function(inmap, outmap)
+  local db = getdb(inmap)
+  local key, value = need(inmap, "key"), need(inmap, "value")
+  local n = tocount(inmap, "n", nil)
+  local limit = queuelimit(inmap)
+  local removed = {}
+  if limit ~= "" and n ~= 0 then
+    local found = findentries(db, key, value, n, limit, inmap.tail ~= nil)
+    removed = indexremove(db, key, found)
+    removeitems(db, key, removed)
+  end
+  outmap.num = tostring(#removed)
+end)
+
+-- queuesetscore: give items equal to value a new score (keeping their
+-- arrival order).  in: key, value, score, n (default all); out: num changed
+procedure("queuesetscore", function(inmap, outmap)
+  local db = getdb(inmap)
+  local key, value = need(inmap, "key"), need(inmap, "value")
+  need(inmap, "score")
+  local sf = scorefield(tonum(inmap, "score", 0), true)
+  local n = tocount(inmap, "n", nil)
+  local changed = 0
+  if n ~= 0 then
+    local candidates = {}
+    for _, e in ipairs(findentries(db, key, value, nil, nil, false)) do
+      if string.sub(e, 1, SCOREW) ~= sf then
+        candidates[#candidates + 1] = e
+        if n ~= nil and #candidates >= n then break end
+      end
+    end
+    if #candidates > 0 then
+      update(db, key, function(v)
+        if v == nil then return nil end
+        local ix = parseindex(v)
+        local keep, set = {}, {}
+        for _, e in ipairs(candidates) do set[e] = true end
+        local moved = {}
+        for i = 1, nentries(ix) do
+          local e = entryat(ix, i)
+          if set[e] then
+            moved[#moved + 1] = sf .. entryid(e)
+          else
+            keep[#keep + 1] = e
+          end
+        end
+        changed = #moved
+        if changed == 0 then return nil end
+        for _, e in ipairs(moved) do keep[#keep + 1] = e end
+        table.sort(keep)
+        ix.body = table.concat(keep)
+        return dumpindex(ix)
+      end)
+    end
+  end
+  outmap.num = tostring(changed)
+end)
+
+-- queuetransfer: move up to n items from the head of `key` to `dest`,
+-- keeping their scores.  in: key, dest, n (default 1); out: data, num, signal
+procedure("queuetransfer", function(inmap, outmap)
+  local db = getdb(inmap)
+  local key, dest = need(inmap, "key"), need(inmap, "dest")
+  if key == dest then invalid("source and destination are the same queue") end
+  local n = tocount(inmap, "n", 1)
+  local taken = indextake(db, key, n, nil, false, nil)
+  local values = {}
+  if #taken > 0 then
+    local keys = {}
+    for i, e in ipairs(taken) do keys[i] = itemkey(key, entryid(e)) end
+    local got = db:get_bulk(keys) or {}
+    local kept = {}
+    for i, e in ipairs(taken) do
+      if got[keys[i]] ~= nil then
+        kept[#kept + 1] = e
+        values[#values + 1] = got[keys[i]]
+      end
+    end
+    if #kept > 0 then
+      local first = reserveids(db, dest, #kept)
+      local recs, entries = {}, {}
+      for i, e in ipairs(kept) do
+        local id = idfield(first + i - 1)
+        recs[itemkey(dest, id)] = values[i]
+        entries[i] = string.sub(e, 1, SCOREW) .. id
+      end
+      if db:set_bulk(recs) < 0 then dberror(db, "cannot write queue items") end
+      if insertentries(db, dest, entries, first + #kept - 1) then outmap.signal = "1" end
+    end
+    db:remove_bulk(keys)
+  end
+  outmap.data = kt.arraydump(values)
+  outmap.num = tostring(#values)
+end)
+
+-- queuecount / schedulecount: in: key; out: num
+local function countproc(inmap, outmap)
+  local db = getdb(inmap)
+  outmap.num = tostring(nentries(parseindex(db:get(need(inmap, "key")))))
+end
+procedure("queuecount", countproc)
+procedure("schedulecount", countproc)
+
+-- queueclear / scheduleclear: remove every item.  in: key; out: num
+local function clearproc(inmap, outmap)
+  local db = getdb(inmap)
+  local key = need(inmap, "key")
+  local taken = indextake(db, key, math.huge, nil, false, nil)
+  for s = 1, #taken, 1024 do
+    local part = {}
+    for i = s, math.min(s + 1023, #taken) do part[#part + 1] = taken[i] end
+    removeitems(db, key, part)
+  end
+  outmap.num = tostring(#taken)
+end
+procedure("queueclear", clearproc)
+procedure("scheduleclear", clearproc)
+
+-- scheduleadd: in: key, value, score (default 0); out: id
+procedure("scheduleadd", function(inmap, outmap)
+  local db = getdb(inmap)
+  local key, value = need(inmap, "key"), need(inmap, "value")
+  local score = tonum(inmap, "score", 0)
+  local id = indexadd(db, key, { value }, score, false)
+  outmap.id = istr(id)
+end)
+
+-- scheduleread: items with score <= `score` (default: all), lowest first.
+-- in: key, score, n (default all), peek (flag: do not remove)
+-- out: data (arraydump of values), num
+procedure("scheduleread", function(inmap, outmap)
+  local db = getdb(inmap)
+  local key = need(inmap, "key")
+  local score = tonum(inmap, "score", nil)
+  local n = tocount(inmap, "n", nil) or math.huge
+  local limit = nil
+  if score ~= nil then
+    if score < -OFFSET then
+      limit = ""
+    elseif score < OFFSET then
+      limit = scorefield(score, false)
+    end
+  end
+  local values = {}
+  if limit ~= "" and n > 0 then
+    if inmap.peek ~= nil then
+      values = itemvalues(db, key, indexpeek(db, key, n, limit, false), false)
+    else
+      values = itemvalues(db, key, indextake(db, key, n, limit, false, nil), true)
+    end
+  end
+  outmap.data = kt.arraydump(values)
+  outmap.num = tostring(#values)
+end)
+
+-- ==========================================================================
+-- Diagnostics
+-- ==========================================================================
+
+-- ktstoreversion: out: version of this script (lets clients detect it)
+procedure("ktstoreversion", function(inmap, outmap)
+  outmap.version = "1"
+end)
+
+-- ==== ktstore.models: begin ====
+-- ==== ktstore.models: end ====
