@@ -1,0 +1,365 @@
+"""ScriptHost: ktserver's Lua scripting extension for ktstore-server.
+
+ktserver keeps one Lua state per worker thread.  Our server has no fixed
+worker pool, so the host keeps a pool of Lua 5.1 states (lupa runtimes), each
+loaded with the script, created lazily and reused; a call checks one out for
+its whole duration, so two concurrent calls never share a state (and, like on
+ktserver, Lua globals are per state, not shared).
+
+Contract with the server::
+
+    host = ScriptHost(script_path, databases, names, allow_unsafe=False,
+                      log=None, timeout=30.0)
+    result = host.call(name, params)     # thread-safe
+    rv, outputs = result                 # a CallResult is a 2-tuple
+    result.missing                       # True: no such procedure (rv == RV_NOIMPL)
+    result.error                         # the Lua error text when rv == RV_INTERNAL
+    host.reload()                        # SIGUSR1: new states read the file again
+    host.close()
+
+``rv`` is what the procedure returned, converted like ``lua_tointeger``
+(nil = 0 = success; other numbers pass through), or :data:`RV_NOIMPL` when
+the procedure does not exist, :data:`RV_INTERNAL` when it raised (logged as
+``[SCRIPT]: name: message`` at kind ``error``), :data:`RV_TIMEOUT` when it
+ran past ``timeout`` seconds.  A procedure can itself return 1 (RVENOIMPL):
+only ``result.missing`` says "no such scripting procedure" (HTTP 501 with that
+text) rather than "the scripting procedure failed".  ``outputs`` is sorted by
+key (ktserver collects them in a ``std::map``); it holds what the procedure put
+in its outmap whatever it returned (the server shows it only on success) and
+is empty after an error.
+
+``log(kind, message)`` receives ``kind`` in ``debug info system error`` and
+the whole message (``[SCRIPT]: ...``); it defaults to the ``logging`` logger
+``ktstore.server.script``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from importlib import resources
+from typing import Any
+
+from lupa import lua51
+
+from ktstore.server.database import Database
+from ktstore.server.scripting.ktmodule import KT_VERSION, CallState, Primitives
+
+__all__ = [
+    "ScriptHost",
+    "CallResult",
+    "RV_SUCCESS",
+    "RV_NOIMPL",
+    "RV_INVALID",
+    "RV_LOGIC",
+    "RV_TIMEOUT",
+    "RV_INTERNAL",
+]
+
+RV_SUCCESS = 0
+RV_NOIMPL = 1
+RV_INVALID = 2
+RV_LOGIC = 3
+RV_TIMEOUT = 4
+RV_INTERNAL = 5
+
+_LOG = logging.getLogger("ktstore.server.script")
+_PY_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "system": logging.WARNING,
+    "error": logging.ERROR,
+}
+
+
+def _default_log(kind: str, message: str) -> None:
+    _LOG.log(_PY_LEVELS.get(kind, logging.INFO), message)
+
+
+def _lua_source(name: str) -> bytes:
+    return resources.files("ktstore.server.scripting").joinpath(name).read_bytes()
+
+
+_SANDBOX = _lua_source("sandbox.lua")
+_PRELUDE = _lua_source("prelude.lua")
+
+
+def _deny(*_args: Any) -> Any:
+    """Attribute access on Python objects from Lua is never allowed."""
+    raise AttributeError("access to Python objects is not allowed")
+
+
+class CallResult(tuple):  # type: ignore[type-arg]
+    """``(rv, outputs)`` plus why it failed: ``missing`` and ``error``."""
+
+    missing: bool
+    error: str | None
+
+    def __new__(
+        cls,
+        rv: int,
+        outputs: list[tuple[bytes, bytes]],
+        missing: bool = False,
+        error: str | None = None,
+    ) -> CallResult:
+        self = super().__new__(cls, (rv, outputs))
+        self.missing = missing
+        self.error = error
+        return self
+
+    @property
+    def rv(self) -> int:
+        return self[0]  # type: ignore[no-any-return]
+
+    @property
+    def outputs(self) -> list[tuple[bytes, bytes]]:
+        return self[1]  # type: ignore[no-any-return]
+
+
+def _outstr(v: Any) -> bytes | None:
+    """ktserver's conversion of an outmap key or value (StringBuilder)."""
+    if isinstance(v, bytes):
+        return v
+    if isinstance(v, bool):
+        return b"true" if v else b"false"
+    if isinstance(v, int):
+        return b"%d" % v
+    if isinstance(v, float):
+        if math.isfinite(v) and v == math.floor(v):
+            return b"%d" % int(v)
+        return b"%f" % v
+    return None
+
+
+def _tointeger(v: Any) -> int:
+    """``lua_tointeger`` of the procedure's first result."""
+    if isinstance(v, tuple):
+        v = v[0] if v else None
+    if isinstance(v, bool) or v is None:
+        return 0
+    if isinstance(v, int):
+        return v
+    if isinstance(v, float):
+        return int(v) if math.isfinite(v) else 0
+    if isinstance(v, bytes):
+        try:
+            f = float(v.strip())
+        except ValueError:
+            try:
+                return int(v.strip(), 16) if v.strip().lower().startswith(b"0x") else 0
+            except ValueError:
+                return 0
+        return int(f) if math.isfinite(f) else 0
+    return 0
+
+
+class _Runtime:
+    """One Lua state with the sandbox, the kt module and the script loaded."""
+
+    def __init__(self, host: ScriptHost, thid: int, source: bytes, generation: int) -> None:
+        self.generation = generation
+        self.thid = thid
+        lua = lua51.LuaRuntime(
+            encoding=None,
+            register_eval=False,
+            register_builtins=False,
+            unpack_returned_tuples=True,
+            attribute_handlers=(_deny, _deny),
+            overflow_handler=float,
+        )
+        self.lua = lua
+        self.prims = Primitives(lua, host.databases, host.names, host._log, host.allow_unsafe)
+        self.state: CallState = self.prims.state
+        h = self.prims.table()
+        loader = lua.eval("loadstring")
+        sandbox = loader(_SANDBOX, b"=ktstore-sandbox")
+        prelude = loader(_PRELUDE, b"=ktstore-prelude")
+        conf = lua.table_from({b"version": KT_VERSION.encode(), b"thid": thid})
+        # the prelude must see the untouched libraries it captures; run it first
+        kt_module, timeout_token = prelude(h, conf)
+        lua.globals()[b"__kyototycoon__"] = kt_module
+        sandbox(h[b"expired"], host.allow_unsafe, timeout_token, host.timeout is not None)
+        self.load_error: str | None = None
+        chunk_name = b"@" + os.path.basename(host.script_path).encode("utf-8", "surrogateescape")
+        chunk = loader(source, chunk_name)
+        if isinstance(chunk, tuple):  # (nil, message): a syntax error
+            self.load_error = _text(chunk[1]) if len(chunk) > 1 else "syntax error"
+            return
+        try:
+            self._run(host.timeout, chunk)
+        except Exception as e:  # noqa: BLE001 - any failure is reported as the script's
+            self.load_error = _error_text(e)
+
+    def _run(self, timeout: float | None, fn: Any, *args: Any) -> Any:
+        st = self.state
+        st.timed_out = False
+        st.deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            return fn(*args)
+        finally:
+            st.deadline = None
+            for db in reversed(st.transactions):
+                try:
+                    db.end_transaction(False)
+                except Exception:  # pragma: no cover - never leave the lock held
+                    pass
+            st.transactions.clear()
+
+
+def _text(v: Any) -> str:
+    if isinstance(v, bytes):
+        return v.decode("utf-8", "replace")
+    return str(v)
+
+
+def _error_text(e: BaseException) -> str:
+    if isinstance(e, lua51.LuaError):
+        arg = e.args[0] if e.args else ""
+        return _text(arg)
+    return f"{type(e).__name__}: {e}"
+
+
+class ScriptHost:
+    """The Lua host of one server (see the module docstring for the contract)."""
+
+    def __init__(
+        self,
+        script_path: str,
+        databases: list[Database],
+        names: list[str],
+        allow_unsafe: bool = False,
+        *,
+        log: Callable[[str, str], None] | None = None,
+        timeout: float | None = 30.0,
+    ) -> None:
+        self.script_path = str(script_path)
+        self.databases: list[Database] = list(databases)
+        self.names: list[str] = list(names)
+        self.allow_unsafe = allow_unsafe
+        self.timeout = timeout
+        self._log = log or _default_log
+        self._lock = threading.Lock()
+        self._idle: list[_Runtime] = []
+        self._next_thid = 0
+        self._generation = 0
+        self._closed = False
+        self._source = self._read()
+        # load one state now so a broken script is reported at start-up
+        rt = self._new_runtime()
+        self._idle.append(rt)
+
+    # --------------------------------------------------------------- states
+
+    def _read(self) -> bytes:
+        with open(self.script_path, "rb") as f:
+            return f.read()
+
+    def _new_runtime(self) -> _Runtime:
+        with self._lock:
+            thid = self._next_thid
+            self._next_thid += 1
+            source, generation = self._source, self._generation
+        rt = _Runtime(self, thid, source, generation)
+        if rt.load_error is not None:
+            self._log("error", f"[SCRIPT]: (init): {rt.load_error}")
+        return rt
+
+    def _checkout(self) -> _Runtime:
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the script host is closed")
+            if self._idle:
+                return self._idle.pop()
+        return self._new_runtime()
+
+    def _checkin(self, rt: _Runtime) -> None:
+        with self._lock:
+            if not self._closed and rt.generation == self._generation:
+                self._idle.append(rt)
+
+    @property
+    def pool_size(self) -> int:
+        """Idle Lua states kept for reuse (for tests and status)."""
+        with self._lock:
+            return len(self._idle)
+
+    def reload(self) -> bool:
+        """Read the script again; calls from now on run in fresh states.
+
+        Returns ``False`` (and keeps the old script) when the file cannot be read.
+        """
+        try:
+            source = self._read()
+        except OSError as e:
+            self._log("error", f"[SCRIPT]: reloading {self.script_path} failed: {e}")
+            return False
+        with self._lock:
+            self._source = source
+            self._generation += 1
+            self._idle.clear()
+        return True
+
+    def close(self) -> None:
+        """Drop every Lua state; later calls raise ``RuntimeError``."""
+        with self._lock:
+            self._closed = True
+            self._idle.clear()
+
+    # ---------------------------------------------------------------- calls
+
+    def has_procedure(self, name: bytes) -> bool:
+        """Whether the script defines a global function ``name`` (in a pooled state)."""
+        rt = self._checkout()
+        try:
+            return lua51.lua_type(rt.lua.globals()[name]) == "function"
+        finally:
+            self._checkin(rt)
+
+    def call(self, name: bytes, params: Iterable[tuple[bytes, bytes]]) -> CallResult:
+        """Run the global function ``name(inmap, outmap)``; see the module docstring."""
+        if isinstance(name, str):
+            name = name.encode("utf-8")
+        rt = self._checkout()
+        keep = True
+        try:
+            lua = rt.lua
+            fn = lua.globals()[name]
+            if lua51.lua_type(fn) != "function":
+                return CallResult(RV_NOIMPL, [], missing=True)
+            inmap = lua.table_from(dict(params))
+            outmap = lua.table()
+            try:
+                ret = rt._run(self.timeout, fn, inmap, outmap)
+            except Exception as e:  # noqa: BLE001 - a script failure must not kill the server
+                if rt.state.timed_out:
+                    keep = False  # the state was interrupted anywhere: do not reuse it
+                    msg = "the procedure ran past the time limit"
+                    self._log("error", f"[SCRIPT]: {_text(name)}: {msg}")
+                    return CallResult(RV_TIMEOUT, [], error=msg)
+                msg = _error_text(e)
+                self._log("error", f"[SCRIPT]: {_text(name)}: {msg}")
+                return CallResult(RV_INTERNAL, [], error=msg)
+            rv = _tointeger(ret)
+            outputs = self._outputs(outmap)
+            return CallResult(rv, outputs)
+        finally:
+            if keep:
+                self._checkin(rt)
+
+    @staticmethod
+    def _outputs(outmap: Any) -> list[tuple[bytes, bytes]]:
+        out: dict[bytes, bytes] = {}
+        for k, v in outmap.items():
+            ks, vs = _outstr(k), _outstr(v)
+            if ks is not None and vs is not None:
+                out[ks] = vs
+        return sorted(out.items())
+
+
+def load_names(databases: Sequence[Database]) -> list[str]:
+    """The ``kt.dbs`` names ktserver uses for ``databases`` (the path's last part)."""
+    return [db.name for db in databases]

@@ -1,0 +1,84 @@
+-- Sandbox and time budget of one Lua state of ktstore-server's script host.
+--
+-- Runs first in every fresh state.  Scripts come from the server operator, but
+-- a procedure is reachable by any client that can talk to the port, so a bug
+-- or an injected string must not turn into access to the host's files,
+-- processes or Python objects.  Unless the host allows unsafe scripts, this
+-- removes what reaches outside the state (io, os.execute/remove/rename/exit/
+-- getenv/tmpname/setlocale, loading files or C libraries, the debug library
+-- that exposes the registry) and refuses precompiled chunks, which can crash
+-- a Lua 5.1 VM.  lupa's `python` module is removed in every case.
+--
+-- The time budget: a count hook asks the host every COUNT VM instructions
+-- whether the call ran out of time; when it has, the hook fires on every
+-- instruction and raises TIMEOUT, so even a loop around pcall cannot keep
+-- going for long.  Coroutines get the same hook when they are created.
+
+local expired, unsafe, TIMEOUT, budget = ...
+
+local sethook = debug.sethook
+local co_create, co_resume = coroutine.create, coroutine.resume
+local _loadstring, concat, error, type = loadstring, table.concat, error, type
+local COUNT = 100000
+
+local hook
+hook = function()
+  if expired() then
+    sethook(hook, "", 1)
+    error(TIMEOUT, 0)
+  end
+end
+
+if budget then
+  sethook(hook, "", COUNT)
+  coroutine.create = function(f)
+    local co = co_create(f)
+    sethook(co, hook, "", COUNT)
+    return co
+  end
+  local function pass(ok, ...)
+    if not ok then error((...), 0) end
+    return ...
+  end
+  coroutine.wrap = function(f)
+    local co = coroutine.create(f)
+    return function(...) return pass(co_resume(co, ...)) end
+  end
+end
+
+python = nil
+if package and package.loaded then package.loaded.python = nil end
+
+if not unsafe then
+  local function text_only(s, name)
+    if type(s) ~= "string" then s = tostring(s) end
+    if s:byte(1) == 27 then return nil, "precompiled chunks are not allowed" end
+    return _loadstring(s, name)
+  end
+  loadstring = text_only
+  load = function(reader, name)
+    if type(reader) ~= "function" then return nil, "bad reader" end
+    local parts = {}
+    while true do
+      local piece = reader()
+      if piece == nil or piece == "" then break end
+      if type(piece) ~= "string" then return nil, "reader function must return a string" end
+      parts[#parts + 1] = piece
+    end
+    return text_only(concat(parts), name or "=(load)")
+  end
+  io = nil
+  dofile = nil
+  loadfile = nil
+  require = nil
+  module = nil
+  package = nil
+  debug = nil
+  os.execute = nil
+  os.remove = nil
+  os.rename = nil
+  os.exit = nil
+  os.getenv = nil
+  os.tmpname = nil
+  os.setlocale = nil
+end
