@@ -1,0 +1,193 @@
+"""TSV-RPC return values, their HTTP statuses, and ktserver's standard ERROR texts.
+
+Shared by the server (which must answer with ktserver's exact codes and texts, so that
+clients written for ktserver understand it) and the client (which turns them into
+:class:`~ktstore.errors.ServerError` with the status and text kept). kt-protocol §3.4.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+__all__ = [
+    "RVSUCCESS",
+    "RVENOIMPL",
+    "RVEINVALID",
+    "RVELOGIC",
+    "RVETIMEOUT",
+    "RVEINTERNAL",
+    "RVENETWORK",
+    "RVEMISC",
+    "RV_NAMES",
+    "rv_to_status",
+    "status_to_rv",
+    "KC_SUCCESS",
+    "KC_NOIMPL",
+    "KC_INVALID",
+    "KC_NOREPOS",
+    "KC_NOPERM",
+    "KC_BROKEN",
+    "KC_DUPREC",
+    "KC_NOREC",
+    "KC_LOGIC",
+    "KC_SYSTEM",
+    "KC_MISC",
+    "KC_ERROR_NAMES",
+    "KC_ERROR_SYMBOLS",
+    "kc_error_name",
+    "rv_for_kc_error",
+    "db_error_message",
+    "parse_db_error_message",
+    "not_implemented_message",
+    "ERR_INVALID_PARAMETERS",
+    "ERR_NO_SUCH_DATABASE",
+    "ERR_NO_SUCH_CURSOR",
+    "ERR_TIMED_OUT",
+    "ERR_SCRIPT_DISABLED",
+    "ERR_NO_SUCH_PROCEDURE",
+    "ERR_SCRIPT_FAILED",
+    "ERR_RTS_NOT_SET",
+    "ERR_NO_ULOG",
+    "ERROR_KEY",
+]
+
+# --- return values (RPCClient::ReturnValue) ----------------------------------------------
+
+RVSUCCESS: Final = 0  #: success
+RVENOIMPL: Final = 1  #: not implemented (unknown procedure, unsupported operation)
+RVEINVALID: Final = 2  #: invalid parameters, unknown database or cursor
+RVELOGIC: Final = 3  #: done, but logically failed (no record, duplicate, cas mismatch...)
+RVETIMEOUT: Final = 4  #: WAIT timed out
+RVEINTERNAL: Final = 5  #: internal error
+RVENETWORK: Final = 6  #: network error (client side only)
+RVEMISC: Final = 15  #: miscellaneous error
+
+RV_NAMES: Final = {
+    RVSUCCESS: "RVSUCCESS",
+    RVENOIMPL: "RVENOIMPL",
+    RVEINVALID: "RVEINVALID",
+    RVELOGIC: "RVELOGIC",
+    RVETIMEOUT: "RVETIMEOUT",
+    RVEINTERNAL: "RVEINTERNAL",
+    RVENETWORK: "RVENETWORK",
+    RVEMISC: "RVEMISC",
+}
+
+_RV_STATUS = {RVSUCCESS: 200, RVENOIMPL: 501, RVEINVALID: 400, RVELOGIC: 450, RVETIMEOUT: 503}
+_STATUS_RV = {status: rv for rv, status in _RV_STATUS.items()}
+
+
+def rv_to_status(rv: int) -> int:
+    """HTTP status ktserver sends for a return value: any value it does not know is 500.
+
+    This includes the non-RV numbers a Lua procedure may return (e.g. a KC error code 7).
+    """
+    return _RV_STATUS.get(rv, 500)
+
+
+def status_to_rv(status: int) -> int:
+    """The return value an HTTP status stands for (the client side of :func:`rv_to_status`);
+    500 and any status ktserver never sends for RPC map to RVEINTERNAL."""
+    return _STATUS_RV.get(status, RVEINTERNAL)
+
+
+# --- Kyoto Cabinet error codes (BasicDB::Error::Code) --------------------------------------
+
+KC_SUCCESS: Final = 0
+KC_NOIMPL: Final = 1
+KC_INVALID: Final = 2
+KC_NOREPOS: Final = 3
+KC_NOPERM: Final = 4
+KC_BROKEN: Final = 5
+KC_DUPREC: Final = 6
+KC_NOREC: Final = 7
+KC_LOGIC: Final = 8
+KC_SYSTEM: Final = 9
+KC_MISC: Final = 15
+
+#: The code names KC prints (``Error::name()``), e.g. in ``DB: 7: no record: no record``.
+KC_ERROR_NAMES: Final = {
+    KC_SUCCESS: "success",
+    KC_NOIMPL: "not implemented",
+    KC_INVALID: "invalid operation",
+    KC_NOREPOS: "no repository",
+    KC_NOPERM: "no permission",
+    KC_BROKEN: "broken file",
+    KC_DUPREC: "record duplication",
+    KC_NOREC: "no record",
+    KC_LOGIC: "logical inconsistency",
+    KC_SYSTEM: "system error",
+    KC_MISC: "miscellaneous error",
+}
+
+#: The symbolic names of the Lua ``kt.Error`` table.
+KC_ERROR_SYMBOLS: Final = {
+    "SUCCESS": KC_SUCCESS,
+    "NOIMPL": KC_NOIMPL,
+    "INVALID": KC_INVALID,
+    "NOREPOS": KC_NOREPOS,
+    "NOPERM": KC_NOPERM,
+    "BROKEN": KC_BROKEN,
+    "DUPREC": KC_DUPREC,
+    "NOREC": KC_NOREC,
+    "LOGIC": KC_LOGIC,
+    "SYSTEM": KC_SYSTEM,
+    "MISC": KC_MISC,
+}
+
+
+def kc_error_name(code: int) -> str:
+    """KC's name of an error code; unknown codes are "miscellaneous error", as in KC."""
+    return KC_ERROR_NAMES.get(code, KC_ERROR_NAMES[KC_MISC])
+
+
+def rv_for_kc_error(code: int) -> int:
+    """The usual return value for a failed DB operation: duplicates, missing records and
+    logical inconsistencies are RVELOGIC (450), "not implemented" RVENOIMPL (501), the
+    rest RVEINTERNAL (500). (A few ktserver procedures deviate; the server decides.)"""
+    if code in (KC_DUPREC, KC_NOREC, KC_LOGIC):
+        return RVELOGIC
+    if code == KC_NOIMPL:
+        return RVENOIMPL
+    return RVEINTERNAL
+
+
+def db_error_message(code: int, message: str | None = None) -> str:
+    """ktserver's text for a DB-layer error: ``DB: <code>: <name>: <message>``.
+
+    The message defaults to the code's name (``DB: 7: no record: no record``).
+    """
+    name = kc_error_name(code)
+    return f"DB: {code}: {name}: {name if message is None else message}"
+
+
+def parse_db_error_message(text: str) -> tuple[int, str, str] | None:
+    """Split ``DB: <code>: <name>: <message>`` into (code, name, message), else None."""
+    if not text.startswith("DB: "):
+        return None
+    parts = text[4:].split(": ", 2)
+    if len(parts) != 3 or not parts[0].isdigit():
+        return None
+    return int(parts[0]), parts[1], parts[2]
+
+
+def not_implemented_message(procedure: str) -> str:
+    """The ERROR text of an unknown procedure (501)."""
+    return f"not implemented: {procedure}"
+
+
+# --- standard ERROR texts ------------------------------------------------------------------
+
+#: Key of the error text in a non-200 TSV body.
+ERROR_KEY: Final = "ERROR"
+
+ERR_INVALID_PARAMETERS: Final = "invalid parameters"
+ERR_NO_SUCH_DATABASE: Final = "no such database"
+ERR_NO_SUCH_CURSOR: Final = "no such cursor"
+ERR_TIMED_OUT: Final = "the condition timed out"
+#: sic: ktserver's spelling
+ERR_SCRIPT_DISABLED: Final = "the scripting extention is disabled"
+ERR_NO_SUCH_PROCEDURE: Final = "no such scripting procedure"
+ERR_SCRIPT_FAILED: Final = "the scripting procedure failed"
+ERR_RTS_NOT_SET: Final = "the RTS file is not set"
+ERR_NO_ULOG: Final = "no update log allows no replication"
