@@ -47,14 +47,15 @@ import math
 import os
 import re
 import sqlite3
-import struct
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from ktstore.protocol import dumps
 from ktstore.protocol.limits import INT64MAX, INT64MIN, XTMAX
+from ktstore.protocol.rpc import KC_ERROR_NAMES
 
 try:  # SortedList keeps tree databases in byte order
     from sortedcontainers import SortedList
@@ -96,19 +97,7 @@ ERR_NOREC = 7
 ERR_LOGIC = 8
 ERR_SYSTEM = 9
 ERR_MISC = 15
-ERROR_NAMES = {
-    0: "success",
-    1: "not implemented",
-    2: "invalid operation",
-    3: "no repository",
-    4: "no permission",
-    5: "broken file",
-    6: "record duplication",
-    7: "no record",
-    8: "logical inconsistency",
-    9: "system error",
-    15: "miscellaneous error",
-}
+ERROR_NAMES = KC_ERROR_NAMES
 
 
 class _Sentinel:
@@ -574,9 +563,9 @@ class Database:
                 if orig == INT64MAX:
                     result = num
                 else:
-                    result = struct.unpack(">q", rec[0])[0] + num
+                    result = dumps.decode_int_counter(rec[0]) + num
             result = (result + (1 << 63)) % (1 << 64) - (1 << 63)
-            self._write(key, struct.pack(">q", result), xt)
+            self._write(key, dumps.encode_int_counter(result), xt)
             self._changed()
             return result
 
@@ -587,8 +576,6 @@ class Database:
 
         ``orig = -inf`` makes a missing record an error, ``+inf`` overwrites.
         """
-        from ktstore.protocol import dumps
-
         with self.lock:
             rec = self._live(key)
             if rec is None:

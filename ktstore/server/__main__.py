@@ -1,0 +1,76 @@
+"""``ktstore-server`` / ``python -m ktstore.server``: run a server from ktserver's command line.
+
+SIGTERM and SIGINT stop it cleanly (connections closed, file databases flushed,
+the ``-pid`` file removed); SIGHUP too, as a non-daemon ktserver does.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+
+from ktstore.server.config import USAGE, UsageError, parse_args
+
+__all__ = ["main"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit status (0 after a signal-requested stop)."""
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        cfg = parse_args(args)
+    except UsageError as e:
+        print(f"ktstore-server: {e}", file=sys.stderr)
+        print(USAGE, file=sys.stderr, end="")
+        return 1
+    if cfg.show_version:
+        from ktstore.server.rpc import KT_VERSION
+
+        print(f"ktstore-server (Kyoto Tycoon compatible {KT_VERSION})")
+        return 0
+    from ktstore.server.core import Server
+    from ktstore.server.database import DatabaseOpenError
+
+    try:
+        server = Server(config=cfg)
+    except (DatabaseOpenError, FileNotFoundError) as e:
+        print(f"ktstore-server: {e}", file=sys.stderr)
+        return 1
+    if cfg.ulog is not None:
+        server.log("error", "-ulog is not supported by ktstore-server; replication is disabled")
+    done = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        done.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, on_signal)
+    try:
+        server.start()
+    except OSError as e:
+        print(f"ktstore-server: cannot listen on {cfg.host}:{cfg.port}: {e}", file=sys.stderr)
+        for db in server.dbs:
+            db.close()
+        return 1
+    if cfg.pid_file:
+        with open(cfg.pid_file, "w") as f:
+            f.write(f"{os.getpid()}\n")
+    server.log("system", f"================ [START]: pid={os.getpid()}")
+    try:
+        while not done.wait(1.0):
+            pass
+    finally:
+        server.log("system", "================ [FINISH]")
+        server.stop()
+        if cfg.pid_file:
+            try:
+                os.remove(cfg.pid_file)
+            except OSError:
+                pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,224 @@
+"""One client connection: read requests, pick the protocol per request, answer.
+
+The first byte of every request decides (kt-protocol §1): ``0x00`` or
+``>= 0x80`` is a binary command, anything else an HTTP request.  A receive
+buffer drives the sans-I/O parsers of :mod:`ktstore.protocol`: a parser that
+raises :class:`~ktstore.errors.Incomplete` tells how many bytes it needs, we
+read at least that many and parse again (so a large request is read in few
+steps and joined once, never re-scanned quadratically).  Oversized size fields
+are refused by the parsers before anything is allocated.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import TYPE_CHECKING
+
+from ktstore.errors import Incomplete, ProtocolError
+from ktstore.protocol import binary
+from ktstore.protocol.expire import resolve_xt
+from ktstore.protocol.limits import DATA_MAX_SIZE
+
+if TYPE_CHECKING:
+    from ktstore.server.core import Server, Session
+
+__all__ = ["serve_connection", "Closed"]
+
+_RECV = 1 << 16
+_RECV_MAX = 1 << 20
+_ERROR = binary.ERROR_REPLY_BYTES
+
+
+class Closed(Exception):
+    """The peer closed the connection, it timed out, or we decided to drop it."""
+
+
+class Reader:
+    """A receive buffer over a blocking socket.
+
+    ``buf[pos:]`` holds the bytes received and not consumed yet.  ``buf`` is
+    ``bytes`` (not a bytearray) so the parsers can slice it without copying it
+    first; refills join the pieces once.
+    """
+
+    __slots__ = ("sock", "buf", "pos")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buf = b""
+        self.pos = 0
+
+    def fill(self, need: int = 1) -> None:
+        """Make ``len(buf) - pos >= need``, reading from the socket; Closed on EOF."""
+        have = len(self.buf) - self.pos
+        if have >= need:
+            return
+        parts = [self.buf[self.pos :]] if have else []
+        recv = self.sock.recv
+        try:
+            while have < need:
+                want = need - have
+                chunk = recv(_RECV if want < _RECV else (want if want < _RECV_MAX else _RECV_MAX))
+                if not chunk:
+                    raise Closed("peer closed")
+                parts.append(chunk)
+                have += len(chunk)
+        except TimeoutError:
+            raise Closed("timeout") from None
+        except OSError as e:
+            raise Closed(str(e)) from None
+        self.buf = parts[0] if len(parts) == 1 else b"".join(parts)
+        self.pos = 0
+
+
+def _send(sock: socket.socket, data: bytes) -> None:
+    try:
+        sock.sendall(data)
+    except OSError as e:
+        raise Closed(str(e)) from None
+
+
+def serve_connection(server: Server, sock: socket.socket, session: Session) -> None:
+    """Serve requests on ``sock`` until the peer leaves or a request says close."""
+    handle_http = None
+    reader = Reader(sock)
+    try:
+        while not server.stopping:
+            if reader.pos >= len(reader.buf):
+                reader.fill(1)
+            first = reader.buf[reader.pos]
+            if first == 0 or first >= 0x80:
+                keep = handle_binary(server, reader, session)
+            else:
+                if handle_http is None:
+                    from ktstore.server.httpserver import handle_http
+                keep = handle_http(server, reader, session)
+            if not keep:
+                return
+    except Closed:
+        return
+
+
+# ------------------------------------------------------------------------ binary
+
+
+def _binary_header_flags(reader: Reader) -> int:
+    buf, pos = reader.buf, reader.pos
+    if len(buf) - pos >= 5:
+        return int.from_bytes(buf[pos + 1 : pos + 5], "big")
+    return 0
+
+
+def handle_binary(server: Server, reader: Reader, session: Session) -> bool:
+    """Serve one binary command; returns whether the connection stays open."""
+    sock = reader.sock
+    parse = binary.parse_request
+    while True:
+        try:
+            req, end = parse(reader.buf, reader.pos)
+            break
+        except Incomplete as inc:
+            reader.fill(inc.need)
+        except ProtocolError:
+            # Unknown magic: close without a word.  A size over the limit: the bulk
+            # commands answer 0xBF (unless no-reply) and close; play_script just closes.
+            magic = reader.buf[reader.pos]
+            if magic in (binary.MAGIC_SET_BULK, binary.MAGIC_REMOVE_BULK, binary.MAGIC_GET_BULK):
+                flags = _binary_header_flags(reader)
+                if magic == binary.MAGIC_GET_BULK or not flags & binary.FLAG_NOREPLY:
+                    try:
+                        sock.sendall(_ERROR)
+                    except OSError:
+                        pass
+            return False
+    reader.pos = end
+    kind = type(req)
+    dbs = server.dbs
+    ndb = len(dbs)
+    if kind is binary.GetBulk:
+        out = []
+        append = out.append
+        keys = req.keys
+        if ndb and all(k[0] == 0 for k in keys):
+            db = dbs[0]
+            with db.lock:
+                live = db._live
+                for _, key in keys:
+                    rec = live(key)
+                    if rec is not None:
+                        append((0, key, rec[0], rec[1]))
+        else:
+            for dbidx, key in keys:
+                if dbidx < ndb:
+                    rec = dbs[dbidx].get(key)
+                    if rec is not None:
+                        append((dbidx, key, rec[0], rec[1]))
+        stats = server.stats
+        stats["get"] += len(keys)
+        stats["get_misses"] += len(keys) - len(out)
+        _send(sock, binary.encode_get_bulk_reply(out))
+        return True
+    if kind is binary.SetBulk:
+        now = None
+        n = 0
+        groups: dict[int, list[tuple[bytes, bytes, int]]] = {}
+        for dbidx, key, value, xt in req.records:
+            if dbidx >= ndb:
+                continue
+            if now is None:
+                import time
+
+                now = int(time.time())
+            groups.setdefault(dbidx, []).append((key, value, resolve_xt(xt, now)))
+        try:
+            for dbidx, recs in groups.items():
+                n += dbs[dbidx].set_bulk_xt(recs)
+        except Exception as e:
+            server.log("error", f"binary set_bulk failed: {e!r}")
+            if not req.no_reply:
+                try:
+                    sock.sendall(_ERROR)
+                except OSError:
+                    pass
+            return False
+        server.stats["set"] += n
+        if not req.no_reply:
+            _send(sock, binary.encode_count_reply(binary.MAGIC_SET_BULK, n))
+        return True
+    if kind is binary.RemoveBulk:
+        n = 0
+        groups2: dict[int, list[bytes]] = {}
+        for dbidx, key in req.keys:
+            if dbidx < ndb:
+                groups2.setdefault(dbidx, []).append(key)
+        try:
+            for dbidx, keys in groups2.items():
+                n += dbs[dbidx].remove_bulk(keys)
+        except Exception as e:
+            server.log("error", f"binary remove_bulk failed: {e!r}")
+            if not req.no_reply:
+                try:
+                    sock.sendall(_ERROR)
+                except OSError:
+                    pass
+            return False
+        server.stats["remove"] += len(req.keys)
+        server.stats["remove_misses"] += len(req.keys) - n
+        if not req.no_reply:
+            _send(sock, binary.encode_count_reply(binary.MAGIC_REMOVE_BULK, n))
+        return True
+    # play_script: every failure is a bare 0xBF and the connection stays open
+    server.stats["script"] += 1
+    host = server.script_host()
+    reply = _ERROR
+    if host is not None and len(req.name) <= DATA_MAX_SIZE:
+        try:
+            rv, outputs = host.call(req.name, req.params)
+        except Exception as e:
+            server.log("error", f"[SCRIPT]: host failure: {e!r}")
+            rv, outputs = 5, []
+        if rv == 0:
+            reply = binary.encode_play_script_reply(outputs)
+    if not req.no_reply:
+        _send(sock, reply)
+    return True

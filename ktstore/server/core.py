@@ -1,0 +1,340 @@
+"""The server object: listener, connection threads, shared state.
+
+Threading model: one accept thread plus one thread per connection, with
+blocking sockets whose timeout is ``-tout``.  A slow or broken client only
+ever blocks its own thread; the databases' locks are held for single short
+operations, never across network I/O.  ``stop()`` closes the listener and
+shuts down every live connection so their threads wake up and exit, wakes any
+request blocked in ``WAIT``, joins the threads and flushes the databases.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+from ktstore.server.config import ServerConfig, parse_args
+from ktstore.server.database import Database, DBCursor
+
+__all__ = ["Server", "Session", "ConditionMap"]
+
+_LEVELS = {"debug": 0, "info": 1, "system": 2, "error": 3, "none": 9}
+
+
+class ConditionMap:
+    """Named conditions for the ``WAIT``/``SIGNAL`` RPC parameters.
+
+    ``signal`` wakes one waiter (or all with ``broadcast``) and returns how many
+    it woke, which ktserver reports as ``SIGNALED``.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: dict[bytes, list[Any]] = {}  # name -> [Condition, waiters, tickets]
+        self._stopping = False
+
+    def wait(self, name: bytes, timeout: float) -> bool:
+        """Block until ``name`` is signalled (True) or ``timeout`` seconds pass (False)."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            entry = self._entries.get(name)
+            if entry is None:
+                entry = [threading.Condition(self._lock), 0, 0]
+                self._entries[name] = entry
+            entry[1] += 1
+            try:
+                while entry[2] == 0 and not self._stopping:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return False
+                    entry[0].wait(remaining)
+                if entry[2] > 0:
+                    entry[2] -= 1
+                    return True
+                return False
+            finally:
+                entry[1] -= 1
+                if entry[1] == 0 and entry[2] == 0:
+                    self._entries.pop(name, None)
+
+    def signal(self, name: bytes, broadcast: bool = False) -> int:
+        """Wake one (or every) waiter of ``name``; returns the number woken."""
+        with self._lock:
+            entry = self._entries.get(name)
+            if entry is None:
+                return 0
+            idle = entry[1] - entry[2]
+            n = idle if broadcast else min(1, idle)
+            if n > 0:
+                entry[2] += n
+                entry[0].notify_all()
+            return max(n, 0)
+
+    def stop(self) -> None:
+        """Wake every waiter (the server is stopping)."""
+        with self._lock:
+            self._stopping = True
+            for entry in self._entries.values():
+                entry[0].notify_all()
+
+
+class Session:
+    """Per-connection state: the RPC cursors (ids are session-local, as in ktserver)."""
+
+    __slots__ = ("cursors", "peer")
+
+    def __init__(self, peer: str = "") -> None:
+        self.cursors: dict[int, DBCursor] = {}
+        self.peer = peer
+
+    def close(self) -> None:
+        for cur in self.cursors.values():
+            cur.disable()
+        self.cursors.clear()
+
+
+class Server:
+    """A Kyoto Tycoon compatible server on one TCP port (HTTP and binary).
+
+    ``Server(databases, host=, port=, script=, args=)``: ``databases`` are
+    ktserver database specs, ``args`` further ktserver-style options (parsed by
+    :func:`ktstore.server.config.parse_args`).  ``port=0`` picks a free port;
+    :attr:`port` tells which after :meth:`start`.
+    """
+
+    def __init__(
+        self,
+        databases: Sequence[str] | None = None,
+        host: str | None = None,
+        port: int | None = None,
+        script: str | None = None,
+        args: Sequence[str] = (),
+        config: ServerConfig | None = None,
+    ) -> None:
+        cfg = config if config is not None else parse_args(list(args))
+        if databases:
+            cfg.databases = list(databases)
+        if host is not None:
+            cfg.host = host
+        if port is not None:
+            cfg.port = port
+        if script is not None:
+            cfg.script = script
+        self.config = cfg
+        self.script_path = cfg.script
+        if cfg.script is not None and not os.path.isfile(cfg.script):
+            raise FileNotFoundError(f"{cfg.script}: the script file does not exist")
+        self.dbs: list[Database] = [Database(spec) for spec in cfg.databases]
+        self._names: dict[bytes, int] = {}
+        for i, db in enumerate(self.dbs):
+            self._names.setdefault(db.name.encode("utf-8", "surrogateescape"), i)
+        self.conditions = ConditionMap()
+        self.stats: dict[str, int] = dict.fromkeys(
+            ("set", "set_misses", "remove", "remove_misses", "get", "get_misses", "script", "misc"),
+            0,
+        )
+        self.started_at = time.time()
+        self._listener: socket.socket | None = None
+        self._accept_thread: threading.Thread | None = None
+        self._conns: dict[socket.socket, threading.Thread] = {}
+        self._conns_lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._port = cfg.port
+        self._script_host: Any = None
+        self._script_lock = threading.Lock()
+        self._script_failed = False
+        self._log_file: TextIO | None = None
+        self._log_level = _LEVELS.get(cfg.log_level, 0)
+        self._log_lock = threading.Lock()
+
+    # ------------------------------------------------------------------ logging
+
+    def log(self, kind: str, message: str) -> None:
+        """Write one ktserver-style log line if ``kind`` passes the ``-l*`` filter."""
+        if _LEVELS.get(kind, 0) < self._log_level:
+            return
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
+        line = f"{stamp}Z: [{kind.upper()}]: {message}\n"
+        with self._log_lock:
+            out = self._log_file
+            if out is None:
+                if self.config.log_file in (None, "-"):
+                    out = sys.stdout
+                else:
+                    out = self._log_file = open(self.config.log_file, "a", encoding="utf-8")  # noqa: SIM115
+            try:
+                out.write(line)
+                out.flush()
+            except (OSError, ValueError):
+                pass
+
+    @property
+    def log_enabled_debug(self) -> bool:
+        return self._log_level == 0
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def port(self) -> int:
+        """The TCP port the server listens on."""
+        return self._port
+
+    def db_index_by_name(self, name: bytes) -> int:
+        return self._names.get(name, -1)
+
+    def connection_count(self) -> int:
+        return len(self._conns)
+
+    def script_host(self) -> Any:
+        """The Lua host, created on first use; ``None`` without ``-scr`` or Lua support."""
+        if self.script_path is None or self._script_failed:
+            return None
+        host = self._script_host
+        if host is not None:
+            return host
+        with self._script_lock:
+            if self._script_host is None and not self._script_failed:
+                try:
+                    from ktstore.server.scripting import ScriptHost
+                except ImportError:
+                    self._script_failed = True
+                    self.log("error", "scripting is not available in this installation")
+                    return None
+                try:
+                    self._script_host = ScriptHost(
+                        self.script_path,
+                        self.dbs,
+                        [db.name for db in self.dbs],
+                        allow_unsafe=self.config.script_unsafe,
+                    )
+                except Exception as e:
+                    self._script_failed = True
+                    self.log("error", f"[SCRIPT]: loading {self.script_path} failed: {e}")
+                    return None
+            return self._script_host
+
+    # ------------------------------------------------------------ life cycle
+
+    def start(self) -> None:
+        """Bind, listen and start accepting; returns once connections are accepted."""
+        cfg = self.config
+        infos = socket.getaddrinfo(cfg.host or None, cfg.port, 0, socket.SOCK_STREAM)
+        family, _, _, _, addr = infos[0]
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(addr)
+            sock.listen(128)
+        except OSError:
+            sock.close()
+            raise
+        self._listener = sock
+        self._port = sock.getsockname()[1]
+        self.started_at = time.time()
+        if self.script_path is not None:
+            self.script_host()  # load early so a broken script is logged at start
+        self._accept_thread = threading.Thread(
+            target=self._accept_loop, name=f"ktstore-accept-{self._port}", daemon=True
+        )
+        self._accept_thread.start()
+        self.log("system", f"listening on {cfg.host}:{self._port}")
+
+    def _accept_loop(self) -> None:
+        from ktstore.server.connection import serve_connection
+
+        listener = self._listener
+        assert listener is not None
+        while not self._stopping.is_set():
+            try:
+                conn, addr = listener.accept()
+            except OSError:
+                if self._stopping.is_set():
+                    return
+                time.sleep(0.01)
+                continue
+            if self._stopping.is_set():
+                conn.close()
+                return
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            conn.settimeout(self.config.timeout)
+            t = threading.Thread(
+                target=self._run_connection,
+                args=(conn, addr, serve_connection),
+                name="ktstore-conn",
+                daemon=True,
+            )
+            with self._conns_lock:
+                self._conns[conn] = t
+            t.start()
+
+    def _run_connection(self, conn: socket.socket, addr: Any, serve: Any) -> None:
+        peer = f"{addr[0]}:{addr[1]}" if isinstance(addr, tuple) else str(addr)
+        session = Session(peer)
+        try:
+            serve(self, conn, session)
+        except Exception as e:  # a bug must not take the server down
+            self.log("error", f"connection {peer}: {e!r}")
+        finally:
+            session.close()
+            with self._conns_lock:
+                self._conns.pop(conn, None)
+            try:
+                conn.close()
+            except OSError:
+                pass
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    def stop(self) -> None:
+        """Close the listener and every connection, join the threads, flush the databases."""
+        if self._stopping.is_set():
+            return
+        self._stopping.set()
+        self.conditions.stop()
+        listener = self._listener
+        if listener is not None:
+            try:
+                listener.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            listener.close()
+        if self._accept_thread is not None:
+            self._accept_thread.join(5)
+        with self._conns_lock:
+            conns = list(self._conns.items())
+        for conn, _ in conns:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        for _, t in conns:
+            t.join(5)
+        host = self._script_host
+        if host is not None and hasattr(host, "close"):
+            try:
+                host.close()
+            except Exception:
+                pass
+        for db in self.dbs:
+            try:
+                db.close()
+            except Exception as e:
+                self.log("error", f"closing {db.path}: {e!r}")
+        self.log("system", "server stopped")
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
+
+    def __enter__(self) -> Server:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

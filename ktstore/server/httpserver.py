@@ -1,0 +1,213 @@
+"""The HTTP side of a connection: framing, TSV-RPC (``/rpc/...``) and the RESTful interface.
+
+Framing follows ktserver (kt-protocol §3.1): a body is read only for POST, PUT
+and unknown methods, by ``Content-Length`` or chunked encoding, at most
+``HTTP_BODY_MAX`` bytes (a larger declared length gets 413 *before* anything is
+read or allocated).  A request line with a bad version drops the connection
+silently; other framing errors get ktserver's plain-text error and close.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from ktstore.errors import Incomplete, ProtocolError
+from ktstore.protocol import http, tsv
+from ktstore.protocol.expire import resolve_xt, rest_put_xt
+from ktstore.protocol.limits import HTTP_BODY_MAX, XTMAX
+from ktstore.protocol.rpc import rv_to_status
+from ktstore.server import rpc
+from ktstore.server.connection import Closed, Reader, _send
+
+if TYPE_CHECKING:
+    from ktstore.server.core import Server, Session
+
+__all__ = ["handle_http"]
+
+_BODY_METHODS = {"POST", "PUT"}
+_KNOWN_METHODS = {"GET", "HEAD", "POST", "PUT", "DELETE"}
+_TSV = tsv.TSV_MEDIA_TYPE
+_FORM = tsv.FORM_MEDIA_TYPE
+
+
+def _header(headers: object, name: str) -> str | None:
+    """A request header by lowercase name (the parser lowercases names)."""
+    if isinstance(headers, dict):
+        return headers.get(name)
+    for k, v in headers:  # type: ignore[attr-defined]
+        if k == name:
+            return v
+    return None
+
+
+def _send_error(reader: Reader, status: int, message: str) -> None:
+    """ktserver's ``send_error``: a plain-text body, then the connection closes."""
+    from ktstore.protocol.http import REASONS  # type: ignore[attr-defined]
+
+    reason = REASONS.get(status, "Error")
+    body = f"{status} {reason} ({message})\n".encode()
+    try:
+        reader.sock.sendall(
+            http.encode_response(
+                status, [("Content-Type", "text/plain"), ("Connection", "close")], body
+            )
+        )
+    except OSError:
+        pass
+
+
+def handle_http(server: Server, reader: Reader, session: Session) -> bool:
+    """Serve one HTTP request; returns whether the connection stays open."""
+    while True:
+        try:
+            head, end = http.parse_request_head(reader.buf, reader.pos)
+            break
+        except Incomplete as inc:
+            reader.fill(inc.need)
+        except ProtocolError:
+            return False  # bad request line / version: ktserver drops the connection
+    reader.pos = end
+    method = head.method
+    headers = head.headers
+    body = b""
+    if method not in _KNOWN_METHODS or method in _BODY_METHODS:
+        try:
+            framing, length = http.body_framing(head)
+        except ProtocolError as e:
+            _send_error(reader, 400, str(e))
+            return False
+        if framing == "length":
+            if length > HTTP_BODY_MAX:
+                _send_error(reader, 413, "request entity too large")
+                return False
+            if length:
+                reader.fill(length)
+                start = reader.pos
+                body = reader.buf[start : start + length]
+                reader.pos = start + length
+        elif framing == "chunked":
+            while True:
+                try:
+                    body, end = http.parse_chunked(reader.buf, reader.pos)
+                    break
+                except Incomplete as inc:
+                    reader.fill(inc.need)
+                except ProtocolError as e:
+                    msg = str(e)
+                    _send_error(reader, 413 if "large" in msg else 400, msg)
+                    return False
+            reader.pos = end
+    keep = http.keep_alive(head.version, headers)
+    target = head.target
+    if target.startswith("/rpc/"):
+        data = _rpc(server, session, method, target, headers, body, keep)
+    else:
+        data = _rest(server, method, target, headers, body, keep)
+    _send(reader.sock, data)
+    return keep
+
+
+def _finish(
+    status: int, headers: list[tuple[str, str]], body: bytes, keep: bool, head_only: bool = False
+) -> bytes:
+    if not keep:
+        headers.append(("Connection", "close"))
+    return http.encode_response(status, headers, body, head_only=head_only)
+
+
+# --------------------------------------------------------------------------- RPC
+
+
+def _rpc(
+    server: Server,
+    session: Session,
+    method: str,
+    target: str,
+    headers: object,
+    body: bytes,
+    keep: bool,
+) -> bytes:
+    path, _, query = target.partition("?")
+    name = tsv.url_decode(path[5:].encode("latin-1"))
+    params: dict[bytes, bytes] = {}
+    if query:
+        params.update(tsv.decode_form(query.encode("latin-1")))
+    if body:
+        ctype = _header(headers, "content-type")
+        if ctype:
+            media, colenc = tsv.parse_content_type(ctype)
+            if media.startswith(_TSV):
+                params.update(tsv.decode_tsv(body, colenc))
+            elif media.startswith(_FORM):
+                params.update(tsv.decode_form(body))
+    rv, out = rpc.dispatch(server, session, name, params)
+    if server.log_enabled_debug:
+        server.log("debug", f"({session.peer}): {method} {target}: {rv_to_status(rv)}")
+    out.sort()
+    colenc = tsv.choose_colenc(out)
+    return _finish(
+        rv_to_status(rv),
+        [("Content-Type", tsv.content_type_for(colenc))],
+        tsv.encode_tsv(out, colenc),
+        keep,
+    )
+
+
+# -------------------------------------------------------------------------- REST
+
+
+def _rest(
+    server: Server, method: str, target: str, headers: object, body: bytes, keep: bool
+) -> bytes:
+    path = target.partition("?")[0]
+    raw = path[1:] if path.startswith("/") else path
+    dbidx = 0
+    if "/" in raw:
+        dbname, _, raw = raw.partition("/")
+        dbidx = rpc.resolve_db(server, tsv.url_decode(dbname.encode("latin-1")))
+    if dbidx < 0:
+        return _finish(400, [("Content-Type", "text/plain")], b"no such database\n", keep)
+    db = server.dbs[dbidx]
+    key = tsv.url_decode(raw.encode("latin-1"))
+    stats = server.stats
+    if method == "GET" or method == "HEAD":
+        stats["get"] += 1
+        rec = db.get(key)
+        if rec is None:
+            stats["get_misses"] += 1
+            return _finish(404, [("X-Kt-Error", db.error_text())], b"", keep)
+        hdrs: list[tuple[str, str]] = []
+        if rec[1] < XTMAX:
+            hdrs.append(("X-Kt-Xt", http.http_date(rec[1])))
+        if method == "HEAD":
+            hdrs.append(("Content-Length", str(len(rec[0]))))
+            return _finish(200, hdrs, rec[0], keep, head_only=True)
+        return _finish(200, hdrs, rec[0], keep)
+    if method == "PUT":
+        mode = (_header(headers, "x-kt-mode") or "set").lower()
+        xt = resolve_xt(rest_put_xt(_header(headers, "x-kt-xt")), int(time.time()))
+        stats["set"] += 1
+        if mode == "add":
+            ok = db.add(key, body, xt)
+        elif mode == "replace":
+            ok = db.replace(key, body, xt)
+        else:
+            ok = db.set(key, body, xt)
+        if not ok:
+            stats["set_misses"] += 1
+            code = db.error()[0]
+            status = 450 if code in (6, 7, 8) else 500
+            return _finish(status, [("X-Kt-Error", db.error_text())], b"", keep)
+        host = _header(headers, "host") or f"{server.config.host}:{server.port}"
+        return _finish(201, [("Location", f"http://{host}{path}")], b"", keep)
+    if method == "DELETE":
+        stats["remove"] += 1
+        if db.remove(key):
+            return _finish(204, [], b"", keep)
+        stats["remove_misses"] += 1
+        return _finish(404, [("X-Kt-Error", db.error_text())], b"", keep)
+    return _finish(501, [], b"", keep)
+
+
+__all__ += ["Closed"]
