@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from ktstore.protocol import dumps, expire
 from ktstore.protocol.limits import INT64MAX, INT64MIN, XTMAX
 from ktstore.server.database import (
     ERR_INVALID,
@@ -38,20 +39,10 @@ KT_VERSION = "0.9.56"
 
 
 def resolve_xt(xt: float | int | None, now: int) -> int:
-    """KT's xt argument -> absolute time (``None`` = no expiration)."""
+    """KT's xt argument (a Lua number or nil) -> absolute time (``None`` = never)."""
     if xt is None:
         return XTMAX
-    if isinstance(xt, float):
-        if math.isnan(xt):
-            xt = 0
-        elif math.isinf(xt):
-            return XTMAX if xt > 0 else XTMAX  # -inf is "absolute +inf"
-        xt = int(max(min(xt, INT64MAX), INT64MIN))
-    if xt < 0:
-        absolute = -xt
-    else:
-        absolute = now + xt
-    return XTMAX if absolute > XTMAX else absolute
+    return expire.resolve_xt(_int64(xt), now)
 
 
 def _int64(num: float | int) -> int:
@@ -63,62 +54,6 @@ def _int64(num: float | int) -> int:
             return INT64MAX if num > 0 else INT64MIN
         num = int(num)
     return max(min(num, INT64MAX), INT64MIN)
-
-
-# ------------------------------------------------------------------ dumps
-
-
-def _varint(data: bytes, pos: int) -> tuple[int, int]:
-    """KC ``readvarnum``: ``(value, new_pos)``; a truncated number stops at the end."""
-    n = 0
-    size = len(data)
-    while pos < size:
-        c = data[pos]
-        pos += 1
-        n = n * 128 + (c & 0x7F)
-        if c < 0x80:
-            break
-    return n, pos
-
-
-def arraydump(items: Sequence[bytes]) -> bytes:
-    return b"".join(pack.varint(len(v)) + v for v in items)
-
-
-def arrayload(data: bytes) -> list[bytes]:
-    out = []
-    pos, size = 0, len(data)
-    while pos < size:
-        n, pos = _varint(data, pos)
-        if n > size - pos:
-            break
-        out.append(data[pos : pos + n])
-        pos += n
-    return out
-
-
-def mapdump(items: Sequence[bytes]) -> bytes:
-    """``items`` is the flat list ``k1, v1, k2, v2, ...``."""
-    parts = []
-    for i in range(0, len(items) - 1, 2):
-        k, v = items[i], items[i + 1]
-        parts.append(pack.varint(len(k)) + pack.varint(len(v)) + k + v)
-    return b"".join(parts)
-
-
-def mapload(data: bytes) -> list[tuple[bytes, bytes]]:
-    out = []
-    pos, size = 0, len(data)
-    while size - pos > 1:
-        ksiz, pos = _varint(data, pos)
-        if size - pos < 1:
-            break
-        vsiz, pos = _varint(data, pos)
-        if ksiz + vsiz > size - pos:
-            break
-        out.append((data[pos : pos + ksiz], data[pos + ksiz : pos + ksiz + vsiz]))
-        pos += ksiz + vsiz
-    return out
 
 
 # ------------------------------------------------------------- primitives
@@ -246,16 +181,17 @@ class Primitives:
         return textfuncs.regex(s, pat, alt)
 
     def arraydump(self, items: Any) -> bytes:
-        return arraydump(list(items.values()))
+        return dumps.arraydump(items.values())
 
     def arrayload(self, data: bytes) -> Any:
-        return self._t(arrayload(data))
+        return self._t(dumps.arrayload(data))
 
     def mapdump(self, items: Any) -> bytes:
-        return mapdump(list(items.values()))
+        flat = list(items.values())
+        return dumps.mapdump(zip(flat[0::2], flat[1::2], strict=False))
 
     def mapload(self, data: bytes) -> Any:
-        return self._t(dict(mapload(data)))
+        return self._t(dict(dumps.mapload(data)))
 
     # --- database objects
 
