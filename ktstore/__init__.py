@@ -1,3 +1,76 @@
-"""ktstore: a fast, robust Python client, server and model layer for Kyoto Tycoon."""
+"""ktstore: a fast, robust Python client, server and model layer for Kyoto Tycoon.
+
+The public API mirrors ukt's: ``KyotoTycoon`` (the client), ``Cursor``, the
+serializer names and ``EmbeddedServer``; every error derives from
+``KyotoTycoonError``.  Heavier parts (the client and the embedded server) are imported
+on first use, so ``import ktstore.protocol`` from the server does not pull them in.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ktstore.errors import (
+    Incomplete,
+    InvalidArgument,
+    KTConnectionError,
+    KTError,
+    KTTimeoutError,
+    KyotoTycoonError,
+    ProtocolError,
+    ScriptError,
+    SerializationError,
+    ServerError,
+)
+from ktstore.serializers import KT_BINARY, KT_JSON, KT_MSGPACK, KT_NONE, KT_PICKLE
+
+if TYPE_CHECKING:
+    from ktstore.client import KyotoTycoon
+    from ktstore.cursor import Cursor, CursorNotSupported
+    from ktstore.embedded import EmbeddedServer
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "KyotoTycoon",
+    "Cursor",
+    "CursorNotSupported",
+    "EmbeddedServer",
+    "KT_BINARY",
+    "KT_JSON",
+    "KT_MSGPACK",
+    "KT_NONE",
+    "KT_PICKLE",
+    "KyotoTycoonError",
+    "KTError",
+    "InvalidArgument",
+    "KTConnectionError",
+    "KTTimeoutError",
+    "ProtocolError",
+    "Incomplete",
+    "ServerError",
+    "ScriptError",
+    "SerializationError",
+]
+
+_LAZY = {
+    "KyotoTycoon": "ktstore.client",
+    "Cursor": "ktstore.cursor",
+    "CursorNotSupported": "ktstore.cursor",
+    "EmbeddedServer": "ktstore.embedded",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'ktstore' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

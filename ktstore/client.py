@@ -1,0 +1,834 @@
+"""The Kyoto Tycoon client: the documented API of ukt's ``KyotoTycoon``.
+
+Each method uses the protocol that suits it (kt-protocol.md §1): the binary protocol
+for get/set/remove and their bulk forms (a single-key get is a one-key get_bulk), and
+HTTP TSV-RPC for everything else.  Both go through the connection pool
+(:mod:`ktstore.pool`), which owns the retry and socket-hygiene rules.
+
+Arguments are checked before anything is sent: a bad key type, a value over the
+protocol's 256 MiB limit, an unknown serializer or a bad database index raise
+:class:`~ktstore.errors.InvalidArgument` and leave every connection untouched.
+
+Expiration times (``expire_time``) follow ukt's convention, resolved by
+:func:`ktstore.protocol.expire.to_wire_xt`: ``None`` = never, a number below 180 days
+is relative seconds, a larger one an absolute unix time, a ``timedelta`` is relative,
+and a ``datetime`` is absolute -- a *naive* datetime is taken as UTC (not local time as
+in ukt), so the same value means the same instant on every machine.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import itertools
+import re
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+from ktstore.errors import InvalidArgument, ScriptError, ServerError
+from ktstore.lua_api import LuaMethods
+from ktstore.pool import Pool
+from ktstore.protocol import binary as _bin
+from ktstore.protocol import dumps
+from ktstore.protocol.expire import to_wire_xt
+from ktstore.protocol.limits import DATA_MAX_SIZE, HTTP_BODY_MAX, INT64MAX
+from ktstore.serializers import KT_BINARY, get_serializer
+
+__all__ = ["KyotoTycoon"]
+
+_ERROR_REPLY = _bin.ERROR_REPLY
+_encode_get_bulk = _bin.encode_get_bulk
+_encode_set_bulk = _bin.encode_set_bulk
+_encode_remove_bulk = _bin.encode_remove_bulk
+_encode_play_script = _bin.encode_play_script
+_parse_get_bulk_reply = _bin.parse_get_bulk_reply
+_parse_count_reply = _bin.parse_count_reply
+_parse_play_script_reply = _bin.parse_play_script_reply
+_SET_ARGS = (_bin.MAGIC_SET_BULK,)
+_REMOVE_ARGS = (_bin.MAGIC_REMOVE_BULK,)
+_NO_ARGS = ()
+
+_NUM_RE = re.compile(rb"^-?\d+$")
+_FLOAT_RE = re.compile(rb"^-?\d+\.\d+$")
+_NO_DB = object()  # "this procedure takes no DB parameter"
+
+
+def _raw_value(value: Any) -> bytes:
+    """A value passed with encode_value(s)=False: bytes as is, str as UTF-8."""
+    t = type(value)
+    if t is bytes:
+        return value
+    if t is str:
+        try:
+            return value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise InvalidArgument(f"value is not encodable as UTF-8: {exc}") from None
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    if isinstance(value, str):
+        return _raw_value(str(value))
+    raise InvalidArgument(f"a raw value must be bytes or str, not {t.__name__}")
+
+
+def _parse_number(value: bytes) -> Any:
+    if _NUM_RE.match(value):
+        return int(value)
+    if _FLOAT_RE.match(value):
+        return float(value)
+    return value.decode("utf-8", "replace")
+
+
+class KyotoTycoon(LuaMethods):
+    """Client for a Kyoto Tycoon server (or ``ktstore-server``).
+
+    Thread-safe: any number of threads may share one client; each request borrows a
+    connection from the pool.  Safe across ``fork()``: a child process opens its own
+    connections.
+
+    :param host: server host.
+    :param port: server port.
+    :param timeout: socket timeout in seconds for connecting and for each read;
+        ``None`` means :data:`ktstore.connection.DEFAULT_TIMEOUT` (a dead server must
+        never hang the caller).
+    :param default_db: database index used when a method's ``db`` is ``None``.
+    :param decode_keys: return keys as ``str`` (UTF-8; bytes that are not UTF-8 come
+        back as surrogate escapes, so they round-trip exactly) instead of ``bytes``.
+    :param serializer: ``KT_BINARY`` (default), ``KT_JSON``, ``KT_MSGPACK``,
+        ``KT_PICKLE`` or ``KT_NONE``.
+    :param encode_value: custom function value -> bytes (overrides the serializer's).
+    :param decode_value: custom function bytes -> value.
+    :param max_age: idle connections older than this many seconds are not reused.
+    """
+
+    _cursor_ids = itertools.count(1)
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 1978,
+        timeout: float | None = None,
+        default_db: int = 0,
+        decode_keys: bool = True,
+        serializer: str | None = None,
+        encode_value: Any = None,
+        decode_value: Any = None,
+        max_age: float | None = 3600,
+    ) -> None:
+        if type(port) is not int or not 0 < port < 65536:
+            raise InvalidArgument(f"bad port {port!r}")
+        if timeout is not None and (not isinstance(timeout, (int, float)) or timeout <= 0):
+            raise InvalidArgument(f"timeout must be a positive number or None, not {timeout!r}")
+        self.host = host
+        self.port = port
+        self.timeout = timeout
+        self.default_db = self._check_db(default_db)
+        self.decode_keys = bool(decode_keys)
+        self.serializer = KT_BINARY if serializer is None else serializer
+        enc, dec = get_serializer(serializer, encode_value, decode_value)
+        # The "Client internals" contract: plain callables on the instance, so the hot
+        # path is one call without a method lookup through the class.
+        self._encode_value = self.encode_value = enc
+        self._decode_value = self.decode_value = dec
+        self.max_age = max_age
+        self._pool = Pool(host, port, timeout, max_age)
+
+    def __repr__(self) -> str:
+        return f"<KyotoTycoon {self.host}:{self.port} db={self.default_db}>"
+
+    @property
+    def pool(self) -> Pool:
+        """The connection pool (for statistics and tests)."""
+        return self._pool
+
+    # -- internals shared with lua_api / containers / models --------------------------
+
+    @staticmethod
+    def _check_db(db: Any) -> int:
+        if type(db) is int and 0 <= db <= 0xFFFF:
+            return db
+        raise InvalidArgument(f"database index must be an int in 0..65535, not {db!r}")
+
+    def _db(self, db: Any) -> int:
+        """``None`` -> the default database index; anything but an index is refused."""
+        if db is None:
+            return self.default_db
+        if type(db) is int and 0 <= db <= 0xFFFF:
+            return db
+        raise InvalidArgument(f"database index must be an int in 0..65535, not {db!r}")
+
+    def encode_key(self, key: Any) -> bytes:
+        """str -> UTF-8 (surrogate escapes back to their bytes), bytes as is.
+
+        Numbers and other types are refused: ``1`` and ``"1"`` must not silently become
+        the same key.
+        """
+        t = type(key)
+        if t is str:
+            try:
+                data = key.encode("utf-8", "surrogateescape")
+            except UnicodeEncodeError as exc:
+                raise InvalidArgument(f"key is not encodable as UTF-8: {exc}") from None
+        elif t is bytes:
+            data = key
+        elif isinstance(key, (bytes, bytearray, memoryview)):
+            data = bytes(key)
+        elif isinstance(key, str):
+            return self.encode_key(str(key))
+        else:
+            raise InvalidArgument(f"keys must be str or bytes, not {t.__name__}")
+        if len(data) > DATA_MAX_SIZE:
+            raise InvalidArgument(f"key of {len(data)} bytes exceeds the protocol limit")
+        return data
+
+    def decode_key(self, data: bytes) -> Any:
+        """A key as the caller sees it: ``str`` when ``decode_keys`` else ``bytes``."""
+        if self.decode_keys:
+            return data.decode("utf-8", "surrogateescape")
+        return data
+
+    def _xt(self, expire_time: Any) -> int:
+        """The wire xt of an ``expire_time`` (see the module docstring).
+
+        A negative int is passed through as ukt does: on the wire it already means the
+        absolute unix time ``-expire_time`` (ukt's tests and users rely on this).
+        """
+        if expire_time is None:
+            return INT64MAX
+        if type(expire_time) is int and expire_time < 0:
+            return expire_time
+        try:
+            return to_wire_xt(expire_time, time.time())
+        except InvalidArgument:
+            raise
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise InvalidArgument(f"bad expire_time {expire_time!r}: {exc}") from None
+
+    def _play_script(
+        self, name: str | bytes, params: list[tuple[bytes, bytes]], no_reply: bool = False
+    ) -> list[tuple[bytes, bytes]] | None:
+        """Binary PLAY_SCRIPT.  A 0xBF reply (any script failure) raises ScriptError and
+        keeps the connection, as ktserver does."""
+        bname = name.encode("utf-8") if isinstance(name, str) else bytes(name)
+        data = _encode_play_script(bname, params, no_reply)
+        if no_reply:
+            self._pool.send_only(data)
+            return None
+        result = self._pool.request(data, _parse_play_script_reply, _NO_ARGS, False, True)
+        if result is _ERROR_REPLY:
+            pname = bname.decode("utf-8", "replace")
+            raise ScriptError("the scripting procedure failed", None, pname)
+        return result
+
+    def _binary_error(self, command: str) -> ServerError:
+        return ServerError(f"the server rejected the {command} request", None, command)
+
+    # -- HTTP RPC -------------------------------------------------------------------------
+
+    def _rpc(
+        self,
+        name: str,
+        params: list[tuple[bytes, bytes]],
+        db: Any = None,
+        allowed: tuple[int, ...] = (),
+        idempotent: bool = False,
+        timeout: float | None = None,
+    ) -> tuple[int, dict[bytes, bytes]]:
+        """Call ``/rpc/<name>``; return ``(status, output)``.
+
+        A status other than 200 and those in ``allowed`` raises ServerError carrying the
+        server's ``ERROR`` text.  ``idempotent`` requests are retried once after a
+        network failure; ``timeout`` (seconds) extends the read timeout of this request
+        (for ``WAIT`` conditions).
+        """
+        request = self._build_rpc(name, params, db)
+        status, headers, rbody = self._pool.http(request, idempotent, timeout)
+        return self._rpc_result(name, status, headers, rbody, allowed)
+
+    def _build_rpc(self, name: str, params: list[tuple[bytes, bytes]], db: Any) -> bytes:
+        """The bytes of a ``POST /rpc/<name>`` request (TSV body, colenc only if needed)."""
+        from ktstore.protocol import http, tsv
+
+        if db is not _NO_DB:
+            params.insert(0, (b"DB", b"%d" % self._db(db)))
+        colenc = tsv.choose_colenc(params)
+        body = tsv.encode_tsv(params, colenc)
+        if len(body) > HTTP_BODY_MAX:
+            raise InvalidArgument(f"request of {len(body)} bytes exceeds the HTTP body limit")
+        return http.encode_request(
+            "POST",
+            "/rpc/" + name,
+            [("Content-Type", tsv.content_type_for(colenc))],
+            body,
+        )
+
+    @staticmethod
+    def _rpc_result(
+        name: str, status: int, headers: Any, body: bytes, allowed: tuple[int, ...]
+    ) -> tuple[int, dict[bytes, bytes]]:
+        from ktstore.protocol import tsv
+
+        ctype = headers.get("content-type", "") if headers else ""
+        media, colenc = tsv.parse_content_type(ctype) if ctype else ("", None)
+        if media == "text/tab-separated-values":
+            out = dict(tsv.decode_tsv(body, colenc))
+        else:
+            out = {}
+        if status != 200 and status not in allowed:
+            message = out.get(b"ERROR")
+            if message is None:
+                text = body.decode("utf-8", "replace").strip() or f"HTTP status {status}"
+            else:
+                text = message.decode("utf-8", "replace")
+            raise ServerError(text, status, name)
+        return status, out
+
+    # -- configuration ----------------------------------------------------------------------
+
+    def set_database(self, db: int) -> None:
+        """Set the database index used when a method is called with ``db=None``."""
+        self.default_db = self._check_db(db)
+
+    def close_all(self) -> int:
+        """Close every pooled connection; return how many were closed."""
+        return self._pool.close_all()
+
+    # -- mapdump / arraydump ----------------------------------------------------------------
+
+    def serialize_dict(self, d: Mapping[Any, Any], encode_values: bool = True) -> bytes:
+        """``d`` in the byte format of KT's Lua ``mapdump`` (and the Hash container)."""
+        enc = self._encode_value if encode_values else _raw_value
+        ek = self.encode_key
+        return dumps.mapdump([(ek(k), enc(v)) for k, v in d.items()])
+
+    def deserialize_dict(self, data: bytes, decode_values: bool = True) -> dict[Any, Any]:
+        """Inverse of :meth:`serialize_dict` (KT's Lua ``mapload``)."""
+        dk = self.decode_key
+        pairs = dumps.mapload(bytes(data))
+        items = pairs.items() if isinstance(pairs, dict) else pairs
+        if decode_values:
+            dec = self._decode_value
+            return {dk(k): dec(v) for k, v in items}
+        return {dk(k): v for k, v in items}
+
+    def serialize_list(self, values: Iterable[Any], encode_values: bool = True) -> bytes:
+        """``values`` in the byte format of KT's Lua ``arraydump`` (and the List container)."""
+        enc = self._encode_value if encode_values else _raw_value
+        return dumps.arraydump([enc(v) for v in values])
+
+    def deserialize_list(self, data: bytes, decode_values: bool = True) -> list[Any]:
+        """Inverse of :meth:`serialize_list` (KT's Lua ``arrayload``)."""
+        items = dumps.arrayload(bytes(data))
+        if decode_values:
+            dec = self._decode_value
+            return [dec(v) for v in items]
+        return list(items)
+
+    # -- binary protocol: get --------------------------------------------------------------
+
+    def get(self, key: Any, db: int | None = None, decode_value: bool = True) -> Any:
+        """The value at ``key`` (deserialized unless ``decode_value=False``), or ``None``."""
+        request = _encode_get_bulk(((self._db(db), self.encode_key(key)),))
+        records = self._pool.request(request, _parse_get_bulk_reply, _NO_ARGS, True)
+        if records is _ERROR_REPLY:
+            raise self._binary_error("get_bulk")
+        if not records:
+            return None
+        value = records[0][2]
+        return self._decode_value(value) if decode_value else value
+
+    def get_bytes(self, key: Any, db: int | None = None) -> bytes | None:
+        """The raw bytes at ``key``, or ``None``."""
+        return self.get(key, db, False)
+
+    def get_bulk(
+        self, keys: Iterable[Any], db: int | None = None, decode_values: bool = True
+    ) -> dict[Any, Any]:
+        """``{key: value}`` for the keys that exist (missing keys are left out)."""
+        dbidx = self._db(db)
+        ek = self.encode_key
+        request = _encode_get_bulk([(dbidx, ek(k)) for k in keys])
+        records = self._pool.request(request, _parse_get_bulk_reply, _NO_ARGS, True)
+        if records is _ERROR_REPLY:
+            raise self._binary_error("get_bulk")
+        if self.decode_keys:
+            if decode_values:
+                dec = self._decode_value
+                return {r[1].decode("utf-8", "surrogateescape"): dec(r[2]) for r in records}
+            return {r[1].decode("utf-8", "surrogateescape"): r[2] for r in records}
+        if decode_values:
+            dec = self._decode_value
+            return {r[1]: dec(r[2]) for r in records}
+        return {r[1]: r[2] for r in records}
+
+    def get_bulk_details(
+        self, db_key_list: Iterable[tuple[int, Any]], decode_values: bool = True
+    ) -> list[tuple[int, Any, Any, int]]:
+        """``[(db, key, value, xt), ...]`` for the ``(db, key)`` pairs that exist.
+
+        ``xt`` is the absolute expiration reported by the server (``0xFFFFFFFFFF``,
+        XTMAX, when the record never expires), as ukt returns it.
+        """
+        ek = self.encode_key
+        check = self._check_db
+        request = _encode_get_bulk([(check(d), ek(k)) for d, k in db_key_list])
+        records = self._pool.request(request, _parse_get_bulk_reply, _NO_ARGS, True)
+        if records is _ERROR_REPLY:
+            raise self._binary_error("get_bulk")
+        dk = self.decode_key
+        dec = self._decode_value if decode_values else None
+        return [(d, dk(k), dec(v) if dec is not None else v, xt) for d, k, v, xt in records]
+
+    # -- binary protocol: set ----------------------------------------------------------------
+
+    def _set_request(self, request: bytes, no_reply: bool) -> int | None:
+        if no_reply:
+            self._pool.send_only(request)
+            return None
+        n = self._pool.request(request, _parse_count_reply, _SET_ARGS, False)
+        if n is _ERROR_REPLY:
+            raise self._binary_error("set_bulk")
+        return n
+
+    def set(
+        self,
+        key: Any,
+        value: Any,
+        db: int | None = None,
+        expire_time: Any = None,
+        no_reply: bool = False,
+        encode_value: bool = True,
+    ) -> int | None:
+        """Store one record; return the number stored (1), or ``None`` with ``no_reply``."""
+        bvalue = self._encode_value(value) if encode_value else _raw_value(value)
+        xt = INT64MAX if expire_time is None else self._xt(expire_time)
+        request = _encode_set_bulk(((self._db(db), self.encode_key(key), bvalue, xt),), no_reply)
+        return self._set_request(request, no_reply)
+
+    def set_bytes(
+        self,
+        key: Any,
+        value: bytes,
+        db: int | None = None,
+        expire_time: Any = None,
+        no_reply: bool = False,
+    ) -> int | None:
+        """Store raw bytes without serializing them."""
+        return self.set(key, value, db, expire_time, no_reply, False)
+
+    def set_bulk(
+        self,
+        data: Mapping[Any, Any] | Iterable[tuple[Any, Any]],
+        db: int | None = None,
+        expire_time: Any = None,
+        no_reply: bool = False,
+        encode_values: bool = True,
+    ) -> int | None:
+        """Store many records in one request; return how many were stored."""
+        dbidx = self._db(db)
+        xt = INT64MAX if expire_time is None else self._xt(expire_time)
+        ek = self.encode_key
+        enc = self._encode_value if encode_values else _raw_value
+        items = data.items() if isinstance(data, Mapping) else data
+        request = _encode_set_bulk([(dbidx, ek(k), enc(v), xt) for k, v in items], no_reply)
+        return self._set_request(request, no_reply)
+
+    def set_bulk_details(
+        self,
+        data: Iterable[tuple[int, Any, Any, Any]],
+        no_reply: bool = False,
+        encode_values: bool = True,
+    ) -> int | None:
+        """Store ``(db, key, value, expire_time)`` records, each with its own db and xt."""
+        ek = self.encode_key
+        enc = self._encode_value if encode_values else _raw_value
+        check = self._check_db
+        xt = self._xt
+        records = [(check(d), ek(k), enc(v), xt(t)) for d, k, v, t in data]
+        return self._set_request(_encode_set_bulk(records, no_reply), no_reply)
+
+    # -- binary protocol: remove -------------------------------------------------------------
+
+    def _remove_request(self, request: bytes, no_reply: bool) -> int | None:
+        if no_reply:
+            self._pool.send_only(request)
+            return None
+        n = self._pool.request(request, _parse_count_reply, _REMOVE_ARGS, False)
+        if n is _ERROR_REPLY:
+            raise self._binary_error("remove_bulk")
+        return n
+
+    def remove(self, key: Any, db: int | None = None, no_reply: bool = False) -> int | None:
+        """Remove one key; return the number removed (1 or 0)."""
+        request = _encode_remove_bulk(((self._db(db), self.encode_key(key)),), no_reply)
+        return self._remove_request(request, no_reply)
+
+    def remove_bulk(
+        self, keys: Iterable[Any], db: int | None = None, no_reply: bool = False
+    ) -> int | None:
+        """Remove many keys of one database; return the number removed."""
+        dbidx = self._db(db)
+        ek = self.encode_key
+        request = _encode_remove_bulk([(dbidx, ek(k)) for k in keys], no_reply)
+        return self._remove_request(request, no_reply)
+
+    def remove_bulk_details(
+        self, db_key_list: Iterable[tuple[int, Any]], no_reply: bool = False
+    ) -> int | None:
+        """Remove ``(db, key)`` pairs across databases; return the number removed."""
+        ek = self.encode_key
+        check = self._check_db
+        request = _encode_remove_bulk([(check(d), ek(k)) for d, k in db_key_list], no_reply)
+        return self._remove_request(request, no_reply)
+
+    # -- HTTP: single-record procedures ---------------------------------------------------
+
+    def _write(
+        self, proc: str, key: Any, value: Any, db: Any, expire_time: Any, encode_value: bool
+    ) -> bool:
+        bvalue = self._encode_value(value) if encode_value else _raw_value(value)
+        if len(bvalue) > DATA_MAX_SIZE:
+            raise InvalidArgument(f"value of {len(bvalue)} bytes exceeds the protocol limit")
+        params = [(b"key", self.encode_key(key)), (b"value", bvalue)]
+        if expire_time is not None:
+            params.append((b"xt", b"%d" % self._xt(expire_time)))
+        status, _ = self._rpc(proc, params, db, (450,))
+        return status == 200
+
+    def add(
+        self,
+        key: Any,
+        value: Any,
+        db: int | None = None,
+        expire_time: Any = None,
+        encode_value: bool = True,
+    ) -> bool:
+        """Store only if the key does not exist; ``False`` if it does."""
+        return self._write("add", key, value, db, expire_time, encode_value)
+
+    def replace(
+        self,
+        key: Any,
+        value: Any,
+        db: int | None = None,
+        expire_time: Any = None,
+        encode_value: bool = True,
+    ) -> bool:
+        """Store only if the key exists; ``False`` if it does not."""
+        return self._write("replace", key, value, db, expire_time, encode_value)
+
+    def append(
+        self,
+        key: Any,
+        value: Any,
+        db: int | None = None,
+        expire_time: Any = None,
+        encode_value: bool = True,
+    ) -> bool:
+        """Append to the value at ``key`` (creating it if missing)."""
+        return self._write("append", key, value, db, expire_time, encode_value)
+
+    def increment(
+        self,
+        key: Any,
+        n: int = 1,
+        orig: int | None = None,
+        db: int | None = None,
+        expire_time: Any = None,
+    ) -> int:
+        """Add ``n`` to the 8-byte counter at ``key``; return the new value.
+
+        ``orig`` is the starting value when the key is missing (``'try'`` fails instead,
+        ``'set'`` overwrites).  A value that is not a counter raises ServerError (450).
+        """
+        params = [(b"key", self.encode_key(key)), (b"num", b"%d" % int(n))]
+        if orig is not None:
+            params.append((b"orig", str(orig).encode("ascii")))
+        if expire_time is not None:
+            params.append((b"xt", b"%d" % self._xt(expire_time)))
+        _, out = self._rpc("increment", params, db)
+        return int(out[b"num"])
+
+    def increment_double(
+        self,
+        key: Any,
+        n: float = 1.0,
+        orig: float | None = None,
+        db: int | None = None,
+        expire_time: Any = None,
+    ) -> float:
+        """Add ``n`` to the 16-byte decimal counter at ``key``; return the new value."""
+        params = [(b"key", self.encode_key(key)), (b"num", repr(float(n)).encode("ascii"))]
+        if orig is not None:
+            o = orig if isinstance(orig, str) else repr(float(orig))
+            params.append((b"orig", o.encode("ascii")))
+        if expire_time is not None:
+            params.append((b"xt", b"%d" % self._xt(expire_time)))
+        _, out = self._rpc("increment_double", params, db)
+        return float(out[b"num"])
+
+    def cas(
+        self,
+        key: Any,
+        old_val: Any,
+        new_val: Any,
+        db: int | None = None,
+        expire_time: Any = None,
+        encode_value: bool = True,
+    ) -> bool:
+        """Atomically replace ``old_val`` by ``new_val``; ``False`` if the value differed.
+
+        ``old_val=None`` means "the key must not exist"; ``new_val=None`` removes it.
+        """
+        if old_val is None and new_val is None:
+            raise InvalidArgument("cas needs old_val, new_val or both")
+        enc = self._encode_value if encode_value else _raw_value
+        params = [(b"key", self.encode_key(key))]
+        if old_val is not None:
+            params.append((b"oval", enc(old_val)))
+        if new_val is not None:
+            params.append((b"nval", enc(new_val)))
+        if expire_time is not None:
+            params.append((b"xt", b"%d" % self._xt(expire_time)))
+        status, _ = self._rpc("cas", params, db, (450,))
+        return status == 200
+
+    def exists(self, key: Any, db: int | None = None) -> bool:
+        """Whether ``key`` exists (and has not expired)."""
+        status, _ = self._rpc("check", [(b"key", self.encode_key(key))], db, (450,), True)
+        return status == 200
+
+    check = exists
+
+    def length(self, key: Any, db: int | None = None) -> int | None:
+        """Size in bytes of the raw value at ``key``, or ``None``."""
+        status, out = self._rpc("check", [(b"key", self.encode_key(key))], db, (450,), True)
+        if status != 200:
+            return None
+        return int(out[b"vsiz"])
+
+    def seize(self, key: Any, db: int | None = None, decode_value: bool = True) -> Any:
+        """Atomically get and remove the value at ``key``; ``None`` if missing."""
+        status, out = self._rpc("seize", [(b"key", self.encode_key(key))], db, (450,))
+        if status != 200:
+            return None
+        value = out[b"value"]
+        return self._decode_value(value) if decode_value else value
+
+    pop = seize
+
+    def vacuum(self, step: int = 0, db: int | None = None) -> bool:
+        """Collect expired records (``step`` records, or all when 0)."""
+        params = [(b"step", b"%d" % int(step))] if step and step > 0 else []
+        self._rpc("vacuum", params, db)
+        return True
+
+    # -- HTTP: matching -------------------------------------------------------------------
+
+    def _match(self, proc: str, params: list[tuple[bytes, bytes]], max_keys: Any, db: Any) -> list:
+        if max_keys is not None:
+            params.append((b"max", b"%d" % int(max_keys)))
+        _, out = self._rpc(proc, params, db, (), True)
+        ordered = sorted(
+            ((int(v), k[1:]) for k, v in out.items() if k[:1] == b"_"), key=lambda p: p[0]
+        )
+        dk = self.decode_key
+        return [dk(k) for _, k in ordered]
+
+    def match_prefix(
+        self, prefix: Any, max_keys: int | None = None, db: int | None = None
+    ) -> list[Any]:
+        """Keys starting with ``prefix``, in the database's order (sorted on tree DBs).
+
+        Like ktserver, this may include keys of expired records not yet collected.
+        """
+        return self._match("match_prefix", [(b"prefix", self.encode_key(prefix))], max_keys, db)
+
+    def match_regex(
+        self, regex: Any, max_keys: int | None = None, db: int | None = None
+    ) -> list[Any]:
+        """Keys matching the POSIX extended regular expression ``regex``."""
+        return self._match("match_regex", [(b"regex", self.encode_key(regex))], max_keys, db)
+
+    def match_similar(
+        self,
+        origin: Any,
+        distance: int | None = None,
+        max_keys: int | None = None,
+        db: int | None = None,
+    ) -> list[Any]:
+        """Keys within ``distance`` edits of ``origin`` (UTF-8 aware), nearest first."""
+        params = [(b"origin", self.encode_key(origin)), (b"utf", b"true")]
+        if distance is not None:
+            params.append((b"range", b"%d" % int(distance)))
+        return self._match("match_similar", params, max_keys, db)
+
+    # -- HTTP: update log -----------------------------------------------------------------
+
+    def ulog_list(self) -> list[tuple[str, str, _dt.datetime]]:
+        """``[(path, size, max_timestamp), ...]`` of the update-log files.
+
+        The timestamp is a naive UTC ``datetime`` (the server's clock, ms precision).
+        """
+        _, out = self._rpc("ulog_list", [], _NO_DB, (), True)
+        result = []
+        for path, meta in sorted(out.items()):
+            size, _, ts = meta.decode("ascii").partition(":")
+            when = _dt.datetime.fromtimestamp(int(ts) / 1e9, _dt.timezone.utc)
+            result.append((path.decode("utf-8", "replace"), size, when.replace(tzinfo=None)))
+        return result
+
+    def ulog_remove(self, max_dt: _dt.datetime | None = None) -> bool:
+        """Remove update-log files older than ``max_dt`` (naive = UTC; default now)."""
+        if max_dt is None:
+            ts = time.time()
+        elif isinstance(max_dt, _dt.datetime):
+            if max_dt.tzinfo is None:
+                max_dt = max_dt.replace(tzinfo=_dt.timezone.utc)
+            ts = max_dt.timestamp()
+        else:
+            raise InvalidArgument(f"max_dt must be a datetime, not {type(max_dt).__name__}")
+        self._rpc("ulog_remove", [(b"ts", b"%d" % int(ts * 1e9))], _NO_DB)
+        return True
+
+    # -- HTTP: database information and maintenance ----------------------------------------
+
+    def report(self) -> dict[str, Any]:
+        """The server's report (counters, configuration, ``db_<i>`` summaries)."""
+        _, out = self._rpc("report", [], _NO_DB, (), True)
+        return {k.decode("utf-8", "replace"): _parse_number(v) for k, v in out.items()}
+
+    def status(self, db: int | None = None) -> dict[str, Any]:
+        """Status of one database (``count``, ``size``, ``path``, ``type``...)."""
+        _, out = self._rpc("status", [], db, (), True)
+        return {k.decode("utf-8", "replace"): _parse_number(v) for k, v in out.items()}
+
+    def count(self, db: int | None = None) -> int:
+        """Number of records (including expired ones not yet collected)."""
+        return int(self.status(db).get("count") or 0)
+
+    def size(self, db: int | None = None) -> int:
+        """Size of the database in bytes, as the server reports it."""
+        return int(self.status(db).get("size") or 0)
+
+    @property
+    def databases(self) -> list[str]:
+        """Paths of the server's databases, in index order."""
+        found = []
+        for key, value in self.report().items():
+            if key.startswith("db_") and key[3:].isdigit():
+                path = str(value).split("path=", 1)[-1] if "path=" in str(value) else ""
+                found.append((int(key[3:]), path))
+        return [path for _, path in sorted(found)]
+
+    def list_databases(self) -> list[tuple[str, dict[str, Any]]]:
+        """``[(path, status), ...]`` for every database."""
+        return [(path, self.status(db)) for db, path in enumerate(self.databases)]
+
+    def clear(self, db: int | None = None) -> bool:
+        """Remove every record of the database."""
+        self._rpc("clear", [], db)
+        return True
+
+    def synchronize(
+        self, hard: bool = False, command: str | None = None, db: int | None = None
+    ) -> bool:
+        """Flush the database to its file, then optionally run ``command`` (a file name in
+        the server's ``-cmd`` directory).  ``False`` when the server reports a failure."""
+        params: list[tuple[bytes, bytes]] = []
+        if hard:
+            params.append((b"hard", b""))
+        if command is not None:
+            params.append((b"command", command.encode("utf-8")))
+        status, _ = self._rpc("synchronize", params, db, (450, 500))
+        return status == 200
+
+    # -- dict-like interface --------------------------------------------------------------
+
+    def _key_db(self, item: Any) -> tuple[Any, Any]:
+        if type(item) is tuple:
+            if len(item) != 2:
+                raise InvalidArgument("expected a key or a (key, db) tuple")
+            return item
+        return item, None
+
+    def __getitem__(self, item: Any) -> Any:
+        key, db = self._key_db(item)
+        return self.get(key, db)
+
+    def __setitem__(self, item: Any, value: Any) -> None:
+        key, db = self._key_db(item)
+        if type(value) is tuple:
+            if len(value) != 2:
+                raise InvalidArgument("expected a value or a (value, expire_time) tuple")
+            self.set(key, value[0], db, value[1])
+        else:
+            self.set(key, value, db)
+
+    def __delitem__(self, item: Any) -> None:
+        key, db = self._key_db(item)
+        self.remove(key, db)
+
+    def __contains__(self, item: Any) -> bool:
+        key, db = self._key_db(item)
+        return self.exists(key, db)
+
+    def __len__(self) -> int:
+        return self.count()
+
+    def __bool__(self) -> bool:
+        # Without this, ``if client:`` would call __len__ and ask the server for a count.
+        return True
+
+    def update(self, __data: Mapping[Any, Any] | None = None, **kwargs: Any) -> int | None:
+        """Set many records (dict-style); see :meth:`set_bulk`."""
+        data = dict(__data) if __data is not None else {}
+        data.update(kwargs)
+        return self.set_bulk(data)
+
+    # -- iteration (cursors) --------------------------------------------------------------
+
+    def cursor(
+        self,
+        db: int | None = None,
+        cursor_id: int | None = None,
+        decode_values: bool = True,
+        encode_values: bool = True,
+    ):
+        """A :class:`~ktstore.cursor.Cursor` over database ``db``."""
+        from ktstore.cursor import Cursor
+
+        if cursor_id is None:
+            cursor_id = next(KyotoTycoon._cursor_ids)
+        return Cursor(self, cursor_id, db, decode_values, encode_values)
+
+    def _iterate(self, db: Any, what: str) -> Iterator[Any]:
+        cursor = self.cursor(db=db)
+        try:
+            if not cursor.jump():
+                return
+            while True:
+                item = cursor._read(what, True)
+                if item is None:
+                    return
+                yield item
+        finally:
+            cursor.close()
+
+    def keys(self, db: int | None = None) -> Iterator[Any]:
+        """All keys, lazily, through a cursor (one request per key: slow on big DBs)."""
+        return self._iterate(db, "key")
+
+    def keys_nonlazy(self, db: int | None = None) -> list[Any]:
+        """All keys in one request (``match_prefix('')``)."""
+        return self.match_prefix(b"", db=db)
+
+    def values(self, db: int | None = None) -> Iterator[Any]:
+        """All values, lazily, through a cursor."""
+        return self._iterate(db, "value")
+
+    def items(self, db: int | None = None) -> Iterator[tuple[Any, Any]]:
+        """All ``(key, value)`` pairs, lazily, through a cursor."""
+        return self._iterate(db, "get")
+
+    def __iter__(self) -> Iterator[Any]:
+        return self.keys()
