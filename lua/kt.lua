@@ -1355,4 +1355,481 @@ procedure("ktstoreversion", function(inmap, outmap)
 end)
 
 -- ==== ktstore.models: begin ====
+-- Model layer procedures (ktstore.models).  Lua 5.1, Kyoto Tycoon host API only, so
+-- they run unchanged on a real ktserver and on ktstore-server.
+--
+-- Layout (P = the model's prefix):
+--   record      rdb  P:<pk>            mapdump {field = msgpack bytes, "\0ix" = arraydump of
+--                                      the index and unique keys this record owns in idb}
+--   container   rdb  P:<pk>\0<field>   List/Set/Hash container record
+--   index       idb  P\0i\0<field>\0<encoded value><encoded pk> = <pk>
+--   unique      idb  P\0u\0<field>\0<encoded value>             = <pk>
+-- The record carries the list of its own index keys (the memo), so save and delete read
+-- the *stored* old state themselves to know which entries to drop: two clients saving
+-- the same instance can never leave a stale entry behind.  Every change runs inside
+-- db:begin_transaction()/end_transaction(): Kyoto Cabinet runs one transaction per
+-- database at a time (the others wait), so model writes are serialized against each
+-- other, and an abort (unique violation, conflict, Lua error) rolls everything back.
+-- Index entries, unique entries and containers get the record's expiry time, so they
+-- all expire together; a query never sees an expired one (cursors skip them).
+
+local MODEL_XTMAX = 1099511627775
+local MODEL_MEMO = "\0ix"
+
+local function model_db(inmap, name)
+  local idx = tonumber(inmap[name] or "0") or 0
+  return kt.dbs[idx + 1]
+end
+
+-- A stored absolute xt (XTMAX = none) as an xt argument for db:set (negative = absolute).
+local function model_setxt(xt)
+  if xt == nil or xt >= MODEL_XTMAX then
+    return nil
+  end
+  return -xt
+end
+
+local function model_memo(value)
+  if value == nil then
+    return {}
+  end
+  local rec = kt.mapload(value)
+  local memo = rec[MODEL_MEMO]
+  if memo == nil then
+    return {}, rec
+  end
+  return kt.arrayload(memo), rec
+end
+
+-- Begin transactions on the distinct databases in a fixed order (no deadlocks).
+local function model_begin(idb, rdb)
+  local dbs = { idb }
+  if rdb ~= idb then
+    table.insert(dbs, rdb)
+  end
+  for i, db in ipairs(dbs) do
+    if not db:begin_transaction() then
+      for j = i - 1, 1, -1 do
+        dbs[j]:end_transaction(false)
+      end
+      return nil
+    end
+  end
+  return dbs
+end
+
+local function model_end(dbs, commit)
+  for i = #dbs, 1, -1 do
+    dbs[i]:end_transaction(commit)
+  end
+end
+
+-- Runs fn(outmap) inside the transactions; fn returns true to commit.  A Lua error
+-- rolls back and is re-raised (the caller sees a script failure).
+local function model_atomic(inmap, outmap, fn)
+  local idb = model_db(inmap, "idb")
+  local rdb = model_db(inmap, "rdb")
+  if idb == nil or rdb == nil then
+    outmap.err = "nodb"
+    return kt.RVSUCCESS
+  end
+  local dbs = model_begin(idb, rdb)
+  if dbs == nil then
+    outmap.err = "transaction"
+    return kt.RVSUCCESS
+  end
+  local ok, res = pcall(fn, idb, rdb)
+  if not ok then
+    model_end(dbs, false)
+    error(res)
+  end
+  model_end(dbs, res == true)
+  return kt.RVSUCCESS
+end
+
+local function model_save_one(idb, rdb, s, i, outmap)
+  local key = s.k
+  local pk = s.p
+  local old, oldxt = rdb:get(key)
+  local oldkeys, oldrec = model_memo(old)
+  if s.mode == "create" and old ~= nil then
+    outmap.err = "exists"
+    return false
+  end
+  if s.mode == "update" and old == nil then
+    outmap.err = "missing"
+    return false
+  end
+  if s.cas ~= nil then
+    if (s.cas == "" and old ~= nil) or (s.cas ~= "" and s.cas ~= old) then
+      outmap.err = "conflict"
+      return false
+    end
+  end
+  if s.vf ~= nil then
+    local oldv = nil
+    if oldrec ~= nil then
+      oldv = oldrec[s.vf]
+    end
+    if oldv ~= s.vold then
+      outmap.err = "conflict"
+      outmap.field = s.vf
+      return false
+    end
+  end
+  -- the expiry: explicit, else the stored record's, else the model default
+  local xt
+  if s.xt ~= nil then
+    xt = tonumber(s.xt)
+  elseif old ~= nil then
+    xt = model_setxt(oldxt)
+  elseif s.dxt ~= nil then
+    xt = tonumber(s.dxt)
+  end
+  -- uniqueness first: nothing is written when a value is taken
+  local ukeys = {}
+  if s.ux ~= nil then
+    local ux = kt.arrayload(s.ux)
+    local uf = kt.arrayload(s.uf or "")
+    for j, ukey in ipairs(ux) do
+      local owner = idb:get(ukey)
+      if owner ~= nil and owner ~= pk and s.rp ~= nil then
+        -- an entry whose owner is gone (or no longer lists it) is stale, not a conflict
+        local orec = rdb:get(s.rp .. owner)
+        local live = false
+        if orec ~= nil then
+          for _, mk in ipairs(model_memo(orec)) do
+            if mk == ukey then
+              live = true
+              break
+            end
+          end
+        end
+        if not live then
+          owner = nil
+        end
+      end
+      if owner ~= nil and owner ~= pk then
+        outmap.err = "unique"
+        outmap.field = uf[j]
+        outmap.owner = owner
+        return false
+      end
+      ukeys[ukey] = true
+    end
+  end
+  local newkeys = {}
+  if s.ix ~= nil then
+    for _, ikey in ipairs(kt.arrayload(s.ix)) do
+      newkeys[ikey] = true
+    end
+  end
+  for ukey in pairs(ukeys) do
+    newkeys[ukey] = true
+  end
+  -- drop the entries the stored record owned and the new one does not
+  for _, okey in ipairs(oldkeys) do
+    if not newkeys[okey] then
+      local v = idb:get(okey)
+      if v == pk then
+        idb:remove(okey)
+      end
+    end
+  end
+  for nkey in pairs(newkeys) do
+    if not idb:set(nkey, pk, xt) then
+      error("index write failed: " .. tostring(idb:error()))
+    end
+  end
+  if not rdb:set(key, s.r, xt) then
+    error("record write failed: " .. tostring(rdb:error()))
+  end
+  if s.cx ~= nil then
+    for _, ckey in ipairs(kt.arrayload(s.cx)) do
+      local cv = rdb:get(ckey)
+      if cv ~= nil then
+        rdb:set(ckey, cv, xt)
+      end
+    end
+  end
+  local _, storedxt = rdb:get(key)
+  outmap["xt" .. i] = storedxt
+  return true
+end
+
+-- modelsave: n records s1..sn (mapdump each: k key, r record, p pk, xt, dxt, mode,
+-- vf/vold version check, cas, ix/ux/uf/cx arraydumps).  All or nothing.
+function modelsave(inmap, outmap)
+  local n = tonumber(inmap.n or "1") or 1
+  return model_atomic(inmap, outmap, function(idb, rdb)
+    for i = 1, n do
+      local s = kt.mapload(inmap["s" .. i] or "")
+      if not model_save_one(idb, rdb, s, i, outmap) then
+        outmap.at = i
+        return false
+      end
+    end
+    outmap.n = n
+    return true
+  end)
+end
+
+local function model_delete_one(idb, rdb, s, outmap)
+  local key = s.k
+  local pk = s.p
+  local old = rdb:get(key)
+  if old == nil then
+    if s.vf ~= nil or (s.cas ~= nil and s.cas ~= "") then
+      outmap.err = "conflict"
+      return false, 0
+    end
+    return true, 0
+  end
+  local oldkeys, oldrec = model_memo(old)
+  if s.cas ~= nil and s.cas ~= old then
+    outmap.err = "conflict"
+    return false, 0
+  end
+  if s.vf ~= nil and oldrec[s.vf] ~= s.vold then
+    outmap.err = "conflict"
+    outmap.field = s.vf
+    return false, 0
+  end
+  for _, okey in ipairs(oldkeys) do
+    if idb:get(okey) == pk then
+      idb:remove(okey)
+    end
+  end
+  if s.cx ~= nil then
+    for _, ckey in ipairs(kt.arrayload(s.cx)) do
+      rdb:remove(ckey)
+    end
+  end
+  rdb:remove(key)
+  return true, 1
+end
+
+-- modeldelete: n records s1..sn (mapdump: k, p, cx, vf/vold, cas).  Answers d = removed.
+function modeldelete(inmap, outmap)
+  local n = tonumber(inmap.n or "1") or 1
+  return model_atomic(inmap, outmap, function(idb, rdb)
+    local total = 0
+    for i = 1, n do
+      local s = kt.mapload(inmap["s" .. i] or "")
+      local ok, d = model_delete_one(idb, rdb, s, outmap)
+      if not ok then
+        outmap.at = i
+        return false
+      end
+      total = total + d
+    end
+    outmap.d = total
+    return true
+  end)
+end
+
+-- modelexpire: set the expiry of record k (xt absent = keep the record's own) on its
+-- index entries, unique entries and containers (cx) too.  Answers xt, or missing=1.
+function modelexpire(inmap, outmap)
+  return model_atomic(inmap, outmap, function(idb, rdb)
+    local key = inmap.k
+    local old, oldxt = rdb:get(key)
+    if old == nil then
+      outmap.missing = 1
+      return false
+    end
+    local xt
+    if inmap.xt ~= nil then
+      xt = tonumber(inmap.xt)
+    else
+      xt = model_setxt(oldxt)
+    end
+    local keys = model_memo(old)
+    for _, okey in ipairs(keys) do
+      local v = idb:get(okey)
+      if v ~= nil then
+        idb:set(okey, v, xt)
+      end
+    end
+    if inmap.cx ~= nil then
+      for _, ckey in ipairs(kt.arrayload(inmap.cx)) do
+        local cv = rdb:get(ckey)
+        if cv ~= nil then
+          rdb:set(ckey, cv, xt)
+        end
+      end
+    end
+    rdb:set(key, old, xt)
+    local _, storedxt = rdb:get(key)
+    outmap.xt = storedxt
+    return true
+  end)
+end
+
+-- modelscan: one page of a key range [lo, hi) of database db, ascending, or descending
+-- when rev is set; resume after (exclusive) the key given as "after".  With jp set, each
+-- entry's value is a pk and the record jp..pk is read from database jdb (a join, so a
+-- query page costs one round trip).  Answers n, k<i>, v<i>, and with the join r<i>/x<i>
+-- for the records found; last = the last key visited; done = 1 at the end of the range.
+function modelscan(inmap, outmap)
+  local db = model_db(inmap, "db")
+  if db == nil then
+    outmap.err = "nodb"
+    return kt.RVSUCCESS
+  end
+  local lo = inmap.lo or ""
+  local hi = inmap.hi
+  local after = inmap.after
+  local rev = inmap.rev == "1"
+  local limit = tonumber(inmap.n or "100") or 100
+  local jdb = nil
+  local jp = inmap.jp
+  if jp ~= nil then
+    jdb = model_db(inmap, "jdb")
+  end
+  local keysonly = inmap.keys == "1"
+  local cur = db:cursor()
+  local ok
+  if rev then
+    local start = after or hi
+    if start == nil then
+      ok = cur:jump_back()
+    else
+      ok = cur:jump_back(start)
+    end
+  else
+    ok = cur:jump(after or lo)
+  end
+  local n = 0
+  local done = true
+  local last = nil
+  while ok do
+    local k, v = cur:get()
+    if k == nil then
+      break
+    end
+    local skip = false
+    if rev then
+      if k < lo then
+        break
+      end
+      if (after ~= nil and k >= after) or (hi ~= nil and k >= hi) then
+        skip = true
+      end
+    else
+      if hi ~= nil and k >= hi then
+        break
+      end
+      if k < lo or (after ~= nil and k <= after) then
+        skip = true
+      end
+    end
+    if not skip then
+      if n >= limit then
+        done = false
+        break
+      end
+      n = n + 1
+      last = k
+      outmap["k" .. n] = k
+      if not keysonly then
+        outmap["v" .. n] = v
+      end
+      if jdb ~= nil then
+        local rec, xt = jdb:get(jp .. v)
+        if rec ~= nil then
+          outmap["r" .. n] = rec
+          outmap["x" .. n] = xt
+        end
+      end
+    end
+    if rev then
+      ok = cur:step_back()
+    else
+      ok = cur:step()
+    end
+  end
+  cur:disable()
+  outmap.n = n
+  if last ~= nil then
+    outmap.last = last
+  end
+  if done then
+    outmap.done = 1
+  end
+  return kt.RVSUCCESS
+end
+
+-- modelsweep: remove the entries of the range [lo, hi) of idb (after "after", at most n
+-- visited) whose record (rp..value in rdb) is gone or does not list the entry in its memo:
+-- orphans left by expiry or by writes that bypassed the model layer.
+function modelsweep(inmap, outmap)
+  return model_atomic(inmap, outmap, function(idb, rdb)
+    local lo = inmap.lo or ""
+    local hi = inmap.hi
+    local limit = tonumber(inmap.n or "1000") or 1000
+    local rp = inmap.rp or ""
+    local cur = idb:cursor()
+    local ok = cur:jump(inmap.after or lo)
+    local seen, removed = 0, 0
+    local done = true
+    local dead = {}
+    while ok do
+      local k, v = cur:get()
+      if k == nil or (hi ~= nil and k >= hi) then
+        break
+      end
+      if inmap.after == nil or k > inmap.after then
+        if seen >= limit then
+          done = false
+          break
+        end
+        seen = seen + 1
+        outmap.last = k
+        local rec = rdb:get(rp .. v)
+        local owned = false
+        if rec ~= nil then
+          for _, mk in ipairs(model_memo(rec)) do
+            if mk == k then
+              owned = true
+              break
+            end
+          end
+        end
+        if not owned then
+          table.insert(dead, k)
+        end
+      end
+      ok = cur:step()
+    end
+    cur:disable()
+    for _, k in ipairs(dead) do
+      if idb:remove(k) then
+        removed = removed + 1
+      end
+    end
+    outmap.seen = seen
+    outmap.removed = removed
+    if done then
+      outmap.done = 1
+    end
+    return true
+  end)
+end
+-- modelseq: the next n values of the counter k in database db (auto primary keys);
+-- answers id = the last one.
+function modelseq(inmap, outmap)
+  local db = model_db(inmap, "db")
+  if db == nil or inmap.k == nil then
+    outmap.err = "nodb"
+    return kt.RVSUCCESS
+  end
+  local v = db:increment(inmap.k, tonumber(inmap.n or "1") or 1, 0)
+  if v == nil then
+    outmap.err = "counter"
+    return kt.RVSUCCESS
+  end
+  outmap.id = string.format("%d", v)
+  return kt.RVSUCCESS
+end
 -- ==== ktstore.models: end ====

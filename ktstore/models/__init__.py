@@ -1,0 +1,73 @@
+"""ktstore's model layer: typed, validated (attrs) classes stored in Kyoto Tycoon.
+
+>>> from ktstore.models import Model, fields
+>>> class User(Model):
+...     email = fields.Text(unique=True)
+...     age = fields.Integer(index=True, default=0)
+>>> u = User.create(email="ada@example.com", age=36)
+>>> User.query(User.age >= 18).order_by(User.age.desc()).first()
+
+See :mod:`ktstore.models.base` (models), :mod:`ktstore.models.fields` (fields),
+:mod:`ktstore.models.query` (queries), :mod:`ktstore.models.maintenance` (check,
+sweep, rebuild) and the key layout in :mod:`ktstore.models.backend`.
+"""
+
+from ktstore.models import fields
+from ktstore.models.base import Model, new_id
+from ktstore.models.errors import (
+    AlreadyExists,
+    ConflictError,
+    DoesNotExist,
+    ModelDefinitionError,
+    ModelError,
+    UniqueViolation,
+    ValidationError,
+)
+from ktstore.models.fields import (
+    JSON,
+    Boolean,
+    Bytes,
+    Date,
+    DateTime,
+    Decimal,
+    Field,
+    Float,
+    HashField,
+    Integer,
+    ListField,
+    SetField,
+    Text,
+    Version,
+)
+from ktstore.models.maintenance import CheckReport, RebuildReport
+from ktstore.models.query import Query
+
+__all__ = [
+    "Model",
+    "Query",
+    "fields",
+    "new_id",
+    "Field",
+    "Text",
+    "Bytes",
+    "Integer",
+    "Float",
+    "Boolean",
+    "DateTime",
+    "Date",
+    "Decimal",
+    "JSON",
+    "Version",
+    "ListField",
+    "SetField",
+    "HashField",
+    "ModelError",
+    "ModelDefinitionError",
+    "DoesNotExist",
+    "UniqueViolation",
+    "ConflictError",
+    "AlreadyExists",
+    "ValidationError",
+    "CheckReport",
+    "RebuildReport",
+]

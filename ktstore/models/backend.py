@@ -1,0 +1,229 @@
+"""Where a model's data lives and how the Lua procedures are called.
+
+Key layout (``P`` = the model prefix as bytes; see the comment at the top of the
+models section of ``lua/kt.lua``)::
+
+    record      record db   P:<pk>               mapdump {field: msgpack, "\\0ix": memo}
+    container   record db   P:<pk>\\0<field>      List / Set / Hash container
+    index       index db    P\\0i\\0<field>\\0<value key><pk key>  ->  <pk>
+    unique      index db    P\\0u\\0<field>\\0<value key>          ->  <pk>
+    counter     index db    P\\0seq                                 (auto pk)
+
+The index database must be a *tree* database (``%``, ``+``, ``.kct``...): its
+cursor order is what makes range scans and ordering work.  For save and delete to
+survive a crash atomically, keep records and indexes in the **same** database
+(the default): a transaction covers one database file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from ktstore.errors import ScriptError
+from ktstore.models.errors import ModelError
+
+if TYPE_CHECKING:
+    from ktstore.store import Store
+
+MEMO = b"\x00ix"
+XTMAX = 1099511627775
+
+
+def _dumps():
+    from ktstore.protocol import dumps
+
+    return dumps
+
+
+def mapdump(d: dict[bytes, bytes]) -> bytes:
+    return _dumps().mapdump(list(d.items()))
+
+
+def mapload(data: bytes) -> dict[bytes, bytes]:
+    pairs = _dumps().mapload(bytes(data))
+    return dict(pairs.items() if isinstance(pairs, dict) else pairs)
+
+
+def arraydump(items: Sequence[bytes]) -> bytes:
+    return _dumps().arraydump(list(items))
+
+
+def arrayload(data: bytes) -> list[bytes]:
+    return list(_dumps().arrayload(bytes(data)))
+
+
+@dataclass
+class Page:
+    """One page of a range scan: ``entries`` are ``(key, value, record, xt)`` with
+    ``record``/``xt`` ``None`` when no join was asked or the record is gone."""
+
+    entries: list[tuple[bytes, bytes, bytes | None, int | None]]
+    last: bytes | None
+    done: bool
+
+
+class Binding:
+    """A model class bound to a store: its key prefix and the Lua calls."""
+
+    def __init__(self, store: Store, prefix: str) -> None:
+        self.store = store
+        self.client = store.client
+        self.rdb: int = store.db
+        self.idb: int = store.index_db
+        self.prefix = prefix.encode("utf-8")
+        self.record_prefix = self.prefix + b":"
+        self.index_prefix = self.prefix + b"\x00i\x00"
+        self.unique_prefix = self.prefix + b"\x00u\x00"
+        self.seq_key = self.prefix + b"\x00seq"
+
+    # ---- keys -------------------------------------------------------------------------
+
+    def record_key(self, pkstr: str) -> bytes:
+        return self.record_prefix + pkstr.encode("utf-8")
+
+    def container_key(self, pkstr: str, name: str) -> bytes:
+        return self.record_key(pkstr) + b"\x00" + name.encode("utf-8")
+
+    def index_base(self, field: str) -> bytes:
+        return self.index_prefix + field.encode("utf-8") + b"\x00"
+
+    def unique_base(self, field: str) -> bytes:
+        return self.unique_prefix + field.encode("utf-8") + b"\x00"
+
+    # ---- Lua calls --------------------------------------------------------------------
+
+    def call(self, name: str, params: dict[bytes, bytes]) -> dict[bytes, bytes]:
+        try:
+            out = self.client._play_script(name, list(params.items()))
+        except ScriptError as exc:
+            raise ModelError(
+                f"{name} failed on the server ({exc}); is lua/kt.lua loaded "
+                "(ktserver -scr) and are the database indexes right?"
+            ) from exc
+        return dict(out or [])
+
+    def _dbs(self) -> dict[bytes, bytes]:
+        return {b"idb": str(self.idb).encode(), b"rdb": str(self.rdb).encode()}
+
+    def save(self, specs: list[dict[bytes, bytes]]) -> dict[bytes, bytes]:
+        params = self._dbs()
+        params[b"n"] = str(len(specs)).encode()
+        for i, spec in enumerate(specs, 1):
+            spec[b"rp"] = self.record_prefix
+            params[b"s%d" % i] = mapdump(spec)
+        return self.call("modelsave", params)
+
+    def delete(self, specs: list[dict[bytes, bytes]]) -> dict[bytes, bytes]:
+        params = self._dbs()
+        params[b"n"] = str(len(specs)).encode()
+        for i, spec in enumerate(specs, 1):
+            params[b"s%d" % i] = mapdump(spec)
+        return self.call("modeldelete", params)
+
+    def expire(self, key: bytes, xt: int | None, containers: list[bytes]) -> dict[bytes, bytes]:
+        params = self._dbs()
+        params[b"k"] = key
+        if xt is not None:
+            params[b"xt"] = str(xt).encode()
+        if containers:
+            params[b"cx"] = arraydump(containers)
+        return self.call("modelexpire", params)
+
+    def scan(
+        self,
+        db: int,
+        lo: bytes,
+        hi: bytes | None,
+        *,
+        after: bytes | None = None,
+        reverse: bool = False,
+        limit: int = 100,
+        join: bool = False,
+        keys_only: bool = False,
+    ) -> Page:
+        params: dict[bytes, bytes] = {b"db": str(db).encode(), b"lo": lo, b"n": str(limit).encode()}
+        if hi is not None:
+            params[b"hi"] = hi
+        if after is not None:
+            params[b"after"] = after
+        if reverse:
+            params[b"rev"] = b"1"
+        if keys_only:
+            params[b"keys"] = b"1"
+        if join:
+            params[b"jdb"] = str(self.rdb).encode()
+            params[b"jp"] = self.record_prefix
+        out = self.call("modelscan", params)
+        n = int(out.get(b"n", b"0"))
+        entries = []
+        for i in range(1, n + 1):
+            rec = out.get(b"r%d" % i)
+            xt = out.get(b"x%d" % i)
+            entries.append(
+                (
+                    out[b"k%d" % i],
+                    out.get(b"v%d" % i, b""),
+                    rec,
+                    int(xt) if xt is not None else None,
+                )
+            )
+        return Page(entries, out.get(b"last"), out.get(b"done") == b"1")
+
+    def scan_all(
+        self,
+        db: int,
+        lo: bytes,
+        hi: bytes | None,
+        *,
+        reverse: bool = False,
+        page: int = 100,
+        join: bool = False,
+        keys_only: bool = False,
+    ) -> Iterator[tuple[bytes, bytes, bytes | None, int | None]]:
+        """Every entry of ``[lo, hi)``, one page in memory at a time."""
+        after = None
+        while True:
+            p = self.scan(
+                db, lo, hi, after=after, reverse=reverse, limit=page, join=join, keys_only=keys_only
+            )
+            yield from p.entries
+            if p.done or p.last is None:
+                return
+            after = p.last
+
+    def sweep(self, lo: bytes, hi: bytes | None, page: int = 1000) -> tuple[int, int]:
+        """Remove orphaned entries of ``[lo, hi)`` in the index db; ``(seen, removed)``."""
+        after = None
+        seen = removed = 0
+        while True:
+            params = self._dbs()
+            params.update({b"lo": lo, b"n": str(page).encode(), b"rp": self.record_prefix})
+            if hi is not None:
+                params[b"hi"] = hi
+            if after is not None:
+                params[b"after"] = after
+            out = self.call("modelsweep", params)
+            seen += int(out.get(b"seen", b"0"))
+            removed += int(out.get(b"removed", b"0"))
+            if out.get(b"done") == b"1" or b"last" not in out:
+                return seen, removed
+            after = out[b"last"]
+
+    def get_records(self, keys: Sequence[bytes]) -> dict[bytes, tuple[bytes, int]]:
+        """``{key: (record, xt)}`` through the binary get_bulk (one round trip)."""
+        if not keys:
+            return {}
+        rows = self.client.get_bulk_details([(self.rdb, k) for k in keys], decode_values=False)
+        out = {}
+        for _db, key, value, xt in rows:
+            kb = key if isinstance(key, bytes) else key.encode("utf-8", "surrogateescape")
+            out[kb] = (value, xt)
+        return out
+
+    def next_id(self) -> int:
+        out = self.call("modelseq", {b"db": str(self.idb).encode(), b"k": self.seq_key})
+        if b"id" not in out:
+            raise ModelError(f"cannot draw an id from {self.seq_key!r}: {out.get(b'err')!r}")
+        return int(out[b"id"])

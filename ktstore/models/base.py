@@ -1,0 +1,736 @@
+"""The :class:`Model` base class: attrs classes stored as one Hash record each.
+
+Declare a model by subclassing, with the store and options as class keywords::
+
+    class User(Model, store=store, prefix="user", ttl=None):
+        email = fields.Text(unique=True)
+        age = fields.Integer(index=True, default=0)
+        tags = fields.SetField()
+
+(plain annotations such as ``name: str`` or ``note: str | None = None`` work too).
+The class is turned into an ``attrs`` class (keyword-only ``__init__``, ``__repr__``,
+``__eq__``, validation on construction *and* assignment).  A model without a
+``primary_key`` field gets ``id``: a sortable unique id (time first, so ids sort by
+creation), generated client-side; ``Integer(primary_key=True, auto=True)`` draws
+ids from a counter on the server instead.
+
+Every change is one Lua call on the server (see :mod:`ktstore.models.backend`):
+the record, its index entries, its unique claims and its containers' expiry change
+together or not at all.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any, ClassVar
+
+import attrs
+
+from ktstore.models import keycodec
+from ktstore.models.backend import MEMO, XTMAX, Binding, arraydump, mapdump, mapload
+from ktstore.models.errors import (
+    AlreadyExists,
+    ConflictError,
+    DoesNotExist,
+    ModelDefinitionError,
+    ModelError,
+    UniqueViolation,
+    ValidationError,
+)
+from ktstore.models.fields import (
+    ContainerField,
+    Field,
+    Integer,
+    Text,
+    Version,
+    field_for_annotation,
+)
+from ktstore.models.query import Expr, Query
+
+__all__ = ["Model", "new_id"]
+
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_id_lock = threading.Lock()
+_last_id = [0, 0]
+
+
+def new_id() -> str:
+    """A 26-character sortable unique id (48-bit milliseconds + 80 random bits, Crockford
+    base32, ULID layout).  Ids made in the same millisecond by this process increase
+    monotonically, so creation order is id order."""
+    with _id_lock:
+        ms = time.time_ns() // 1_000_000
+        if ms <= _last_id[0]:
+            ms = _last_id[0]
+            rnd = _last_id[1] + 1
+        else:
+            rnd = int.from_bytes(os.urandom(10), "big") >> 1  # room to increment
+        _last_id[0], _last_id[1] = ms, rnd
+    n = (ms << 80) | (rnd & ((1 << 80) - 1))
+    out = []
+    for _ in range(26):
+        out.append(_CROCKFORD[n & 31])
+        n >>= 5
+    return "".join(reversed(out))
+
+
+class ModelInfo:
+    """What the model layer knows about a model class (``Model._kt``)."""
+
+    def __init__(self) -> None:
+        self.fields: dict[str, Field] = {}
+        self.containers: dict[str, ContainerField] = {}
+        self.pk: Field = None  # type: ignore[assignment]
+        self.version: Field | None = None
+        self.store: Any = None
+        self.prefix: str = ""
+        self.ttl: float | None = None
+        self.binding: Binding | None = None
+        self.binding_store: Any = None
+        self.abstract = False
+
+    @property
+    def indexed(self) -> list[Field]:
+        return [f for f in self.fields.values() if f.index]
+
+    @property
+    def unique(self) -> list[Field]:
+        return [f for f in self.fields.values() if f.unique]
+
+
+class ModelType(type):
+    """Metaclass: makes the model class itself a mapping of its instances by primary
+    key (``User[pk]``, ``del User[pk]``, ``pk in User``, ``len(User)``)."""
+
+    def __getitem__(cls, pk: Any) -> Any:
+        return cls.get(pk)  # type: ignore[attr-defined]
+
+    def __delitem__(cls, pk: Any) -> None:
+        if not cls.delete_pk(pk):  # type: ignore[attr-defined]
+            raise DoesNotExist(f"{cls.__name__} {pk!r} does not exist")
+
+    def __contains__(cls, pk: Any) -> bool:
+        return cls.exists(pk)  # type: ignore[attr-defined]
+
+    def __iter__(cls) -> Iterator[Any]:
+        return iter(cls.query())  # type: ignore[attr-defined]
+
+    def __len__(cls) -> int:
+        return cls.count()  # type: ignore[attr-defined]
+
+    def __bool__(cls) -> bool:
+        # a class is always true; without this, ``if User:`` would count instances
+        return True
+
+
+def _seconds(ttl: Any) -> float:
+    import datetime as _dt
+
+    if isinstance(ttl, _dt.timedelta):
+        return ttl.total_seconds()
+    return float(ttl)
+
+
+def _abs_xt(ttl: Any) -> int:
+    """A TTL (seconds or timedelta) or an aware datetime as the negative absolute xt the
+    server takes."""
+    import datetime as _dt
+
+    if isinstance(ttl, _dt.datetime):
+        if ttl.tzinfo is None:
+            raise ValidationError("expiry datetimes must be timezone-aware")
+        return -int(ttl.timestamp())
+    return -int(time.time() + _seconds(ttl))
+
+
+class _ContainerProxy:
+    """A List/Set/Hash container of an instance.  After each call that may write, the
+    container's expiry is put back in step with its instance's (the container scripts
+    rewrite the record, which resets or shifts its expiry)."""
+
+    _READS = frozenset(
+        "get get_all get_raw get_bulk length contains index get_range find rfind "
+        "count items keys values".split()
+    )
+
+    def __init__(self, instance: Model, field: ContainerField, container: Any, key: bytes) -> None:
+        self._inst = instance
+        self._field = field
+        self._c = container
+        self._key = key
+
+    def _sync(self) -> None:
+        inst = self._inst
+        if inst._kt_xt is not None:
+            b = type(inst)._binding()
+            b.expire(b.record_key(inst._pkstr()), None, [self._key])
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._c, name)
+        if not callable(attr) or name in self._READS or name.startswith("_"):
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            result = attr(*args, **kwargs)
+            self._sync()
+            return result
+
+        return call
+
+    def __len__(self) -> int:
+        return len(self._c)
+
+    def __contains__(self, item: Any) -> bool:
+        return item in self._c
+
+    def __getitem__(self, item: Any) -> Any:
+        return self._c[item]
+
+    def __setitem__(self, item: Any, value: Any) -> None:
+        self._c[item] = value
+        self._sync()
+
+    def __delitem__(self, item: Any) -> None:
+        del self._c[item]
+        self._sync()
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._c)
+
+    def __repr__(self) -> str:
+        return f"<{self._field.container} {type(self._inst).__name__}.{self._field.name}>"
+
+
+class Model(metaclass=ModelType):
+    """Base class of models; see the module docstring."""
+
+    _kt: ClassVar[ModelInfo]
+    _kt_xt: int | None = None  # absolute expiry of the stored record (None: never)
+    _kt_raw: bytes | None = None  # the record as last read/written (for atomic updates)
+
+    def __init_subclass__(
+        cls,
+        *,
+        store: Any = None,
+        prefix: str | None = None,
+        ttl: Any = None,
+        abstract: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init_subclass__(**kwargs)
+        parent: ModelInfo | None = getattr(cls, "_kt", None)
+        info = ModelInfo()
+        if parent is not None:
+            info.fields.update(parent.fields)
+            info.containers.update(parent.containers)
+            info.store = parent.store
+            info.ttl = parent.ttl
+        if store is not None:
+            info.store = store
+        if ttl is not None:
+            info.ttl = _seconds(ttl)
+        info.prefix = prefix or cls.__name__.lower()
+        if ":" in info.prefix or "\x00" in info.prefix:
+            raise ModelDefinitionError("a model prefix must not contain ':' or NUL")
+        info.abstract = abstract
+
+        these: dict[str, Any] = {}
+        own: dict[str, Field] = {}
+        annotations = cls.__dict__.get("__annotations__", {})
+        for name, value in list(cls.__dict__.items()):
+            if isinstance(value, Field):
+                own[name] = value
+            elif isinstance(value, ContainerField):
+                value.name, value.model = name, cls
+                info.containers[name] = value
+        for name, ann in annotations.items():
+            if name in own or name.startswith("_") or name in info.containers:
+                continue
+            if isinstance(ann, str):
+                ann = _eval_annotation(cls, ann)
+            if ann is None or getattr(ann, "__origin__", None) is ClassVar or ann is ClassVar:
+                continue
+            f = field_for_annotation(ann)
+            if f is None:
+                raise ModelDefinitionError(
+                    f"{cls.__name__}.{name}: cannot store {ann!r}; use a ktstore.models field"
+                )
+            if name in cls.__dict__:
+                f.default = cls.__dict__[name]
+            own[name] = f
+            setattr(cls, name, f)
+
+        for name, f in own.items():
+            f.name, f.model = name, cls
+            info.fields[name] = f
+
+        pks = [f for f in info.fields.values() if f.primary_key]
+        if not pks:
+            f = Text(primary_key=True, factory=new_id)
+            f.name, f.model = "id", cls
+            info.fields = {"id": f, **info.fields}
+            own = {"id": f, **own}
+            cls.id = f
+            pks = [f]
+        if len(pks) > 1:
+            raise ModelDefinitionError(f"{cls.__name__} declares {len(pks)} primary keys")
+        pk = pks[0]
+        if not isinstance(pk, (Text, Integer)) or isinstance(pk, Version):
+            raise ModelDefinitionError("the primary key must be a Text or Integer field")
+        if pk.optional:
+            raise ModelDefinitionError("the primary key cannot be optional")
+        pk.index = True  # the pk index lists every instance, in pk order
+        info.pk = pk
+        versions = [f for f in info.fields.values() if isinstance(f, Version)]
+        if len(versions) > 1:
+            raise ModelDefinitionError("at most one Version field")
+        info.version = versions[0] if versions else None
+        if not pk.has_default and not getattr(pk, "auto", False):
+            pass  # a required pk: the caller gives it
+
+        for name, f in own.items():
+            these[name] = f.attrs_field()
+            if isinstance(pk, Integer) and getattr(pk, "auto", False) and f is pk:
+                these[name] = attrs.field(
+                    default=None,
+                    kw_only=True,
+                    metadata={"ktstore": f},
+                    validator=lambda _i, _a, v, f=f: f.check(v),
+                )
+        cls._kt = info
+        attrs.define(cls, these=these, slots=False, kw_only=True, eq=True, repr=True)
+
+    # ---- binding ----------------------------------------------------------------------
+
+    @classmethod
+    def _binding(cls) -> Binding:
+        info = cls._kt
+        if info.abstract:
+            raise ModelError(f"{cls.__name__} is abstract")
+        store = info.store
+        if store is None:
+            from ktstore.store import Store
+
+            store = info.store = Store.default()
+        if info.binding is None or info.binding_store is not store:
+            info.binding = Binding(store, info.prefix)
+            info.binding_store = store
+        return info.binding
+
+    @classmethod
+    def bind(cls, store: Any) -> None:
+        """Use ``store`` for this model from now on (e.g. per test, or after start-up)."""
+        cls._kt.store = store
+        cls._kt.binding = None
+
+    # ---- encoding ---------------------------------------------------------------------
+
+    def _pkstr(self) -> str:
+        pk = getattr(self, self._kt.pk.name)
+        if pk is None:
+            raise ModelError(f"{type(self).__name__} has no primary key yet (save it first)")
+        return type(self)._pk_to_str(pk)
+
+    @classmethod
+    def _pk_to_str(cls, pk: Any) -> str:
+        field = cls._kt.pk
+        if isinstance(field, Integer):
+            if isinstance(pk, bool) or not isinstance(pk, int):
+                raise ValidationError(f"{cls.__name__} primary keys are ints, not {pk!r}")
+            return str(pk)
+        if not isinstance(pk, str):
+            raise ValidationError(f"{cls.__name__} primary keys are str, not {pk!r}")
+        if "\x00" in pk:
+            raise ValidationError("primary keys must not contain NUL")
+        return pk
+
+    def _index_keys(
+        self, binding: Binding, pkstr: str
+    ) -> tuple[list[bytes], list[bytes], list[str]]:
+        pk_key = keycodec.encode_text(pkstr)
+        ix, ux, uf = [], [], []
+        for f in self._kt.indexed:
+            value = getattr(self, f.name)
+            vkey = f.encode_key(value)
+            ix.append(binding.index_base(f.name) + vkey + pk_key)
+            if f.unique and value is not None and f is not self._kt.pk:
+                ux.append(binding.unique_base(f.name) + vkey)
+                uf.append(f.name)
+        return ix, ux, uf
+
+    def _record(self, ix: list[bytes], ux: list[bytes], overrides: dict[str, Any]) -> bytes:
+        fields = {}
+        for name, f in self._kt.fields.items():
+            value = overrides[name] if name in overrides else getattr(self, name)
+            fields[name.encode("utf-8")] = f.pack(value)
+        fields[MEMO] = arraydump(ix + ux)
+        return mapdump(fields)
+
+    @classmethod
+    def _from_record(cls, raw: bytes, xt: int | None = None) -> Any:
+        data = mapload(raw)
+        values: dict[str, Any] = {}
+        for name, f in cls._kt.fields.items():
+            blob = data.get(name.encode("utf-8"))
+            if blob is None:
+                if f.has_default:
+                    continue  # a field added after this record was written
+                if f.optional:
+                    values[name] = None
+                    continue
+                raise ModelError(f"stored {cls.__name__} lacks required field {name!r}")
+            values[name] = f.unpack(blob)
+        inst = cls(**values)
+        inst._kt_raw = bytes(raw)
+        inst._kt_xt = None if xt is None or xt >= XTMAX else int(xt)
+        return inst
+
+    def _spec(
+        self,
+        binding: Binding,
+        *,
+        ttl: Any = None,
+        mode: str | None = None,
+        cas: bytes | None = None,
+        overrides: dict[str, Any] | None = None,
+    ) -> tuple[dict[bytes, bytes], bytes]:
+        info = self._kt
+        pkstr = self._pkstr()
+        ix, ux, uf = self._index_keys(binding, pkstr)
+        overrides = dict(overrides or {})
+        spec: dict[bytes, bytes] = {
+            b"k": binding.record_key(pkstr),
+            b"p": pkstr.encode("utf-8"),
+            b"ix": arraydump(ix),
+        }
+        if ux:
+            spec[b"ux"] = arraydump(ux)
+            spec[b"uf"] = arraydump([n.encode() for n in uf])
+        if info.version is not None:
+            vf = info.version
+            current = getattr(self, vf.name) or 0
+            spec[b"vf"] = vf.name.encode()
+            if self._kt_raw is not None:
+                spec[b"vold"] = vf.pack(current)
+            if vf.name not in overrides:
+                overrides[vf.name] = current + 1 if self._kt_raw is not None else current
+        record = self._record(ix, ux, overrides)
+        spec[b"r"] = record
+        if ttl is not None:
+            spec[b"xt"] = str(_abs_xt(ttl)).encode()
+        elif info.ttl is not None:
+            spec[b"dxt"] = str(_abs_xt(info.ttl)).encode()
+        if mode:
+            spec[b"mode"] = mode.encode()
+        if cas is not None:
+            spec[b"cas"] = cas
+        if info.containers:
+            spec[b"cx"] = arraydump([binding.container_key(pkstr, n) for n in info.containers])
+        return spec, record
+
+    def _assign_pk(self, binding: Binding) -> None:
+        pk = self._kt.pk
+        if getattr(self, pk.name) is None and getattr(pk, "auto", False):
+            object.__setattr__(self, pk.name, binding.next_id())
+
+    def _raise_for(self, out: dict[bytes, bytes], instances: list[Model] | None = None) -> None:
+        err = out.get(b"err")
+        if err is None:
+            return
+        at = int(out.get(b"at", b"1"))
+        inst = instances[at - 1] if instances else self
+        name = type(inst).__name__
+        if err == b"unique":
+            field = out.get(b"field", b"").decode()
+            raise UniqueViolation(
+                name, field, getattr(inst, field, None), out.get(b"owner", b"").decode() or None
+            )
+        if err == b"exists":
+            raise AlreadyExists(f"{name} {inst._pkstr()!r} already exists")
+        if err == b"missing":
+            raise DoesNotExist(f"{name} {inst._pkstr()!r} does not exist")
+        if err == b"conflict":
+            raise ConflictError(
+                f"{name} {inst._pkstr()!r} changed since it was read: reload and retry"
+            )
+        raise ModelError(f"the server refused the change: {err.decode(errors='replace')}")
+
+    def _after_save(self, record: bytes, xt: bytes | None) -> None:
+        vf = self._kt.version
+        if vf is not None and self._kt_raw is not None:
+            object.__setattr__(self, vf.name, (getattr(self, vf.name) or 0) + 1)
+        self._kt_raw = record
+        xt_i = int(xt) if xt is not None else XTMAX
+        self._kt_xt = None if xt_i >= XTMAX else xt_i
+
+    # ---- instance API -----------------------------------------------------------------
+
+    def save(self, ttl: Any = None, *, only_if_new: bool = False) -> Model:
+        """Store this instance with its index entries, atomically.
+
+        ``ttl`` (seconds, timedelta or aware datetime) sets a new expiry for the record,
+        its index entries and its containers; without it an existing record keeps its
+        expiry and a new one gets the model's default ``ttl``.  Raises
+        :class:`UniqueViolation` (nothing written), :class:`ConflictError` when a version
+        field shows a newer stored copy, :class:`AlreadyExists` with ``only_if_new``.
+        """
+        b = type(self)._binding()
+        self._assign_pk(b)
+        spec, record = self._spec(b, ttl=ttl, mode="create" if only_if_new else None)
+        out = b.save([spec])
+        self._raise_for(out)
+        self._after_save(record, out.get(b"xt1"))
+        return self
+
+    def delete(self) -> bool:
+        """Remove the instance, its index entries and its containers, atomically.
+        With a version field, a stale copy raises :class:`ConflictError`."""
+        b = type(self)._binding()
+        spec = self._delete_spec(b)
+        out = b.delete([spec])
+        self._raise_for(out)
+        self._kt_raw = None
+        return out.get(b"d", b"0") != b"0"
+
+    def _delete_spec(self, b: Binding) -> dict[bytes, bytes]:
+        pkstr = self._pkstr()
+        spec = {b"k": b.record_key(pkstr), b"p": pkstr.encode()}
+        vf = self._kt.version
+        if vf is not None and self._kt_raw is not None:
+            spec[b"vf"] = vf.name.encode()
+            spec[b"vold"] = vf.pack(getattr(self, vf.name))
+        if self._kt.containers:
+            spec[b"cx"] = arraydump([b.container_key(pkstr, n) for n in self._kt.containers])
+        return spec
+
+    def reload(self) -> Model:
+        """Read the stored state again (raises :class:`DoesNotExist` if it is gone)."""
+        fresh = type(self).get(getattr(self, self._kt.pk.name))
+        for name in self._kt.fields:
+            object.__setattr__(self, name, getattr(fresh, name))
+        self._kt_raw, self._kt_xt = fresh._kt_raw, fresh._kt_xt
+        return self
+
+    refresh = reload
+
+    def expire(self, ttl: Any) -> None:
+        """Give the instance (and its index entries and containers) a new expiry:
+        seconds, timedelta or aware datetime; ``None`` removes the expiry."""
+        b = type(self)._binding()
+        pkstr = self._pkstr()
+        xt = _abs_xt(ttl) if ttl is not None else 2**62
+        out = b.expire(
+            b.record_key(pkstr), xt, [b.container_key(pkstr, n) for n in self._kt.containers]
+        )
+        if out.get(b"missing"):
+            raise DoesNotExist(f"{type(self).__name__} {pkstr!r} does not exist")
+        xt_i = int(out.get(b"xt", str(XTMAX).encode()))
+        self._kt_xt = None if xt_i >= XTMAX else xt_i
+
+    def persist(self) -> None:
+        """Remove the expiry."""
+        self.expire(None)
+
+    @property
+    def expires_at(self) -> float | None:
+        """Absolute expiry (epoch seconds) of the stored record, ``None`` for never."""
+        return self._kt_xt
+
+    @property
+    def ttl(self) -> float | None:
+        """Seconds left before the stored record expires (``None``: never)."""
+        return None if self._kt_xt is None else max(0.0, self._kt_xt - time.time())
+
+    def update(self, **changes: Any) -> Model:
+        """Apply ``changes`` to the *stored* record atomically (read, change, write back
+        only if nobody changed it meanwhile, else retry) and return self, refreshed."""
+        return self._atomic(lambda fresh: changes)
+
+    def incr(self, field: str | Field, n: int | float = 1) -> Any:
+        """Atomically add ``n`` to a numeric field (re-indexing it) and return the new
+        value; concurrent increments never lose an update."""
+        name = field if isinstance(field, str) else field.name
+        if name not in self._kt.fields:
+            raise ModelError(f"{type(self).__name__} has no field {name!r}")
+        self._atomic(lambda fresh: {name: (getattr(fresh, name) or 0) + n})
+        return getattr(self, name)
+
+    def decr(self, field: str | Field, n: int | float = 1) -> Any:
+        return self.incr(field, -n)
+
+    def _atomic(self, change: Any, retries: int = 100) -> Model:
+        cls = type(self)
+        b = cls._binding()
+        pkstr = self._pkstr()
+        key = b.record_key(pkstr)
+        for attempt in range(retries):
+            got = b.get_records([key]).get(key)
+            if got is None:
+                raise DoesNotExist(f"{cls.__name__} {pkstr!r} does not exist")
+            fresh = cls._from_record(*got)
+            for name, value in change(fresh).items():
+                setattr(fresh, name, value)  # validated and converted by attrs
+            spec, record = fresh._spec(b, mode="update", cas=got[0])
+            out = b.save([spec])
+            if out.get(b"err") == b"conflict":
+                time.sleep(min(0.001 * attempt, 0.02))
+                continue
+            fresh._raise_for(out)
+            fresh._after_save(record, out.get(b"xt1"))
+            for name in self._kt.fields:
+                object.__setattr__(self, name, getattr(fresh, name))
+            self._kt_raw, self._kt_xt = fresh._kt_raw, fresh._kt_xt
+            return self
+        raise ConflictError(f"{cls.__name__} {pkstr!r}: too much contention, gave up")
+
+    def _kt_container(self, field: ContainerField) -> Any:
+        b = type(self)._binding()
+        key = b.container_key(self._pkstr(), field.name)
+        factory = getattr(b.client, field.container)
+        return _ContainerProxy(self, field, factory(key, db=b.rdb), key)
+
+    # ---- class API --------------------------------------------------------------------
+
+    @classmethod
+    def create(cls, ttl: Any = None, **values: Any) -> Any:
+        """Make and save a new instance; :class:`AlreadyExists` if the pk is taken."""
+        inst = cls(**values)
+        return inst.save(ttl=ttl, only_if_new=True)
+
+    @classmethod
+    def get(cls, pk: Any, default: Any = attrs.NOTHING) -> Any:
+        """The instance with primary key ``pk``; :class:`DoesNotExist` (a KeyError) if
+        there is none (or it expired), unless a ``default`` is given."""
+        b = cls._binding()
+        key = b.record_key(cls._pk_to_str(pk))
+        got = b.get_records([key]).get(key)
+        if got is None:
+            if default is not attrs.NOTHING:
+                return default
+            raise DoesNotExist(f"{cls.__name__} {pk!r} does not exist")
+        return cls._from_record(*got)
+
+    @classmethod
+    def exists(cls, pk: Any) -> bool:
+        b = cls._binding()
+        key = b.record_key(cls._pk_to_str(pk))
+        return key in b.get_records([key])
+
+    @classmethod
+    def get_many(cls, pks: Iterable[Any]) -> list[Any]:
+        """The instances that exist among ``pks``, in that order, in one get_bulk."""
+        b = cls._binding()
+        keys = [b.record_key(cls._pk_to_str(pk)) for pk in pks]
+        found = b.get_records(keys)
+        return [cls._from_record(*found[k]) for k in keys if k in found]
+
+    @classmethod
+    def create_many(cls, items: Iterable[Any], ttl: Any = None) -> list[Any]:
+        """Create many instances (models or dicts of values) in **one** atomic server
+        call: if any is refused (unique violation, existing pk), none is written."""
+        insts = [i if isinstance(i, cls) else cls(**i) for i in items]
+        if not insts:
+            return []
+        b = cls._binding()
+        specs, records = [], []
+        for inst in insts:
+            inst._assign_pk(b)
+        seen: dict[tuple[str, bytes], Model] = {}
+        for inst in insts:
+            spec, record = inst._spec(b, ttl=ttl, mode="create")
+            # two instances of the same batch claiming one unique value
+            for ukey in (spec.get(b"ux") and _arrayload(spec[b"ux"])) or []:
+                if ("u", ukey) in seen:
+                    f = ukey[len(b.unique_prefix) :].split(b"\x00", 1)[0].decode()
+                    raise UniqueViolation(cls.__name__, f, getattr(inst, f))
+                seen[("u", ukey)] = inst
+            specs.append(spec)
+            records.append(record)
+        out = b.save(specs)
+        insts[0]._raise_for(out, insts)
+        for i, (inst, record) in enumerate(zip(insts, records, strict=False), 1):
+            inst._after_save(record, out.get(b"xt%d" % i))
+        return insts
+
+    @classmethod
+    def delete_pk(cls, pk: Any) -> bool:
+        """Delete by primary key; ``False`` if there was nothing to delete."""
+        inst = cls.get(pk, default=None)
+        if inst is None:
+            return False
+        inst._kt_raw = None  # no version check: deleting by key means "whatever it is"
+        return inst.delete()
+
+    @classmethod
+    def delete_many(cls, instances: Iterable[Model]) -> int:
+        """Delete instances in one atomic server call; the number removed."""
+        b = cls._binding()
+        insts = list(instances)
+        if not insts:
+            return 0
+        out = b.delete([i._delete_spec(b) for i in insts])
+        insts[0]._raise_for(out, insts)
+        return int(out.get(b"d", b"0"))
+
+    @classmethod
+    def query(cls, *exprs: Expr, **equals: Any) -> Query:
+        """A lazy query; with no arguments, every instance in primary key order."""
+        return Query(cls).filter(*exprs, **equals)
+
+    filter = query
+
+    @classmethod
+    def all(cls) -> Query:
+        return Query(cls)
+
+    @classmethod
+    def count(cls) -> int:
+        b = cls._binding()
+        base = b.index_base(cls._kt.pk.name)
+        return sum(
+            1
+            for _ in b.scan_all(
+                b.idb, base, keycodec.prefix_successor(base), page=1000, keys_only=True
+            )
+        )
+
+    # ---- maintenance ------------------------------------------------------------------
+
+    @classmethod
+    def check(cls) -> Any:
+        from ktstore.models.maintenance import check
+
+        return check(cls)
+
+    @classmethod
+    def rebuild(cls) -> Any:
+        from ktstore.models.maintenance import rebuild
+
+        return rebuild(cls)
+
+    @classmethod
+    def sweep(cls) -> int:
+        from ktstore.models.maintenance import sweep
+
+        return sweep(cls)
+
+
+def _arrayload(data: bytes) -> list[bytes]:
+    from ktstore.models.backend import arrayload
+
+    return arrayload(data)
+
+
+def _eval_annotation(cls: type, ann: str) -> Any:
+    import sys
+
+    module = sys.modules.get(cls.__module__)
+    ns = dict(vars(module)) if module else {}
+    ns.update(vars(cls))
+    try:
+        return eval(ann, ns)  # noqa: S307 - annotations of the user's own class
+    except Exception:
+        raise ModelDefinitionError(f"{cls.__name__}: cannot resolve annotation {ann!r}") from None

@@ -1,0 +1,532 @@
+"""Field declarations of the model layer.
+
+A field object does three jobs:
+
+* it becomes an ``attrs`` attribute of the model class (with our type check and
+  conversion first, then the user's own ``validator``/``converter``), so
+  construction and assignment are validated the attrs way;
+* it knows how its value is stored (one msgpack blob per field inside the
+  record's mapdump, with ``None`` stored explicitly as msgpack nil) and how it is
+  encoded into an order-preserving index key (:mod:`ktstore.models.keycodec`);
+* on the class it is a query builder: ``User.age >= 18`` makes a predicate.
+
+Container fields (:class:`ListField`, :class:`SetField`, :class:`HashField`) are
+not attributes: they are records of their own next to the instance, reached
+lazily through the client's ``List``/``Set``/``Hash`` containers.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import decimal as _decimal
+import math
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+import msgpack
+
+from ktstore.models import keycodec
+from ktstore.models.errors import ModelDefinitionError, ValidationError
+
+__all__ = [
+    "Field",
+    "Text",
+    "Bytes",
+    "Integer",
+    "Float",
+    "Boolean",
+    "DateTime",
+    "Date",
+    "Decimal",
+    "JSON",
+    "Version",
+    "ContainerField",
+    "ListField",
+    "SetField",
+    "HashField",
+    "NOTHING",
+]
+
+NOTHING = attrs.NOTHING
+
+
+class Field:
+    """Base class of scalar fields.
+
+    ``index=True`` keeps an ordered index (equality and range queries, ordering);
+    ``unique=True`` also refuses a second instance with the same value, atomically
+    (it implies an index).  ``optional=True`` allows ``None`` (stored explicitly,
+    indexed as the smallest value).  ``default``/``factory`` as in attrs; a field
+    without either is required.  ``validator``/``converter`` are attrs'; ours run
+    first so yours see a value of the right type.
+    """
+
+    kind = "any"
+    python_types: tuple[type, ...] = (object,)
+    indexable = True
+
+    def __init__(
+        self,
+        *,
+        index: bool = False,
+        unique: bool = False,
+        optional: bool = False,
+        default: Any = NOTHING,
+        factory: Callable[[], Any] | None = None,
+        primary_key: bool = False,
+        validator: Any = None,
+        converter: Any = None,
+        doc: str | None = None,
+    ) -> None:
+        if default is not NOTHING and factory is not None:
+            raise ModelDefinitionError("give either default or factory, not both")
+        self.index = bool(index or unique)
+        self.unique = bool(unique)
+        self.optional = bool(optional)
+        if default is NOTHING and factory is None and optional:
+            default = None
+        self.default = default
+        self.factory = factory
+        self.primary_key = bool(primary_key)
+        self.user_validator = validator
+        self.user_converter = converter
+        self.doc = doc
+        self.name: str = ""
+        self.model: type | None = None
+        if self.index and not self.indexable:
+            raise ModelDefinitionError(f"{type(self).__name__} fields cannot be indexed")
+
+    # ---- attrs integration ------------------------------------------------------------
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    @property
+    def has_default(self) -> bool:
+        return self.default is not NOTHING or self.factory is not None
+
+    def make_default(self) -> Any:
+        if self.factory is not None:
+            return self.factory()
+        if self.default is NOTHING:
+            raise ValidationError(f"field {self.name!r} has no default")
+        return self.default
+
+    def convert(self, value: Any) -> Any:
+        """Coerce harmless inputs (an int for a float field...); never guesses more."""
+        return value
+
+    def check(self, value: Any) -> None:
+        if value is None:
+            if not self.optional:
+                raise ValidationError(f"{self._where()} must not be None (declare optional=True)")
+            return
+        if not isinstance(value, self.python_types) or (
+            isinstance(value, bool) and bool not in self.python_types
+        ):
+            names = "/".join(t.__name__ for t in self.python_types)
+            raise ValidationError(f"{self._where()} expects {names}, got {type(value).__name__}")
+
+    def _where(self) -> str:
+        owner = self.model.__name__ + "." if self.model is not None else ""
+        return f"field {owner}{self.name}"
+
+    def attrs_field(self) -> Any:
+        """The ``attrs.field`` this declaration becomes on the model class."""
+
+        def convert(value: Any) -> Any:
+            if self.user_converter is not None and value is not None:
+                value = self.user_converter(value)
+            if value is None:
+                return None
+            return self.convert(value)
+
+        def validate(_inst: Any, _attr: Any, value: Any) -> None:
+            self.check(value)
+
+        validators: list[Any] = [validate]
+        if self.user_validator is not None:
+            uv = self.user_validator
+            validators.extend(uv if isinstance(uv, (list, tuple)) else [uv])
+        kwargs: dict[str, Any] = {
+            "validator": validators,
+            "converter": convert,
+            "kw_only": True,
+            "metadata": {"ktstore": self},
+        }
+        if self.factory is not None:
+            kwargs["factory"] = self.factory
+        elif self.default is not NOTHING:
+            kwargs["default"] = self.default
+        return attrs.field(**kwargs)
+
+    # ---- storage ----------------------------------------------------------------------
+
+    def to_storage(self, value: Any) -> Any:
+        """A msgpack-able form of a (non-None) value."""
+        return value
+
+    def from_storage(self, obj: Any) -> Any:
+        return obj
+
+    def pack(self, value: Any) -> bytes:
+        if value is None:
+            return b"\xc0"
+        return msgpack.packb(self.to_storage(value), use_bin_type=True)
+
+    def unpack(self, data: bytes) -> Any:
+        obj = msgpack.unpackb(data, raw=False, strict_map_key=False)
+        return None if obj is None else self.from_storage(obj)
+
+    # ---- index keys -------------------------------------------------------------------
+
+    def encode_key(self, value: Any) -> bytes:
+        """Order-preserving key bytes of a value (``None`` sorts first)."""
+        if value is None:
+            return keycodec.NONE
+        try:
+            return self._encode_key(self.convert(value))
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise ValidationError(f"{self._where()}: cannot index {value!r}: {exc}") from None
+
+    def _encode_key(self, value: Any) -> bytes:
+        raise NotImplementedError
+
+    def prefix_key(self, value: Any) -> bytes:
+        """Key prefix for ``startswith`` (text and bytes only)."""
+        raise ValidationError(f"{self._where()}: startswith needs a text or bytes field")
+
+    # ---- the class-level query builder ------------------------------------------------
+
+    def __get__(self, instance: Any, owner: type | None = None) -> Any:
+        # Non-data descriptor: attrs stores instance values in __dict__, which wins, so
+        # this is reached only for class access (User.age) -- or for a field a loaded
+        # instance lacks, which cannot happen since __init__ sets every field.
+        if instance is None:
+            return self
+        raise AttributeError(self.name)
+
+    def _pred(self, op: str, value: Any) -> Any:
+        from ktstore.models.query import Compare
+
+        return Compare(self, op, value)
+
+    def __eq__(self, value: Any) -> Any:  # type: ignore[override]
+        return self._pred("==", value)
+
+    def __ne__(self, value: Any) -> Any:  # type: ignore[override]
+        return self._pred("!=", value)
+
+    def __lt__(self, value: Any) -> Any:
+        return self._pred("<", value)
+
+    def __le__(self, value: Any) -> Any:
+        return self._pred("<=", value)
+
+    def __gt__(self, value: Any) -> Any:
+        return self._pred(">", value)
+
+    def __ge__(self, value: Any) -> Any:
+        return self._pred(">=", value)
+
+    __hash__ = object.__hash__
+
+    def between(self, low: Any, high: Any) -> Any:
+        """``low <= value <= high`` (both ends included)."""
+        from ktstore.models.query import Between
+
+        return Between(self, low, high)
+
+    def startswith(self, prefix: Any) -> Any:
+        from ktstore.models.query import StartsWith
+
+        return StartsWith(self, prefix)
+
+    def in_(self, values: Any) -> Any:
+        from ktstore.models.query import In
+
+        return In(self, list(values))
+
+    def asc(self) -> Any:
+        from ktstore.models.query import Order
+
+        return Order(self, False)
+
+    def desc(self) -> Any:
+        from ktstore.models.query import Order
+
+        return Order(self, True)
+
+    def __repr__(self) -> str:
+        owner = self.model.__name__ if self.model is not None else "?"
+        return f"<{type(self).__name__} {owner}.{self.name}>"
+
+
+class Text(Field):
+    kind = "text"
+    python_types = (str,)
+
+    def _encode_key(self, value: Any) -> bytes:
+        return keycodec.encode_text(value)
+
+    def prefix_key(self, value: Any) -> bytes:
+        return keycodec.encode_text_prefix(value)
+
+
+class Bytes(Field):
+    kind = "bytes"
+    python_types = (bytes,)
+
+    def convert(self, value: Any) -> Any:
+        return bytes(value) if isinstance(value, (bytearray, memoryview)) else value
+
+    def _encode_key(self, value: Any) -> bytes:
+        return keycodec.encode_bytes(value)
+
+    def prefix_key(self, value: Any) -> bytes:
+        return keycodec.encode_bytes_prefix(value)
+
+
+class Integer(Field):
+    """An int.  ``primary_key=True, auto=True`` draws ids from a server-side counter."""
+
+    kind = "int"
+    python_types = (int,)
+
+    def __init__(self, *, auto: bool = False, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.auto = bool(auto)
+        if self.auto and not self.primary_key:
+            raise ModelDefinitionError("auto=True is only for the primary key")
+
+    def check(self, value: Any) -> None:
+        if value is None and self.primary_key and self.auto:
+            return  # assigned at save time
+        super().check(value)
+
+    def _encode_key(self, value: Any) -> bytes:
+        return keycodec.encode_int(value)
+
+
+class Version(Integer):
+    """Optimistic locking: incremented by every save; saving a copy whose version is
+    not the stored one raises :class:`~ktstore.models.errors.ConflictError`."""
+
+    kind = "version"
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("default", 0)
+        super().__init__(**kwargs)
+
+
+class Float(Field):
+    kind = "float"
+    python_types = (float,)
+
+    def convert(self, value: Any) -> Any:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        return value
+
+    def _encode_key(self, value: Any) -> bytes:
+        return keycodec.encode_float(value)
+
+
+class Boolean(Field):
+    kind = "bool"
+    python_types = (bool,)
+
+    def _encode_key(self, value: Any) -> bytes:
+        return keycodec.encode_bool(value)
+
+
+class DateTime(Field):
+    """A timezone-aware datetime.  Stored as (UTC microseconds, utc offset seconds), so
+    it reads back in the offset it was written in; naive datetimes are refused (which
+    zone would they be in?)."""
+
+    kind = "datetime"
+    python_types = (_dt.datetime,)
+
+    def check(self, value: Any) -> None:
+        super().check(value)
+        if value is not None and (value.tzinfo is None or value.utcoffset() is None):
+            raise ValidationError(f"{self._where()} needs a timezone-aware datetime")
+
+    def to_storage(self, value: _dt.datetime) -> Any:
+        offset = value.utcoffset()
+        assert offset is not None
+        delta = value - _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
+        micros = (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
+        return [micros, int(offset.total_seconds())]
+
+    def from_storage(self, obj: Any) -> Any:
+        micros, off = obj
+        tz = _dt.timezone.utc if off == 0 else _dt.timezone(_dt.timedelta(seconds=off))
+        utc = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc) + _dt.timedelta(microseconds=micros)
+        return utc.astimezone(tz)
+
+    def _encode_key(self, value: Any) -> bytes:
+        return keycodec.encode_datetime(value)
+
+
+class Date(Field):
+    kind = "date"
+    python_types = (_dt.date,)
+
+    def check(self, value: Any) -> None:
+        super().check(value)
+        if isinstance(value, _dt.datetime):
+            raise ValidationError(f"{self._where()} expects a date, not a datetime")
+
+    def to_storage(self, value: _dt.date) -> Any:
+        return value.toordinal()
+
+    def from_storage(self, obj: Any) -> Any:
+        return _dt.date.fromordinal(obj)
+
+    def _encode_key(self, value: Any) -> bytes:
+        return keycodec.encode_date(value)
+
+
+class Decimal(Field):
+    """A :class:`decimal.Decimal`, stored as its exact string."""
+
+    kind = "decimal"
+    python_types = (_decimal.Decimal,)
+
+    def convert(self, value: Any) -> Any:
+        if isinstance(value, (int, str)) and not isinstance(value, bool):
+            try:
+                return _decimal.Decimal(value)
+            except _decimal.InvalidOperation:
+                raise ValidationError(f"{self._where()}: not a decimal: {value!r}") from None
+        return value
+
+    def to_storage(self, value: _decimal.Decimal) -> Any:
+        return str(value)
+
+    def from_storage(self, obj: Any) -> Any:
+        return _decimal.Decimal(obj)
+
+    def _encode_key(self, value: Any) -> bytes:
+        return keycodec.encode_decimal(value)
+
+
+class JSON(Field):
+    """JSON-able data (dicts, lists, str, numbers, bools, None), stored with msgpack.
+    Not indexable: what would its order be?"""
+
+    kind = "json"
+    python_types = (object,)
+    indexable = False
+
+    def check(self, value: Any) -> None:
+        super().check(value)
+        if value is not None:
+            _check_jsonable(value, self._where())
+
+
+def _check_jsonable(value: Any, where: str) -> None:
+    if value is None or isinstance(value, (str, bool, int)):
+        return
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValidationError(f"{where}: {value!r} is not JSON")
+        return
+    if isinstance(value, (list, tuple)):
+        for v in value:
+            _check_jsonable(v, where)
+        return
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise ValidationError(f"{where}: JSON object keys must be str, got {k!r}")
+            _check_jsonable(v, where)
+        return
+    raise ValidationError(f"{where}: {type(value).__name__} is not JSON-able")
+
+
+# ---- container fields ----------------------------------------------------------------
+
+
+class ContainerField:
+    """A collection stored as its own record at ``<prefix>:<pk>\\x00<name>`` (tree order
+    puts it right after the instance), loaded lazily, deleted and expired with it."""
+
+    container = "Hash"
+
+    def __init__(self, doc: str | None = None) -> None:
+        self.doc = doc
+        self.name = ""
+        self.model: type | None = None
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, instance: Any, owner: type | None = None) -> Any:
+        if instance is None:
+            return self
+        return instance._kt_container(self)
+
+    def __set__(self, instance: Any, value: Any) -> None:
+        raise AttributeError(
+            f"{self.name} is a container field: change it through its methods "
+            "(append/add/update...), it is stored on its own"
+        )
+
+    def __repr__(self) -> str:
+        owner = self.model.__name__ if self.model is not None else "?"
+        return f"<{type(self).__name__} {owner}.{self.name}>"
+
+
+class ListField(ContainerField):
+    container = "List"
+
+
+class SetField(ContainerField):
+    container = "Set"
+
+
+class HashField(ContainerField):
+    container = "Hash"
+
+
+# ---- annotations -> fields -----------------------------------------------------------
+
+_BY_TYPE: dict[Any, type[Field]] = {
+    str: Text,
+    bytes: Bytes,
+    int: Integer,
+    float: Float,
+    bool: Boolean,
+    _dt.datetime: DateTime,
+    _dt.date: Date,
+    _decimal.Decimal: Decimal,
+    dict: JSON,
+    list: JSON,
+}
+
+
+def field_for_annotation(annotation: Any) -> Field | None:
+    """A field for a bare annotation (``name: str``, ``age: int | None = None``), or
+    ``None`` when the annotation names no storable type."""
+    import types
+    import typing
+
+    optional = False
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, getattr(types, "UnionType", None)):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        optional = len(args) < len(typing.get_args(annotation))
+        if len(args) != 1:
+            return None
+        annotation = args[0]
+        origin = typing.get_origin(annotation)
+    if origin in (list, dict):
+        annotation = origin
+    cls = _BY_TYPE.get(annotation)
+    if cls is None:
+        return None
+    return cls(optional=optional)

@@ -1,0 +1,484 @@
+"""Query expressions and their lazy, paged execution.
+
+A predicate (``User.age >= 18``, ``User.name.startswith("a")``, ``User.id.in_(...)``,
+combined with ``&`` and ``|``, negated with ``~``) is evaluated two ways:
+
+* **as key ranges** of an index (``ranges()``), when its field is indexed: that is
+  what the server scans, one page at a time, in the index's order;
+* **on a loaded instance** (``matches()``), always: every record a scan yields is
+  checked against the *whole* expression before it is returned, so a stale index
+  entry can never produce a wrong result.  Comparisons use the same encoding as the
+  index, so both agree on order (``None`` is smallest and only equals ``None``;
+  ranges never match ``None``).
+
+Planning is deliberately simple and predictable:
+
+* ``order_by(field)`` scans that field's index (narrowed by any range on the same
+  field at the top level of an ``&``), in ascending or descending order;
+* otherwise the first indexed predicate of an ``&`` drives the scan, and an ``|``
+  whose branches all have one scans each branch in turn (an instance is yielded
+  by the first branch it matches, so nothing comes twice and nothing is held in
+  memory);
+* a predicate on an **unindexed** field is answered by scanning every instance of
+  the model (through the primary key index) and filtering -- correct, but it
+  reads the whole model: index fields you query often.
+
+Iteration holds one page (``page_size`` records, default 100) in memory whatever
+the size of the result; ``limit``/``offset`` are applied while iterating, so there
+is no cap on how far you can page.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from ktstore.models import keycodec
+from ktstore.models.errors import ModelError, ValidationError
+
+if TYPE_CHECKING:
+    from ktstore.models.base import Model
+    from ktstore.models.fields import Field
+
+Range = tuple[bytes, "bytes | None"]  # [lo, hi) inside one index, relative to its base
+
+_PRESENT_LO = b"\x02"  # every non-None value key starts at or above this byte
+
+
+class Expr:
+    """Base of query expressions."""
+
+    def __and__(self, other: Expr) -> Expr:
+        return And([self, other])
+
+    def __or__(self, other: Expr) -> Expr:
+        return Or([self, other])
+
+    def __invert__(self) -> Expr:
+        return Not(self)
+
+    def matches(self, instance: Any) -> bool:
+        raise NotImplementedError
+
+    def ranges(self) -> tuple[Field, list[Range]] | None:
+        """``(field, ranges)`` when an index can narrow this predicate, else ``None``."""
+        return None
+
+    def __bool__(self) -> bool:
+        raise TypeError(
+            "query expressions have no truth value: combine them with & and | "
+            "(not 'and'/'or'), and compare fields with == only inside queries"
+        )
+
+
+def _key(field: Field, value: Any) -> bytes:
+    return field.encode_key(value)
+
+
+def _cmp_keys(field: Field, a: Any, b: Any) -> int:
+    ka, kb = _key(field, a), _key(field, b)
+    return (ka > kb) - (ka < kb)
+
+
+class Compare(Expr):
+    def __init__(self, field: Field, op: str, value: Any) -> None:
+        self.field, self.op, self.value = field, op, value
+        if op not in ("==", "!=") and value is None:
+            raise ValidationError(f"{field!r} {op} None has no meaning; use == None")
+        if op not in ("==", "!=") and not field.indexable:
+            pass  # evaluated by Python comparison in matches()
+
+    def __repr__(self) -> str:
+        return f"({self.field.name} {self.op} {self.value!r})"
+
+    def matches(self, instance: Any) -> bool:
+        v = getattr(instance, self.field.name)
+        op = self.op
+        if not self.field.indexable:
+            if op == "==":
+                return bool(v == self.value)
+            if op == "!=":
+                return bool(v != self.value)
+            try:
+                return bool(
+                    {
+                        "<": v < self.value,
+                        "<=": v <= self.value,
+                        ">": v > self.value,
+                        ">=": v >= self.value,
+                    }[op]
+                )
+            except TypeError:
+                return False
+        if op == "==":
+            return (
+                v is None
+                if self.value is None
+                else (v is not None and _cmp_keys(self.field, v, self.value) == 0)
+            )
+        if op == "!=":
+            return not (
+                v is None
+                if self.value is None
+                else (v is not None and _cmp_keys(self.field, v, self.value) == 0)
+            )
+        if v is None:
+            return False
+        c = _cmp_keys(self.field, v, self.value)
+        return {"<": c < 0, "<=": c <= 0, ">": c > 0, ">=": c >= 0}[op]
+
+    def ranges(self) -> tuple[Field, list[Range]] | None:
+        f = self.field
+        if not f.index:
+            return None
+        k = _key(f, self.value)
+        succ = keycodec.prefix_successor(k)
+        op = self.op
+        if op == "==":
+            return f, [(k, succ)]
+        if op == "!=":
+            return f, [(b"", k), (succ or b"\xff", None)] if succ else [(b"", k)]
+        if op == "<":
+            return f, [(_PRESENT_LO, k)]
+        if op == "<=":
+            return f, [(_PRESENT_LO, succ)]
+        if op == ">":
+            return f, [(succ, None)] if succ else []
+        return f, [(k, None)]
+
+
+class Between(Expr):
+    def __init__(self, field: Field, low: Any, high: Any) -> None:
+        if low is None or high is None:
+            raise ValidationError("between() needs two values")
+        self.field, self.low, self.high = field, low, high
+
+    def __repr__(self) -> str:
+        return f"({self.field.name} between {self.low!r} and {self.high!r})"
+
+    def matches(self, instance: Any) -> bool:
+        v = getattr(instance, self.field.name)
+        if v is None:
+            return False
+        if not self.field.indexable:
+            try:
+                return bool(self.low <= v <= self.high)
+            except TypeError:
+                return False
+        return _cmp_keys(self.field, v, self.low) >= 0 and _cmp_keys(self.field, v, self.high) <= 0
+
+    def ranges(self) -> tuple[Field, list[Range]] | None:
+        if not self.field.index:
+            return None
+        lo = _key(self.field, self.low)
+        hi = keycodec.prefix_successor(_key(self.field, self.high))
+        return self.field, [(lo, hi)] if (hi is None or lo < hi) else []
+
+
+class StartsWith(Expr):
+    def __init__(self, field: Field, prefix: Any) -> None:
+        self.field, self.prefix = field, prefix
+        self._pkey = field.prefix_key(prefix)
+
+    def __repr__(self) -> str:
+        return f"({self.field.name} startswith {self.prefix!r})"
+
+    def matches(self, instance: Any) -> bool:
+        v = getattr(instance, self.field.name)
+        return v is not None and v.startswith(self.prefix)
+
+    def ranges(self) -> tuple[Field, list[Range]] | None:
+        if not self.field.index:
+            return None
+        return self.field, [(self._pkey, keycodec.prefix_successor(self._pkey))]
+
+
+class In(Expr):
+    def __init__(self, field: Field, values: list[Any]) -> None:
+        self.field, self.values = field, values
+        self._eqs = [Compare(field, "==", v) for v in values]
+
+    def __repr__(self) -> str:
+        return f"({self.field.name} in {self.values!r})"
+
+    def matches(self, instance: Any) -> bool:
+        return any(e.matches(instance) for e in self._eqs)
+
+    def ranges(self) -> tuple[Field, list[Range]] | None:
+        if not self.field.index:
+            return None
+        keys = sorted({_key(self.field, v) for v in self.values})
+        return self.field, [(k, keycodec.prefix_successor(k)) for k in keys]
+
+
+class And(Expr):
+    def __init__(self, parts: list[Expr]) -> None:
+        self.parts: list[Expr] = []
+        for p in parts:
+            self.parts.extend(p.parts if isinstance(p, And) else [p])
+
+    def __repr__(self) -> str:
+        return "(" + " & ".join(map(repr, self.parts)) + ")"
+
+    def matches(self, instance: Any) -> bool:
+        return all(p.matches(instance) for p in self.parts)
+
+    def ranges(self) -> tuple[Field, list[Range]] | None:
+        # Prefer the most selective kind of predicate: equality, then the others.
+        ranked = sorted(
+            (p for p in self.parts if p.ranges() is not None),
+            key=lambda p: 0 if isinstance(p, (In,)) or getattr(p, "op", "") == "==" else 1,
+        )
+        return ranked[0].ranges() if ranked else None
+
+
+class Or(Expr):
+    def __init__(self, parts: list[Expr]) -> None:
+        self.parts: list[Expr] = []
+        for p in parts:
+            self.parts.extend(p.parts if isinstance(p, Or) else [p])
+
+    def __repr__(self) -> str:
+        return "(" + " | ".join(map(repr, self.parts)) + ")"
+
+    def matches(self, instance: Any) -> bool:
+        return any(p.matches(instance) for p in self.parts)
+
+
+class Not(Expr):
+    def __init__(self, part: Expr) -> None:
+        self.part = part
+
+    def __repr__(self) -> str:
+        return f"~{self.part!r}"
+
+    def matches(self, instance: Any) -> bool:
+        return not self.part.matches(instance)
+
+
+class Order:
+    """``User.age.desc()`` / ``User.age.asc()`` for ``order_by``."""
+
+    def __init__(self, field: Field, descending: bool) -> None:
+        self.field, self.descending = field, descending
+
+
+def _intersect(a: list[Range], b: list[Range]) -> list[Range]:
+    out = []
+    for lo1, hi1 in a:
+        for lo2, hi2 in b:
+            lo = max(lo1, lo2)
+            if hi1 is None:
+                hi = hi2
+            elif hi2 is None:
+                hi = hi1
+            else:
+                hi = min(hi1, hi2)
+            if hi is None or lo < hi:
+                out.append((lo, hi))
+    return sorted(out)
+
+
+class Query:
+    """A lazy query over one model.  Immutable: every method returns a new query."""
+
+    def __init__(
+        self,
+        model: type[Model],
+        where: Expr | None = None,
+        order: Order | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+        page_size: int = 100,
+    ) -> None:
+        self.model = model
+        self.where = where
+        self.order = order
+        self._limit = limit
+        self._offset = offset
+        self.page_size = page_size
+
+    def _copy(self, **kw: Any) -> Query:
+        args = dict(
+            where=self.where,
+            order=self.order,
+            limit=self._limit,
+            offset=self._offset,
+            page_size=self.page_size,
+        )
+        args.update(kw)
+        return Query(self.model, **args)
+
+    def __repr__(self) -> str:
+        return f"<Query {self.model.__name__} where={self.where!r}>"
+
+    # ---- building ---------------------------------------------------------------------
+
+    def filter(self, *exprs: Expr, **equals: Any) -> Query:
+        """Narrow the query (``&`` of everything given); keywords mean equality."""
+        parts = list(exprs)
+        fields = self.model._kt.fields
+        for name, value in equals.items():
+            if name not in fields:
+                raise ModelError(f"{self.model.__name__} has no field {name!r}")
+            parts.append(Compare(fields[name], "==", value))
+        for p in parts:
+            if not isinstance(p, Expr):
+                raise ModelError(f"not a query expression: {p!r}")
+        if self.where is not None:
+            parts.insert(0, self.where)
+        if not parts:
+            return self
+        return self._copy(where=parts[0] if len(parts) == 1 else And(parts))
+
+    where_ = filter
+
+    def order_by(self, order: Any) -> Query:
+        """Order by an indexed field: ``order_by(User.age)``, ``order_by(User.age.desc())``,
+        or ``order_by("-age")``."""
+        if isinstance(order, str):
+            desc = order.startswith("-")
+            name = order.lstrip("-+")
+            field = self.model._kt.fields.get(name)
+            if field is None:
+                raise ModelError(f"{self.model.__name__} has no field {name!r}")
+            order = Order(field, desc)
+        elif not isinstance(order, Order):
+            order = Order(order, False)
+        if not order.field.index:
+            raise ModelError(f"ordering needs an index: declare {order.field.name} with index=True")
+        return self._copy(order=order)
+
+    def limit(self, n: int | None) -> Query:
+        if n is not None and n < 0:
+            raise ValidationError("limit must be >= 0")
+        return self._copy(limit=n)
+
+    def offset(self, n: int) -> Query:
+        if n < 0:
+            raise ValidationError("offset must be >= 0")
+        return self._copy(offset=n)
+
+    def paged(self, page_size: int) -> Query:
+        """How many records one server round trip brings (memory held while iterating)."""
+        return self._copy(page_size=max(1, int(page_size)))
+
+    # ---- planning ---------------------------------------------------------------------
+
+    def plan(self) -> list[tuple[Field, list[Range], Expr | None]]:
+        """The scans that answer the query: ``[(index field, ranges, branch)]``.  With
+        several scans (an ``|``), an instance is taken from the first branch it matches."""
+        meta = self.model._kt
+        where = self.where
+        if self.order is not None:
+            field = self.order.field
+            ranges: list[Range] = [(b"", None)]
+            parts = where.parts if isinstance(where, And) else [where] if where is not None else []
+            for p in parts:
+                r = p.ranges()
+                if r is not None and r[0] is field:
+                    ranges = _intersect(ranges, r[1])
+            return [(field, ranges, None)]
+        if where is not None:
+            r = where.ranges()
+            if r is not None:
+                return [(r[0], r[1], None)]
+            if isinstance(where, Or):
+                branches = [(p, p.ranges()) for p in where.parts]
+                if all(br is not None for _, br in branches):
+                    return [(br[0], br[1], p) for p, br in branches]  # type: ignore[index]
+        return [(meta.pk, [(b"", None)], None)]
+
+    def uses_full_scan(self) -> bool:
+        """True when the query reads every instance (no index narrows it)."""
+        plan = self.plan()
+        return len(plan) == 1 and plan[0][1] == [(b"", None)] and self.where is not None
+
+    # ---- execution --------------------------------------------------------------------
+
+    def _candidates(self) -> Iterator[Model]:
+        binding = self.model._binding()
+        desc = bool(self.order and self.order.descending)
+        plan = self.plan()
+        earlier: list[Expr] = []
+        for field, ranges, branch in plan:
+            base = binding.index_base(field.name)
+            todo = list(reversed(ranges)) if desc else ranges
+            for lo, hi in todo:
+                klo = base + lo
+                khi = base + hi if hi is not None else keycodec.prefix_successor(base)
+                for _k, _pk, rec, xt in binding.scan_all(
+                    binding.idb, klo, khi, reverse=desc, page=self.page_size, join=True
+                ):
+                    if rec is None:
+                        continue  # record gone (expired or deleted since): not a result
+                    inst = self.model._from_record(rec, xt)
+                    if self.where is not None and not self.where.matches(inst):
+                        continue
+                    if any(e.matches(inst) for e in earlier):
+                        continue  # already yielded by an earlier branch of the |
+                    yield inst
+            if branch is not None:
+                earlier.append(branch)
+
+    def __iter__(self) -> Iterator[Model]:
+        skip = self._offset
+        left = self._limit
+        if left == 0:
+            return
+        for inst in self._candidates():
+            if skip:
+                skip -= 1
+                continue
+            yield inst
+            if left is not None:
+                left -= 1
+                if left == 0:
+                    return
+
+    def all(self) -> list[Model]:
+        return list(self)
+
+    def first(self) -> Model | None:
+        for inst in self.limit(1):
+            return inst
+        return None
+
+    def exists(self) -> bool:
+        return self.first() is not None
+
+    def count(self) -> int:
+        """Number of matching instances (reads them page by page; nothing is kept)."""
+        return sum(1 for _ in self)
+
+    def __len__(self) -> int:
+        return self.count()
+
+    def delete(self) -> int:
+        """Delete every matching instance (atomically each, one page at a time)."""
+        n = 0
+        batch: list[Model] = []
+        for inst in self:
+            batch.append(inst)
+            if len(batch) >= self.page_size:
+                n += self.model.delete_many(batch)
+                batch = []
+        if batch:
+            n += self.model.delete_many(batch)
+        return n
+
+    def __getitem__(self, item: Any) -> Any:
+        if isinstance(item, slice):
+            if item.step not in (None, 1) or (item.start or 0) < 0 or (item.stop or 0) < 0:
+                raise ValidationError("query slices need non-negative start/stop and no step")
+            start = item.start or 0
+            q = self.offset(self._offset + start)
+            if item.stop is not None:
+                q = q.limit(max(0, item.stop - start))
+            return q
+        if isinstance(item, int) and item >= 0:
+            found = self.offset(self._offset + item).first()
+            if found is None:
+                raise IndexError(item)
+            return found
+        raise TypeError("queries take non-negative int indexes and slices")

@@ -1,0 +1,294 @@
+"""``Store``: one database of a Kyoto Tycoon server as a Python ``MutableMapping``.
+
+>>> store = Store()                 # the embedded built-in server, no setup needed
+>>> store["greeting"] = {"hello": "world"}
+>>> store["greeting"]["hello"]
+'world'
+
+Values go through the client's serializer (the embedded default uses msgpack, so
+dicts, lists, numbers, text, bytes and ``None`` all work).  ``ttl`` gives every
+write a default expiry.  Iteration walks keys in the database's order (sorted for
+a tree database) through the server, one page at a time, so a huge database never
+has to fit in memory.
+
+A store is also what models are bound to: records live in ``db``, index entries
+in ``index_db`` (default: the same database, which must then be a tree database
+such as ``%`` or ``.kct``; keeping both in one database is also what makes save
+and delete crash-atomic).
+"""
+
+from __future__ import annotations
+
+import atexit
+import threading
+from collections.abc import Iterator, MutableMapping
+from typing import Any
+
+from ktstore.errors import InvalidArgument, ScriptError
+
+__all__ = ["Store"]
+
+_MISSING = object()
+_default_lock = threading.Lock()
+_default_store: Store | None = None
+_default_server: Any = None
+
+
+def _tree_path(path: str) -> bool:
+    base = path.split("#", 1)[0]
+    kind = ""
+    for part in path.split("#")[1:]:
+        if part.startswith("type="):
+            kind = part[5:].lower()
+    if kind:
+        return kind in ("kct", "kcf", "kcpt", "tree", "%", "+", "tdb", "fdb", "kcgs", "kcg")
+    if base in ("%", "+"):
+        return True
+    return base.lower().endswith((".kct", ".kcf", ".kcpt", ".kcg", ".tdb", ".fdb"))
+
+
+class Store(MutableMapping):
+    """A mapping over database ``db`` of ``client``.
+
+    :param client: a :class:`~ktstore.client.KyotoTycoon`; ``None`` uses the embedded
+        default server (started once per process, stopped at exit).
+    :param db: database index of the records (default: the client's default db).
+    :param index_db: database index of model index entries (default: ``db``).
+    :param ttl: default expiry for writes, in seconds (``None``: never expire).
+    """
+
+    def __init__(
+        self,
+        client: Any = None,
+        db: int | None = None,
+        index_db: int | None = None,
+        ttl: float | None = None,
+    ) -> None:
+        if client is None:
+            client = _embedded_client()
+        self.client = client
+        self.db = client._db(db)
+        self.index_db = self.db if index_db is None else client._db(index_db)
+        self.ttl = ttl
+        self._tree: dict[int, bool] = {}
+
+    @classmethod
+    def default(cls) -> Store:
+        """The process-wide store on the embedded server (what ``Store()`` uses)."""
+        global _default_store
+        with _default_lock:
+            if _default_store is None:
+                _default_store = cls()
+            return _default_store
+
+    def __repr__(self) -> str:
+        return f"<Store {self.client!r} db={self.db} index_db={self.index_db}>"
+
+    def is_tree(self, db: int | None = None) -> bool:
+        """Whether database ``db`` keeps keys in order (a tree database)."""
+        idx = self.db if db is None else db
+        if idx not in self._tree:
+            paths = self.client.databases
+            self._tree[idx] = idx < len(paths) and _tree_path(paths[idx])
+        return self._tree[idx]
+
+    # ---- mapping ----------------------------------------------------------------------
+
+    def __getitem__(self, key: Any) -> Any:
+        raw = self.client.get_bytes(key, db=self.db)
+        if raw is None:
+            raise KeyError(key)
+        return self.client._decode_value(raw)
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self.client.set(key, value, db=self.db, expire_time=self.ttl)
+
+    def __delitem__(self, key: Any) -> None:
+        if not self.client.remove(key, db=self.db):
+            raise KeyError(key)
+
+    def __contains__(self, key: Any) -> bool:
+        try:
+            return bool(self.client.exists(key, db=self.db))
+        except InvalidArgument:
+            return False
+
+    def __len__(self) -> int:
+        """Number of records (the server's count, which may include records that
+        expired but were not collected yet)."""
+        return self.client.count(db=self.db)
+
+    def __iter__(self) -> Iterator[Any]:
+        for key, _value in self._scan(values=False):
+            yield key
+
+    def __bool__(self) -> bool:
+        return len(self) > 0
+
+    # ---- efficient overrides of the MutableMapping mixins -----------------------------
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        raw = self.client.get_bytes(key, db=self.db)
+        return default if raw is None else self.client._decode_value(raw)
+
+    def setdefault(self, key: Any, default: Any = None) -> Any:
+        """Atomic: stores ``default`` only if ``key`` is absent (KT ``add``)."""
+        if self.client.add(key, default, db=self.db, expire_time=self.ttl):
+            return default
+        raw = self.client.get_bytes(key, db=self.db)
+        if raw is None:  # removed in between: try once more
+            return self.setdefault(key, default)
+        return self.client._decode_value(raw)
+
+    def pop(self, key: Any, default: Any = _MISSING) -> Any:
+        """Atomic get-and-remove (KT ``seize``)."""
+        raw = self.client.seize(key, db=self.db, decode_value=False)
+        if raw is None:
+            if default is _MISSING:
+                raise KeyError(key)
+            return default
+        return self.client._decode_value(raw)
+
+    def popitem(self) -> tuple[Any, Any]:
+        for key in self:
+            try:
+                return key, self.pop(key)
+            except KeyError:
+                continue
+        raise KeyError("popitem(): store is empty")
+
+    def update(self, other: Any = (), /, **kwargs: Any) -> None:  # type: ignore[override]
+        """Set many keys in one bulk request."""
+        data = dict(other.items() if hasattr(other, "items") else other)
+        data.update(kwargs)
+        if data:
+            self.client.set_bulk(data, db=self.db, expire_time=self.ttl)
+
+    def get_many(self, keys: Any) -> dict[Any, Any]:
+        """``{key: value}`` for the keys that exist, in one bulk request."""
+        return self.client.get_bulk(list(keys), db=self.db)
+
+    def clear(self) -> None:
+        self.client.clear(db=self.db)
+
+    def items(self) -> Any:  # type: ignore[override]
+        return _ItemsView(self)
+
+    def values(self) -> Any:  # type: ignore[override]
+        return _ValuesView(self)
+
+    def set(self, key: Any, value: Any, ttl: float | None = None) -> None:
+        """``store[key] = value`` with an explicit expiry (seconds)."""
+        self.client.set(key, value, db=self.db, expire_time=ttl if ttl is not None else self.ttl)
+
+    def touch(self, key: Any, ttl: float | None) -> bool:
+        """Give an existing key a new expiry; ``False`` if it does not exist."""
+        return self.client.touch(key, ttl, db=self.db) is not None
+
+    def keys_with_prefix(self, prefix: Any) -> Iterator[Any]:
+        for key, _ in self._scan(values=False, prefix=prefix):
+            yield key
+
+    # ---- scanning ---------------------------------------------------------------------
+
+    def _scan(
+        self, values: bool = True, prefix: Any = b"", page: int = 500
+    ) -> Iterator[tuple[Any, Any]]:
+        """(key, raw value) pairs in key order, a page per round trip.  Uses the
+        ``modelscan`` procedure of kt.lua on a tree database, a server cursor otherwise
+        (or when the script is not loaded)."""
+        from ktstore.models import keycodec
+
+        client = self.client
+        pre = client.encode_key(prefix) if prefix else b""
+        if self.is_tree():
+            hi = keycodec.prefix_successor(pre) if pre else None
+            after = None
+            try:
+                while True:
+                    params = [
+                        (b"db", str(self.db).encode()),
+                        (b"lo", pre),
+                        (b"n", str(page).encode()),
+                    ]
+                    if hi is not None:
+                        params.append((b"hi", hi))
+                    if after is not None:
+                        params.append((b"after", after))
+                    if not values:
+                        params.append((b"keys", b"1"))
+                    out = dict(client._play_script("modelscan", params) or [])
+                    for i in range(1, int(out.get(b"n", b"0")) + 1):
+                        yield client.decode_key(out[b"k%d" % i]), out.get(b"v%d" % i)
+                    if out.get(b"done") == b"1" or b"last" not in out:
+                        return
+                    after = out[b"last"]
+            except ScriptError:
+                if after is not None:
+                    raise
+        cur = client.cursor(db=self.db, decode_values=False)
+        try:
+            ok = cur.jump(prefix) if prefix and self.is_tree() else cur.jump()
+            if not ok:
+                return
+            while True:
+                item = cur.get(step=True)
+                if item is None:
+                    return
+                k, v = item
+                if pre:
+                    kb = client.encode_key(k)
+                    if not kb.startswith(pre):
+                        if self.is_tree():
+                            return
+                        continue
+                yield k, v
+        finally:
+            cur.close()
+
+
+class _ItemsView:
+    def __init__(self, store: Store) -> None:
+        self._s = store
+
+    def __iter__(self) -> Iterator[tuple[Any, Any]]:
+        dec = self._s.client._decode_value
+        for k, v in self._s._scan(values=True):
+            yield k, dec(v)
+
+    def __len__(self) -> int:
+        return len(self._s)
+
+    def __contains__(self, item: Any) -> bool:
+        k, v = item
+        return self._s.get(k, _MISSING) == v
+
+
+class _ValuesView:
+    def __init__(self, store: Store) -> None:
+        self._s = store
+
+    def __iter__(self) -> Iterator[Any]:
+        for _k, v in _ItemsView(self._s):
+            yield v
+
+    def __len__(self) -> int:
+        return len(self._s)
+
+
+def _embedded_client() -> Any:
+    """Start (once per process) the built-in server on an in-memory tree database, with
+    kt.lua loaded, and return a msgpack client for it.  Stopped at interpreter exit."""
+    global _default_server
+    with _default_lock:
+        if _default_server is None or not _default_server.running:
+            from ktstore.embedded import EmbeddedServer
+            from ktstore.serializers import KT_MSGPACK
+
+            server = EmbeddedServer(
+                server="builtin", database="%", serializer=KT_MSGPACK, quiet=True
+            )
+            server.run()
+            atexit.register(server.stop)
+            _default_server = server
+        return _default_server.client

@@ -1,0 +1,322 @@
+"""Models end to end against the built-in server: fields, keys, dict access, unique,
+bulk operations, atomic updates, optimistic locking, containers."""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import threading
+
+import attrs
+import pytest
+
+from ktstore.client import KyotoTycoon
+from ktstore.errors import KyotoTycoonError
+from ktstore.models import (
+    AlreadyExists,
+    ConflictError,
+    DoesNotExist,
+    Model,
+    ModelDefinitionError,
+    UniqueViolation,
+    ValidationError,
+    fields,
+)
+from ktstore.store import Store
+
+
+@pytest.fixture
+def store(kt_server):
+    client = KyotoTycoon(port=kt_server.port)
+    yield Store(client, db=1)
+    client.close_all()
+
+
+@pytest.fixture
+def split_store(kt_server):
+    """Records in the hash database 0, index entries in the tree database 1."""
+    client = KyotoTycoon(port=kt_server.port)
+    yield Store(client, db=0, index_db=1)
+    client.close_all()
+
+
+def make_user(store, prefix="user"):
+    class User(Model, store=store, prefix=prefix):
+        email = fields.Text(unique=True)
+        name = fields.Text(index=True, default="")
+        age = fields.Integer(index=True, default=0)
+        score = fields.Float(optional=True)
+        tags = fields.SetField()
+        notes = fields.ListField()
+        props = fields.HashField()
+
+    return User
+
+
+UTC = dt.timezone.utc
+IST = dt.timezone(dt.timedelta(hours=5, minutes=30))
+
+
+def test_every_field_type_round_trips(store):
+    class Thing(Model, store=store):
+        text = fields.Text()
+        data = fields.Bytes()
+        n = fields.Integer()
+        x = fields.Float()
+        flag = fields.Boolean()
+        when = fields.DateTime()
+        day = fields.Date()
+        amount = fields.Decimal()
+        blob = fields.JSON()
+        maybe = fields.Text(optional=True)
+        listy = fields.JSON(factory=list)
+
+    t = Thing(
+        text="héllo\x00",
+        data=b"\x00\xff",
+        n=-(2**62),
+        x=-1.5,
+        flag=True,
+        when=dt.datetime(2024, 2, 29, 12, 30, 1, 123456, tzinfo=IST),
+        day=dt.date(1999, 12, 31),
+        amount="12.3400",
+        blob={"a": [1, 2.5, None, "x"], "b": {"c": True}},
+    )
+    t.save()
+    back = Thing[t.id]
+    assert back == t
+    assert back.when.utcoffset() == dt.timedelta(hours=5, minutes=30)
+    assert back.amount == decimal.Decimal("12.3400") and str(back.amount) == "12.3400"
+    assert back.maybe is None and back.listy == []
+
+
+def test_validation_uses_attrs_and_user_validators(store):
+    def positive(_inst, attribute, value):
+        if value <= 0:
+            raise ValueError(f"{attribute.name} must be positive")
+
+    class Item(Model, store=store):
+        qty = fields.Integer(validator=positive)
+        label = fields.Text(converter=str.strip, default="")
+        when = fields.DateTime(optional=True)
+        ratio = fields.Float(default=0.0)
+
+    with pytest.raises(ValueError, match="positive"):
+        Item(qty=0)
+    item = Item(qty=2, label="  x  ", ratio=3)
+    assert item.label == "x" and item.ratio == 3.0 and isinstance(item.ratio, float)
+    with pytest.raises(ValidationError):
+        item.qty = "7"  # validated on assignment too
+    with pytest.raises(ValidationError):
+        Item(qty=1, when=dt.datetime(2020, 1, 1))  # naive: which zone?
+    with pytest.raises(ValidationError):
+        Item(qty=None)
+    assert attrs.has(Item)
+
+
+def test_bad_declarations_fail_at_class_creation(store):
+    with pytest.raises(ModelDefinitionError):
+
+        class Two(Model, store=store):
+            a = fields.Text(primary_key=True)
+            b = fields.Text(primary_key=True)
+
+    with pytest.raises(ModelDefinitionError):
+
+        class J(Model, store=store):
+            blob = fields.JSON(index=True)
+
+
+def test_annotations_declare_fields(store):
+    class Note(Model, store=store):
+        title: str
+        stars: int = 3
+        comment: str | None = None
+
+    n = Note(title="t")
+    n.save()
+    assert Note[n.id] == Note(id=n.id, title="t", stars=3, comment=None)
+
+
+def test_dict_access_and_generated_ids(store):
+    User = make_user(store)
+    a = User.create(email="a@x")
+    b = User.create(email="b@x")
+    assert len(a.id) == 26 and a.id < b.id  # sortable: creation order
+    assert User[a.id] == a
+    assert a.id in User and "nope" not in User
+    with pytest.raises(DoesNotExist):
+        User["nope"]
+    with pytest.raises(KeyError):
+        User["nope"]
+    del User[a.id]
+    assert a.id not in User
+    with pytest.raises(KeyError):
+        del User[a.id]
+    assert User.get("nope", None) is None
+    assert len(User) == 1 and [u.email for u in User] == ["b@x"]
+
+
+def test_auto_increment_pk_and_declared_pk(store):
+    class Counter(Model, store=store):
+        id = fields.Integer(primary_key=True, auto=True)
+        label = fields.Text(default="")
+
+    c1, c2 = Counter.create(label="a"), Counter.create(label="b")
+    assert (c1.id, c2.id) == (1, 2)
+    assert Counter[2].label == "b"
+
+    class Country(Model, store=store):
+        code = fields.Text(primary_key=True)
+        name = fields.Text()
+
+    Country.create(code="FR", name="France")
+    with pytest.raises(AlreadyExists):
+        Country.create(code="FR", name="Again")
+    assert Country["FR"].name == "France"
+    Country(code="FR", name="République française").save()  # plain save overwrites
+    assert Country["FR"].name == "République française"
+
+
+def test_unique_is_enforced_and_nothing_is_written(store):
+    User = make_user(store)
+    a = User.create(email="a@x", age=30)
+    with pytest.raises(UniqueViolation) as info:
+        User.create(email="a@x", age=99)
+    assert info.value.field == "email" and isinstance(info.value, KyotoTycoonError)
+    assert User.count() == 1
+    assert not User.query(User.age == 99).exists()
+    assert User.check().ok
+    # moving a to another address frees the old one
+    a.email = "a2@x"
+    a.save()
+    User.create(email="a@x")
+    with pytest.raises(UniqueViolation):
+        User.create(email="a2@x")
+    assert User.check().ok
+
+
+def test_unique_allows_many_none(store):
+    class Person(Model, store=store):
+        ssn = fields.Text(unique=True, optional=True)
+
+    Person.create()
+    Person.create()
+    assert Person.count() == 2
+    assert Person.query(Person.ssn == None).count() == 2  # noqa: E711
+
+
+def test_get_many_and_create_many(store):
+    User = make_user(store)
+    made = User.create_many([{"email": f"u{i}@x", "age": i} for i in range(50)])
+    assert User.count() == 50
+    pks = [m.id for m in made]
+    got = User.get_many([pks[3], "missing", pks[1]])
+    assert [u.age for u in got] == [3, 1]
+    # one bad record refuses the whole batch
+    with pytest.raises(UniqueViolation):
+        User.create_many([{"email": "new@x"}, {"email": "u7@x"}])
+    assert User.count() == 50 and not User.query(User.email == "new@x").exists()
+    with pytest.raises(UniqueViolation):
+        User.create_many([{"email": "dup@x"}, {"email": "dup@x"}])
+    assert User.check().ok
+
+
+def test_incr_is_atomic_and_reindexes(store):
+    User = make_user(store)
+    u = User.create(email="c@x", age=0)
+    clients = [KyotoTycoon(port=store.client.port) for _ in range(4)]
+
+    def work(client):
+        User2 = make_user(Store(client, db=1))
+        mine = User2[u.id]
+        for _ in range(25):
+            mine.incr("age")
+
+    threads = [threading.Thread(target=work, args=(c,)) for c in clients]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert User[u.id].age == 100
+    assert [x.id for x in User.query(User.age == 100)] == [u.id]
+    assert not User.query(User.age < 100).exists()
+    assert u.incr(User.age, 5) == 105 and u.age == 105
+    assert u.decr("age", 10) == 95
+    u.update(name="zed")
+    assert User[u.id].name == "zed" and User.query(User.name == "zed").count() == 1
+    assert User.check().ok
+    for c in clients:
+        c.close_all()
+
+
+def test_version_field_refuses_stale_copy(store):
+    class Doc(Model, store=store):
+        body = fields.Text(default="")
+        version = fields.Version()
+
+    d = Doc.create(body="v0")
+    assert d.version == 0
+    first, second = Doc[d.id], Doc[d.id]
+    first.body = "first"
+    first.save()
+    assert first.version == 1
+    second.body = "second"
+    with pytest.raises(ConflictError):
+        second.save()
+    assert Doc[d.id].body == "first"
+    with pytest.raises(ConflictError):
+        second.delete()
+    second.reload()
+    second.body = "second"
+    second.save()
+    assert Doc[d.id].body == "second" and Doc[d.id].version == 2
+    # a brand-new copy with an existing pk is a conflict too, not an overwrite
+    with pytest.raises(ConflictError):
+        Doc(id=d.id, body="ghost").save()
+
+
+def test_containers_are_lazy_and_deleted_with_instance(store):
+    User = make_user(store)
+    u = User.create(email="k@x")
+    u.tags.add("a")
+    u.tags.add("b")
+    u.notes.append("n1")
+    u.props["k"] = "v"
+    again = User[u.id]
+    assert sorted(again.tags) == ["a", "b"] and again.notes[0] == "n1" and again.props["k"] == "v"
+    with pytest.raises(AttributeError):
+        u.tags = {"x"}
+    u.delete()
+    client = store.client
+    assert client.get_bytes(store_key(User, u.id, "tags"), db=1) is None
+    assert client.get_bytes(store_key(User, u.id, "notes"), db=1) is None
+
+
+def store_key(model, pk, container):
+    return model._binding().container_key(pk, container)
+
+
+def test_records_in_hash_db_indexes_in_tree_db(split_store):
+    User = make_user(split_store)
+    for i in range(-3, 4):
+        User.create(email=f"{i}@x", age=i)
+    assert [u.age for u in User.query(User.age < 1).order_by(User.age)] == [-3, -2, -1, 0]
+    assert User.check().ok
+
+
+def test_added_field_reads_old_records(store):
+    class V1(Model, store=store, prefix="evolve"):
+        name = fields.Text()
+
+    old = V1.create(name="old")
+
+    class V2(Model, store=store, prefix="evolve"):
+        name = fields.Text()
+        level = fields.Integer(default=7)
+        extra = fields.Text(optional=True)
+
+    back = V2[old.id]
+    assert back.level == 7 and back.extra is None and back.name == "old"
+    back.save()
+    assert V2[old.id].level == 7
