@@ -206,10 +206,10 @@ local function readarray(db, key)
   return kt.arrayload(v)
 end
 
--- Ordered scan of records with start <= k < stop (either bound optional),
--- skipping `skip`, at most `count` of them.  On a tree database the cursor
--- starts at `start` and stops at `stop`; on a hash database (no key order)
--- every record is examined and filtered.
+-- Scan, in key order, the records with start <= k < stop (either bound
+-- optional), skipping `skip`, at most `count` of them.  On a tree database
+-- the cursor starts at `start` and stops at `stop`; on a hash database (no
+-- key order) every record is examined, and the matches are sorted.
 local function scanrange(db, start, stop, count, skip, cb)
   local n = 0
   if count ~= nil and count <= 0 then return 0 end
@@ -218,17 +218,30 @@ local function scanrange(db, start, stop, count, skip, cb)
   ordered = okb and ordered
   local ok
   if start ~= nil and ordered then ok = cur:jump(start) else ok = cur:jump() end
+  local matches = {}
   while ok do
     local k, v = cur:get(true)
     if k == nil then break end
     if ordered and stop ~= nil and k >= stop then break end
     if k ~= skip and (start == nil or k >= start) and (stop == nil or k < stop) then
-      cb(k, v)
-      n = n + 1
-      if count ~= nil and n >= count then break end
+      if ordered then
+        cb(k, v)
+        n = n + 1
+        if count ~= nil and n >= count then break end
+      else
+        matches[#matches + 1] = { k, v }
+      end
     end
   end
   cur:disable()
+  if not ordered then
+    table.sort(matches, function(a, b) return a[1] < b[1] end)
+    for _, kv in ipairs(matches) do
+      if count ~= nil and n >= count then break end
+      cb(kv[1], kv[2])
+      n = n + 1
+    end
+  end
   return n
 end
 

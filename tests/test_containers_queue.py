@@ -1,0 +1,294 @@
+"""Queue and Schedule (lua/kt.lua queue*/schedule* procedures) against a live server."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from ktstore.client import KyotoTycoon
+from ktstore.errors import InvalidArgument, ScriptError
+from ktstore.serializers import KT_JSON, KT_PICKLE
+
+
+@pytest.fixture
+def kt(kt_server):
+    client = KyotoTycoon(port=kt_server.port, serializer=KT_PICKLE)
+    yield client
+    client.close_all()
+
+
+@pytest.fixture(params=[0, 1], ids=["hashdb", "treedb"])
+def db(request):
+    return request.param
+
+
+def test_queue_fifo(kt, db):
+    qa, qb = kt.Queue("qa", db=db), kt.Queue("qb", db=db)
+    for i in range(20):
+        qa.add(f"i{i}")
+        qb.add(f"i{i % 4}")
+    assert len(qa) == 20 and len(qb) == 20
+    assert qa.pop() == "i0"
+    assert qa.rpop() == "i19"
+    assert qa.pop(n=3) == ["i1", "i2", "i3"]
+    assert qa.rpop(n=3) == ["i18", "i17", "i16"]
+    assert qa.peek(n=3) == ["i4", "i5", "i6"]
+    assert qa.rpeek(n=3) == ["i15", "i14", "i13"]
+    assert qb.remove("i1", n=4) == 4
+    assert qb.rremove("i2", n=4) == 4
+    assert len(qb) == 12
+    assert qb.peek(20) == ["i0", "i2", "i3", "i0", "i3", "i0", "i3", "i0", "i3", "i0", "i1", "i3"]
+    assert qb.remove("i3", n=5) == 5
+    assert qb.remove("i0", n=10) == 5
+    assert qb.pop(2) == ["i2", "i1"]
+    assert qb.pop() is None and qb.pop(3) == [] and len(qb) == 0
+    assert qa.remove("i7") == 1
+    assert qa.remove("i7") == 0
+    assert qa.pop(n=5) == ["i4", "i5", "i6", "i8", "i9"]
+    assert qa.clear() == 6
+    assert len(qa) == 0
+    assert kt.count(db=db) == 0  # no leftover records
+
+
+def test_queue_scores(kt, db):
+    q = kt.Queue("q", db=db)
+    scores = [100, 10, 1000, 1, 0, 3, -10, 5, 4, 2]
+    for score in scores:
+        q.add(f"i{score}", score)
+    assert len(q) == len(scores)
+    assert q.peek(n=len(scores)) == [
+        "i1000",
+        "i100",
+        "i10",
+        "i5",
+        "i4",
+        "i3",
+        "i2",
+        "i1",
+        "i0",
+        "i-10",
+    ]
+    assert q.peek() == "i1000"
+    assert q.peek(min_score=1001) is None
+    assert q.pop(4, min_score=10) == ["i1000", "i100", "i10"]
+    assert q.pop(2, min_score=10) == []
+    assert q.pop() == "i5"
+    assert q.pop(min_score=3) == "i4"
+    assert q.rpeek(3) == ["i-10", "i0", "i1"]
+    assert q.rpeek(2, min_score=0) == ["i0", "i1"]
+    assert q.rpop(2, min_score=1) == ["i1", "i2"]
+    assert q.peek(4) == ["i3", "i0", "i-10"]
+    assert q.peek(4, min_score=-9) == ["i3", "i0"]
+    assert q.remove("i0", min_score=1) == 0
+    assert q.pop(2, min_score=0) == ["i3", "i0"]
+    assert q.peek() == q.rpeek() == "i-10"
+
+
+def test_queue_equal_scores_are_fifo_and_float_scores(kt):
+    q = kt.Queue("q")
+    q.add("x")
+    q.add("x", 3)
+    q.extend(["y", "x", "z"])
+    q.extend(["y", "z"], 2)
+    q.add("y", 2)
+    q.add("z", 1.5)
+    assert q.peek(9) == ["x", "y", "z", "y", "z", "x", "y", "x", "z"]
+    assert q.remove("x", n=2, min_score=3) == 1
+    assert q.rremove("y", n=1, min_score=1) == 1
+    assert q.rremove("z", n=2, min_score=0) == 2
+    assert q.peek(5) == ["y", "z", "x", "y", "x"]
+
+
+def test_queue_set_priority(kt):
+    q = kt.Queue("q")
+    q.extend(["i0", "i1", "i2"])
+    assert q.set_priority("i1", 1) == 1
+    assert q.peek(3) == ["i1", "i0", "i2"]
+    assert q.set_priority("i2", 2) == 1
+    assert q.set_priority("i2", 2) == 0
+    assert q.set_priority("i0", -1) == 1
+    assert q.peek(3) == ["i2", "i1", "i0"]
+    assert q.rpeek(3, 0) == ["i1", "i2"]
+
+
+def test_queue_transfer(kt, db):
+    qa, qb, qc = (kt.Queue(k, db=db) for k in ("qa", "qb", "qc"))
+    qb.extend(["i0", "i1", "i2", "i3"])
+    assert qb.transfer(qa, 2) == ["i0", "i1"]
+    assert qb.transfer(qc, 1) == "i2"
+    assert qc.transfer("qa", 2) == ["i2"]
+    assert qc.transfer("qb", 1) is None
+    assert qc.transfer("qb", 2) == []
+    assert qb.transfer(qa) == "i3"
+    assert qa.peek(10) == ["i0", "i1", "i2", "i3"]
+    qa.rpop(2)
+    for i in range(5, 0, -1):
+        qb.add(f"i-{i}", i)
+    assert qb.transfer(qa, 2) == ["i-5", "i-4"]
+    assert qa.peek(10) == ["i-5", "i-4", "i0", "i1"]  # scores preserved
+    with pytest.raises(ScriptError, match="same queue"):
+        qa.transfer(qa)
+
+
+def test_queue_values_use_the_serializer(kt_server):
+    kt = KyotoTycoon(port=kt_server.port, serializer=KT_JSON)
+    q = kt.Queue("qa")
+    q.add({"key": "i0"})
+    q.extend([{"key": f"i{i}"} for i in range(1, 10)])
+    assert q.pop() == {"key": "i0"}
+    assert q.rpop(2) == [{"key": "i9"}, {"key": "i8"}]
+    assert q.remove({"key": "i2"}) == 1
+    assert q.rremove({"key": "i6"}) == 1
+    assert q.pop(n=100) == [{"key": f"i{i}"} for i in (1, 3, 4, 5, 7)]
+    kt.close_all()
+
+
+def test_queue_bad_arguments(kt):
+    q = kt.Queue("q")
+    with pytest.raises(InvalidArgument):
+        q.add("x", score="high")
+    with pytest.raises(InvalidArgument):
+        q.pop(0)
+    with pytest.raises(ScriptError, match="score out of range"):
+        q.add("x", 10**13)
+
+
+def test_concurrent_poppers_never_share_an_item(kt_server):
+    n_items, n_threads = 300, 4
+    producer = KyotoTycoon(port=kt_server.port)
+    q = producer.Queue("work")
+    q.extend([f"item-{i}" for i in range(n_items)])
+    results: list[list[str]] = [[] for _ in range(n_threads)]
+
+    def consume(slot: int) -> None:
+        client = KyotoTycoon(port=kt_server.port)
+        mine = client.Queue("work")
+        while True:
+            batch = mine.pop(n=3) if slot % 2 else [mine.pop()]
+            batch = [x for x in batch if x is not None]
+            if not batch:
+                break
+            results[slot].extend(batch)
+        client.close_all()
+
+    threads = [threading.Thread(target=consume, args=(i,)) for i in range(n_threads)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    got = [x for r in results for x in r]
+    assert len(got) == len(set(got)) == n_items
+    producer.close_all()
+
+
+def test_concurrent_adders_and_poppers(kt_server):
+    n_each = 100
+    seen: list[str] = []
+    lock = threading.Lock()
+
+    def add(tag: str) -> None:
+        client = KyotoTycoon(port=kt_server.port)
+        q = client.Queue("mixed")
+        for i in range(n_each):
+            q.add(f"{tag}-{i}", i % 3)
+        client.close_all()
+
+    def pop() -> None:
+        client = KyotoTycoon(port=kt_server.port)
+        q = client.Queue("mixed")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with lock:
+                if len(seen) >= 2 * n_each:
+                    break
+            item = q.pop()
+            if item is not None:
+                with lock:
+                    seen.append(item)
+        client.close_all()
+
+    threads = [threading.Thread(target=add, args=(t,)) for t in "ab"]
+    threads += [threading.Thread(target=pop) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(seen) == len(set(seen)) == 2 * n_each
+
+
+def test_bpop_returns_ready_item_and_times_out(kt):
+    q = kt.Queue("qa")
+    q.add("item")
+    assert q.bpop() == "item"
+    t0 = time.monotonic()
+    assert q.bpop(timeout=0.3) is None
+    assert 0.25 <= time.monotonic() - t0 < 2.0
+    assert q.bpop(timeout=0) is None
+
+
+def test_bpop_wakes_when_another_client_adds(kt_server):
+    waiter = KyotoTycoon(port=kt_server.port)
+    adder = KyotoTycoon(port=kt_server.port)
+    result: list = []
+
+    def block() -> None:
+        t0 = time.monotonic()
+        result.append(waiter.Queue("jobs").bpop(timeout=5))
+        result.append(time.monotonic() - t0)
+
+    thread = threading.Thread(target=block)
+    thread.start()
+    time.sleep(0.3)
+    t_add = time.monotonic()
+    adder.Queue("jobs").add("job-1")
+    thread.join(10)
+    assert result[0] == "job-1"
+    waited_after_add = time.monotonic() - t_add
+    assert waited_after_add < 0.5, waited_after_add  # woken by SIGNAL, not by a poll
+    waiter.close_all()
+    adder.close_all()
+
+
+def test_bpop_with_min_score(kt):
+    q = kt.Queue("q")
+    q.add("low", 1)
+    assert q.bpop(timeout=0.2, min_score=5) is None
+    q.add("high", 9)
+    assert q.bpop(timeout=1, min_score=5) == "high"
+    assert q.pop() == "low"
+
+
+def test_schedule(kt, db):
+    s = kt.Schedule("sched", db=db)
+    nums = [100, 10, 1000, 1, 3, 5, 4, 20, 2]
+    for num in nums:
+        s.add(f"i{num}", num)
+    assert len(s) == len(nums)
+    assert s.items(3) == ["i1", "i2", "i3"]
+    assert s.read(n=1) == ["i1"]
+    assert s.read(4) == ["i2", "i3", "i4"]
+    assert s.read(100, n=2) == ["i5", "i10"]
+    assert len(s) == 3
+    assert s.read(100, n=4) == ["i20", "i100"]
+    assert s.read() == ["i1000"]
+    assert s.count() == 0
+    assert s.clear() == 0
+
+
+def test_schedule_same_score_and_float_times(kt):
+    s = kt.Schedule("sched")
+    for i in reversed(range(1, 4)):
+        s.add(f"ia-{i}", 1)
+        s.add(f"ib-{i}", 2)
+    assert s.read(n=2) == ["ia-3", "ia-2"]
+    assert s.read(n=2) == ["ia-1", "ib-3"]
+    assert s.read(1) == []
+    assert s.read() == ["ib-2", "ib-1"]
+    now = time.time()
+    s.add("later", now + 0.5)
+    s.add("now", now)
+    assert s.read(now + 0.1) == ["now"]
+    assert s.items() == ["later"]
+    assert s.clear() == 1
