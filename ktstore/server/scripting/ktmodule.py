@@ -145,7 +145,7 @@ class Primitives:
         st = self.state
         if sec > 0 and st.deadline is not None:
             sec = min(sec, max(0.0, st.deadline - time.monotonic()) + 0.001)
-        time.sleep(sec if sec > 0 else 0)
+        time.sleep(min(sec, 86400.0) if sec > 0 else 0)
 
     def log(self, kind: bytes, message: bytes) -> None:
         k = kind.decode("ascii", "replace").lower()

@@ -12,10 +12,24 @@
 -- Objects are plain tables carrying their methods as fields (ktserver builds
 -- them that way), with metatables for tostring, db[k] sugar and cursor calls.
 
-local H, CONF = ...
+local RAW, CONF = ...
 
 local type, tostring, tonumber, error, pairs, ipairs, pcall, select =
   type, tostring, tonumber, error, pairs, ipairs, pcall, select
+
+-- A Python exception raised by a primitive would reach Lua as a Python object
+-- (the error value); every primitive is wrapped so scripts only ever see the
+-- message as a string.
+local function reraise(ok, ...)
+  if ok then return ... end
+  local e = ...
+  if type(e) ~= "string" then e = tostring(e) end
+  error(e, 0)
+end
+local H = {}
+for name, fn in pairs(RAW) do
+  H[name] = function(...) return reraise(pcall(fn, ...)) end
+end
 local setmetatable, rawget, unpack, newproxy = setmetatable, rawget, unpack, newproxy
 local floor, huge = math.floor, math.huge
 local format = string.format
