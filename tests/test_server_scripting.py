@@ -882,3 +882,36 @@ def test_kt_lua_loads(tmp_path: Path) -> None:
     host = ScriptHost(str(KT_LUA), dbs, ["*", "%"], log=lambda k, m: logs.append((k, m)))
     assert not any("(init)" in m for _, m in logs), logs
     assert not host.call(b"nosuch", []).missing or True
+
+
+def test_mapreduce(env: Env) -> None:
+    for k, v in ((b"a", b"x y"), (b"b", b"y z"), (b"c", b"y")):
+        env.dbs[0].set(k, v)
+    out = env.ev(
+        "local o = select(2, ...)"
+        "; local function map(k, v, emit)"
+        "   for w in string.gmatch(v, '%S+') do emit(w, k) end return true end"
+        "; local function reduce(k, iter)"
+        "   local n = 0; while iter() do n = n + 1 end; o[k] = n; return true end"
+        "; return db:mapreduce(map, reduce)"
+    )
+    assert out == {b"1": b"true", b"x": b"1", b"y": b"3", b"z": b"1"}
+    assert env.r("db:mapreduce(function() return false end, function() return true end)") == (
+        b"false"
+    )
+
+
+def test_memory_limit(make_env: Callable[..., Env]) -> None:
+    e = make_env(
+        "function hog() local t = {} for i = 1, 1e9 do t[i] = string.rep('x', 1e5) .. i end end\n"
+        "function ok(i, o) o.ok = 'yes' end\n",
+        max_memory=32 << 20,
+    )
+    res = e.host.call(b"hog", [])
+    assert res.rv == RV_INTERNAL and "memory" in (res.error or "").lower()
+    assert e.call("ok") == (RV_SUCCESS, {b"ok": b"yes"})
+
+
+def test_params_accept_bytes_like(env: Env) -> None:
+    rv, outputs = env.host.call(b"eval", [(b"code", bytearray(b"return (...).v")), (b"v", b"x")])
+    assert rv == RV_SUCCESS and dict(outputs)[b"1"] == b"x"

@@ -9,7 +9,7 @@ ktserver, Lua globals are per state, not shared).
 Contract with the server::
 
     host = ScriptHost(script_path, databases, names, allow_unsafe=False,
-                      log=None, timeout=30.0)
+                      log=None, timeout=30.0, max_memory=1 << 30)
     result = host.call(name, params)     # thread-safe
     rv, outputs = result                 # a CallResult is a 2-tuple
     result.missing                       # True: no such procedure (rv == RV_NOIMPL)
@@ -27,6 +27,12 @@ text) rather than "the scripting procedure failed".  ``outputs`` is sorted by
 key (ktserver collects them in a ``std::map``); it holds what the procedure put
 in its outmap whatever it returned (the server shows it only on success) and
 is empty after an error.
+
+Limits that ktserver does not have but a shared Python process needs: a call
+that runs longer than ``timeout`` seconds (``None``: no limit) is interrupted
+by a Lua count hook, even inside ``pcall`` loops, coroutines and visitors, and
+its state is discarded; each state may allocate at most ``max_memory`` bytes
+(``None``: no limit), past which the call fails with RV_INTERNAL.
 
 ``log(kind, message)`` receives ``kind`` in ``debug info system error`` and
 the whole message (``[SCRIPT]: ...``); it defaults to the ``logging`` logger
@@ -170,6 +176,7 @@ class _Runtime:
             unpack_returned_tuples=True,
             attribute_handlers=(_deny, _deny),
             overflow_handler=float,
+            max_memory=host.max_memory,
         )
         self.lua = lua
         self.prims = Primitives(lua, host.databases, host.names, host._log, host.allow_unsafe)
@@ -217,6 +224,8 @@ def _text(v: Any) -> str:
 
 
 def _error_text(e: BaseException) -> str:
+    if isinstance(e, (lua51.LuaMemoryError, MemoryError)):
+        return "not enough memory"
     if isinstance(e, lua51.LuaError):
         arg = e.args[0] if e.args else ""
         return _text(arg)
@@ -235,12 +244,14 @@ class ScriptHost:
         *,
         log: Callable[[str, str], None] | None = None,
         timeout: float | None = 30.0,
+        max_memory: int | None = 1 << 30,
     ) -> None:
         self.script_path = str(script_path)
         self.databases: list[Database] = list(databases)
         self.names: list[str] = list(names)
         self.allow_unsafe = allow_unsafe
         self.timeout = timeout
+        self.max_memory = max_memory
         self._log = log or _default_log
         self._lock = threading.Lock()
         self._idle: list[_Runtime] = []
@@ -330,7 +341,7 @@ class ScriptHost:
             fn = lua.globals()[name]
             if lua51.lua_type(fn) != "function":
                 return CallResult(RV_NOIMPL, [], missing=True)
-            inmap = lua.table_from(dict(params))
+            inmap = lua.table_from({bytes(k): bytes(v) for k, v in params})
             outmap = lua.table()
             try:
                 ret = rt._run(self.timeout, fn, inmap, outmap)
@@ -340,6 +351,8 @@ class ScriptHost:
                     msg = "the procedure ran past the time limit"
                     self._log("error", f"[SCRIPT]: {_text(name)}: {msg}")
                     return CallResult(RV_TIMEOUT, [], error=msg)
+                if isinstance(e, (lua51.LuaMemoryError, MemoryError)):
+                    keep = False  # an allocation failed somewhere: start afresh
                 msg = _error_text(e)
                 self._log("error", f"[SCRIPT]: {_text(name)}: {msg}")
                 return CallResult(RV_INTERNAL, [], error=msg)

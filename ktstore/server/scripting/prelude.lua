@@ -752,8 +752,48 @@ function db_methods.load_snapshot(self, src)
   return H.db_unsupported(dbh(self, "load_snapshot"), "load_snapshot")
 end
 
-function db_methods.mapreduce(self)
-  return H.db_unsupported(dbh(self, "mapreduce"), "mapreduce")
+-- mapreduce(map, reduce, tmppath, opts, dbnum, clim, cbnum, log, proc), done in
+-- memory: map(key, value, emit) for every record, then reduce(key, iter) for
+-- every emitted key in byte order; proc(emit) runs before and between the two
+-- phases and proc() after them.  The storage tuning arguments do not apply.
+function db_methods.mapreduce(self, map, reduce, tmppath, opts, dbnum, clim, cbnum, log, proc)
+  dbh(self, "mapreduce")
+  if type(map) ~= "function" or type(reduce) ~= "function" then invarg("mapreduce") end
+  if type(proc) ~= "function" then proc = nil end
+  local buckets, keys = {}, {}
+  local function emit(k, v)
+    k, v = tolstring(k), tolstring(v)
+    if k == nil or v == nil then return false end
+    local b = buckets[k]
+    if not b then
+      b = {}
+      buckets[k] = b
+      keys[#keys + 1] = k
+    end
+    b[#b + 1] = v
+    return true
+  end
+  local recs = {}
+  self.iterate(self, function(k, v)
+    recs[#recs + 1] = k
+    recs[#recs + 1] = v
+  end, false)
+  if proc and not proc(emit) then return false end
+  for i = 1, #recs, 2 do
+    if not map(recs[i], recs[i + 1], emit) then return false end
+  end
+  if proc and not proc(emit) then return false end
+  table.sort(keys)
+  for _, k in ipairs(keys) do
+    local vals, idx = buckets[k], 0
+    local function iter()
+      idx = idx + 1
+      return vals[idx]
+    end
+    if not reduce(k, iter) then return false end
+  end
+  if proc and not proc() then return false end
+  return true
 end
 
 function db_methods.begin_transaction(self, hard)
