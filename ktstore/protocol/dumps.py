@@ -103,7 +103,7 @@ def mapload(data) -> list[tuple[bytes, bytes]]:
         data = bytes(data)
     size = len(data)
     pos = 0
-    out = []
+    out: list[tuple[bytes, bytes]] = []
     append = out.append
     while pos < size:
         klen, pos = _read_varint(data, pos, size)
@@ -139,7 +139,7 @@ def arrayload(data) -> list[bytes]:
         data = bytes(data)
     size = len(data)
     pos = 0
-    out = []
+    out: list[bytes] = []
     append = out.append
     while pos < size:
         n, pos = _read_varint(data, pos, size)

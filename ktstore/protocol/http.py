@@ -402,7 +402,7 @@ def parse_chunked(buf, pos: int = 0, limit: int = HTTP_BODY_MAX) -> tuple[bytes,
     ktserver. More than ``limit`` bytes of data raise BodyTooLarge.
     """
     size = len(buf)
-    parts = []
+    parts: list[bytes] = []
     total = 0
     p = pos
     while True:
