@@ -47,16 +47,18 @@ def main(argv: list[str] | None = None) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, on_signal)
+    if cfg.pid_file:  # before listening, so whoever sees the port sees the pid file
+        with open(cfg.pid_file, "w") as f:
+            f.write(f"{os.getpid()}\n")
     try:
         server.start()
     except OSError as e:
         print(f"ktstore-server: cannot listen on {cfg.host}:{cfg.port}: {e}", file=sys.stderr)
         for db in server.dbs:
             db.close()
+        if cfg.pid_file:
+            os.remove(cfg.pid_file)
         return 1
-    if cfg.pid_file:
-        with open(cfg.pid_file, "w") as f:
-            f.write(f"{os.getpid()}\n")
     server.log("system", f"================ [START]: pid={os.getpid()}")
     try:
         while not done.wait(1.0):

@@ -211,6 +211,7 @@ class Server:
                         self.dbs,
                         [db.name for db in self.dbs],
                         allow_unsafe=self.config.script_unsafe,
+                        log=self.log,
                     )
                 except Exception as e:
                     self._script_failed = True

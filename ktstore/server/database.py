@@ -879,9 +879,28 @@ class Database:
                 ("opts", "0"),
                 ("capcnt", "-1"),
                 ("capsiz", "-1"),
+                # KC engine details a client may look for; ours has no such structures
+                ("chksum", "0"),
+                ("fmtver", "5"),
+                ("librev", "0"),
+                ("libver", "0"),
+                ("recovered", "0"),
+                ("reorganized", "0"),
             ]
             if self.is_tree:
-                rows.append(("rcomp", "lexical"))
+                n = str(len(self._data))
+                rows += [
+                    ("rcomp", "lexical"),
+                    ("psiz", "8192"),
+                    ("pccap", "67108864"),
+                    ("pnum", "1"),
+                    ("lcnt", "1"),
+                    ("icnt", "0"),
+                    ("first", "1"),
+                    ("last", "1"),
+                    ("root", "1"),
+                    ("cusage", n),
+                ]
             return rows
 
     # ---------------------------------------------------------- transactions

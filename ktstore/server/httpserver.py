@@ -15,44 +15,30 @@ from typing import TYPE_CHECKING
 from ktstore.errors import Incomplete, ProtocolError
 from ktstore.protocol import http, tsv
 from ktstore.protocol.expire import resolve_xt, rest_put_xt
-from ktstore.protocol.limits import HTTP_BODY_MAX, XTMAX
+from ktstore.protocol.limits import XTMAX
 from ktstore.protocol.rpc import rv_to_status
 from ktstore.server import rpc
-from ktstore.server.connection import Closed, Reader, _send
+from ktstore.server.connection import Reader, _send
 
 if TYPE_CHECKING:
     from ktstore.server.core import Server, Session
 
 __all__ = ["handle_http"]
 
-_BODY_METHODS = {"POST", "PUT"}
-_KNOWN_METHODS = {"GET", "HEAD", "POST", "PUT", "DELETE"}
+_NO_BODY_METHODS = frozenset({"GET", "HEAD", "DELETE"})
 _TSV = tsv.TSV_MEDIA_TYPE
 _FORM = tsv.FORM_MEDIA_TYPE
 
 
-def _header(headers: object, name: str) -> str | None:
+def _header(headers: dict[str, str], name: str) -> str | None:
     """A request header by lowercase name (the parser lowercases names)."""
-    if isinstance(headers, dict):
-        return headers.get(name)
-    for k, v in headers:  # type: ignore[attr-defined]
-        if k == name:
-            return v
-    return None
+    return headers.get(name)
 
 
 def _send_error(reader: Reader, status: int, message: str) -> None:
     """ktserver's ``send_error``: a plain-text body, then the connection closes."""
-    from ktstore.protocol.http import REASONS  # type: ignore[attr-defined]
-
-    reason = REASONS.get(status, "Error")
-    body = f"{status} {reason} ({message})\n".encode()
     try:
-        reader.sock.sendall(
-            http.encode_response(
-                status, [("Content-Type", "text/plain"), ("Connection", "close")], body
-            )
-        )
+        reader.sock.sendall(http.encode_error_response(status, message))
     except OSError:
         pass
 
@@ -71,16 +57,16 @@ def handle_http(server: Server, reader: Reader, session: Session) -> bool:
     method = head.method
     headers = head.headers
     body = b""
-    if method not in _KNOWN_METHODS or method in _BODY_METHODS:
+    if method not in _NO_BODY_METHODS:
         try:
             framing, length = http.body_framing(head)
+        except http.BodyTooLarge as e:
+            _send_error(reader, 413, str(e))
+            return False
         except ProtocolError as e:
             _send_error(reader, 400, str(e))
             return False
         if framing == "length":
-            if length > HTTP_BODY_MAX:
-                _send_error(reader, 413, "request entity too large")
-                return False
             if length:
                 reader.fill(length)
                 start = reader.pos
@@ -93,17 +79,19 @@ def handle_http(server: Server, reader: Reader, session: Session) -> bool:
                     break
                 except Incomplete as inc:
                     reader.fill(inc.need)
+                except http.BodyTooLarge as e:
+                    _send_error(reader, 413, str(e))
+                    return False
                 except ProtocolError as e:
-                    msg = str(e)
-                    _send_error(reader, 413 if "large" in msg else 400, msg)
+                    _send_error(reader, 400, str(e))
                     return False
             reader.pos = end
     keep = http.keep_alive(head.version, headers)
-    target = head.target
-    if target.startswith("/rpc/"):
-        data = _rpc(server, session, method, target, headers, body, keep)
+    path = head.path
+    if path.startswith("/rpc/"):
+        data = _rpc(server, session, path, head.query, headers, body, keep)
     else:
-        data = _rest(server, method, target, headers, body, keep)
+        data = _rest(server, method, path, headers, body, keep)
     _send(reader.sock, data)
     return keep
 
@@ -111,9 +99,7 @@ def handle_http(server: Server, reader: Reader, session: Session) -> bool:
 def _finish(
     status: int, headers: list[tuple[str, str]], body: bytes, keep: bool, head_only: bool = False
 ) -> bytes:
-    if not keep:
-        headers.append(("Connection", "close"))
-    return http.encode_response(status, headers, body, head_only=head_only)
+    return http.encode_response(status, headers, body, head_only, keep_alive=keep)
 
 
 # --------------------------------------------------------------------------- RPC
@@ -122,13 +108,12 @@ def _finish(
 def _rpc(
     server: Server,
     session: Session,
-    method: str,
-    target: str,
-    headers: object,
+    path: str,
+    query: str | None,
+    headers: dict[str, str],
     body: bytes,
     keep: bool,
 ) -> bytes:
-    path, _, query = target.partition("?")
     name = tsv.url_decode(path[5:].encode("latin-1"))
     params: dict[bytes, bytes] = {}
     if query:
@@ -142,8 +127,6 @@ def _rpc(
             elif media.startswith(_FORM):
                 params.update(tsv.decode_form(body))
     rv, out = rpc.dispatch(server, session, name, params)
-    if server.log_enabled_debug:
-        server.log("debug", f"({session.peer}): {method} {target}: {rv_to_status(rv)}")
     out.sort()
     colenc = tsv.choose_colenc(out)
     return _finish(
@@ -158,16 +141,15 @@ def _rpc(
 
 
 def _rest(
-    server: Server, method: str, target: str, headers: object, body: bytes, keep: bool
+    server: Server, method: str, path: str, headers: dict[str, str], body: bytes, keep: bool
 ) -> bytes:
-    path = target.partition("?")[0]
     raw = path[1:] if path.startswith("/") else path
     dbidx = 0
     if "/" in raw:
         dbname, _, raw = raw.partition("/")
         dbidx = rpc.resolve_db(server, tsv.url_decode(dbname.encode("latin-1")))
     if dbidx < 0:
-        return _finish(400, [("Content-Type", "text/plain")], b"no such database\n", keep)
+        return _finish(400, [], b"no such database\n", keep)
     db = server.dbs[dbidx]
     key = tsv.url_decode(raw.encode("latin-1"))
     stats = server.stats
@@ -176,7 +158,10 @@ def _rest(
         rec = db.get(key)
         if rec is None:
             stats["get_misses"] += 1
-            return _finish(404, [("X-Kt-Error", db.error_text())], b"", keep)
+            hdrs404 = [("X-Kt-Error", db.error_text())]
+            if method == "HEAD":
+                hdrs404.append(("Content-Length", "0"))
+            return _finish(404, hdrs404, b"", keep, head_only=method == "HEAD")
         hdrs: list[tuple[str, str]] = []
         if rec[1] < XTMAX:
             hdrs.append(("X-Kt-Xt", http.http_date(rec[1])))
@@ -208,6 +193,3 @@ def _rest(
         stats["remove_misses"] += 1
         return _finish(404, [("X-Kt-Error", db.error_text())], b"", keep)
     return _finish(501, [], b"", keep)
-
-
-__all__ += ["Closed"]
