@@ -915,3 +915,30 @@ def test_memory_limit(make_env: Callable[..., Env]) -> None:
 def test_params_accept_bytes_like(env: Env) -> None:
     rv, outputs = env.host.call(b"eval", [(b"code", bytearray(b"return (...).v")), (b"v", b"x")])
     assert rv == RV_SUCCESS and dict(outputs)[b"1"] == b"x"
+
+
+def test_load_and_coroutines_in_sandbox(env: Env) -> None:
+    out = env.ev(
+        "local chunks = {string.dump(function() return 1 end)}"
+        "; local f, err = load(function() return table.remove(chunks) end)"
+        "; local parts = {'return ', '40 + 2'}"
+        "; local g = load(function() return table.remove(parts, 1) end)"
+        "; local co = coroutine.wrap(function(a) local b = coroutine.yield(a + 1); return b * 2 end)"
+        "; local first = co(1); local second = co(10)"
+        "; local bad = coroutine.wrap(function() error('inner') end)"
+        "; local ok, e = pcall(bad)"
+        "; return tostring(f), g(), first, second, ok, tostring(e):match('inner') ~= nil"
+    )
+    assert [out[str(i).encode()] for i in range(1, 7)] == [
+        b"nil",
+        b"42",
+        b"2",
+        b"20",
+        b"false",
+        b"true",
+    ]
+
+
+def test_procedure_name_is_a_c_string(env: Env) -> None:
+    rv, outputs = env.host.call(b"eval\0junk", [(b"code", b"return 'x'")])
+    assert rv == RV_SUCCESS and dict(outputs)[b"1"] == b"x"

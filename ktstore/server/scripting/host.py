@@ -334,6 +334,7 @@ class ScriptHost:
         """Run the global function ``name(inmap, outmap)``; see the module docstring."""
         if isinstance(name, str):
             name = name.encode("utf-8")
+        name = bytes(name).split(b"\0", 1)[0]  # ktserver looks the name up as a C string
         rt = self._checkout()
         keep = True
         try:

@@ -461,8 +461,8 @@ function cur_methods.accept(self, visitor, ...)
   local writable, step = ...
   if n < 1 then writable = true end
   if not is_visitor(visitor) then return false end
-  return with_visitor(visitor, H.cur_accept, c, make_visit(visitor), writable and true or false,
-    step and true or false)
+  -- a cursor visits one record: no visit_before/visit_after, as in Kyoto Cabinet
+  return H.cur_accept(c, make_visit(visitor), writable and true or false, step and true or false)
 end
 
 -- ktserver passes (step, xt) to the C++ cursor in swapped order, so the record
