@@ -59,6 +59,18 @@ def _int64(num: float | int) -> int:
 # ------------------------------------------------------------- primitives
 
 
+def _records(db: Database) -> list[tuple[bytes, bytes, int]]:
+    """Every live record of ``db`` as ``(key, value, xt)``, read through a visitor."""
+    out: list[tuple[bytes, bytes, int]] = []
+
+    def collect(key: bytes, value: bytes | None, xt: int) -> None:
+        if value is not None:
+            out.append((key, value, xt))
+
+    db.iterate(collect, False)
+    return out
+
+
 class CallState:
     """What one procedure call owns: its deadline and the transactions it began.
 
@@ -368,12 +380,7 @@ class Primitives:
         for src in list(srcs.values()):
             if src is db:
                 continue
-            with src.lock:
-                records = [(k, *rec) for k, rec in list(src._data.items())]
-            now = src.now()
-            for key, value, xt in records:
-                if xt < XTMAX and now > xt:
-                    continue
+            for key, value, xt in _records(src):
                 if m == 1:
                     db.add(key, value, xt)
                 elif m == 2:
