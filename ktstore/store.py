@@ -29,7 +29,7 @@ from ktstore.errors import InvalidArgument, ScriptError
 __all__ = ["Store"]
 
 _MISSING = object()
-_default_lock = threading.Lock()
+_default_lock = threading.RLock()
 _default_store: Store | None = None
 _default_server: Any = None
 

@@ -1,0 +1,199 @@
+"""Queries: every operator, & | ~, ordering (negative numbers, floats, datetimes, text),
+limit/offset/count/first/exists, delete-by-query, lazy paging, unindexed scans.
+Each result is compared with the same filter applied in Python."""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import random
+
+import pytest
+
+from ktstore.client import KyotoTycoon
+from ktstore.models import Model, ModelError, fields
+from ktstore.store import Store
+
+UTC = dt.timezone.utc
+
+
+@pytest.fixture(scope="module")
+def env(server_factory_module):
+    srv = server_factory_module
+    client = KyotoTycoon(port=srv.port)
+    store = Store(client, db=1)
+
+    class Item(Model, store=store, prefix="item"):
+        n = fields.Integer(index=True)
+        x = fields.Float(index=True, optional=True)
+        name = fields.Text(index=True)
+        when = fields.DateTime(index=True)
+        price = fields.Decimal(index=True)
+        flag = fields.Boolean(index=True)
+        color = fields.Text(default="red")  # not indexed
+
+    rnd = random.Random(7)
+    zones = [UTC, dt.timezone(dt.timedelta(hours=9)), dt.timezone(-dt.timedelta(hours=7))]
+    names = ["apple", "apricot", "banana", "Banana", "cherry", "ça", "é", "", "a\x00b"]
+    rows = []
+    for i in range(300):
+        rows.append(
+            dict(
+                n=rnd.randint(-1000, 1000),
+                x=None if i % 10 == 0 else rnd.uniform(-1e6, 1e6) * rnd.choice([1, 1e-9]),
+                name=rnd.choice(names) + str(i % 3),
+                when=dt.datetime(2024, 1, 1, tzinfo=rnd.choice(zones))
+                + dt.timedelta(minutes=rnd.randint(-5000, 5000)),
+                price=decimal.Decimal(rnd.randint(-100000, 100000)) / 100,
+                flag=rnd.random() < 0.5,
+                color=rnd.choice(["red", "blue"]),
+            )
+        )
+    Item.create_many(rows)
+    yield Item, rows
+    client.close_all()
+
+
+@pytest.fixture(scope="module")
+def server_factory_module():
+    from conftest import KT_LUA, start_server
+
+    srv = start_server(["*", "%"], script=KT_LUA)
+    yield srv
+    srv.stop()
+
+
+def _key(row_or_inst):
+    get = row_or_inst.get if isinstance(row_or_inst, dict) else lambda k: getattr(row_or_inst, k)
+    return (get("n"), get("name"), str(get("price")), get("when"))
+
+
+@pytest.mark.parametrize(
+    "make,pred",
+    [
+        (lambda M: M.n == 5, lambda r: r["n"] == 5),
+        (lambda M: M.n != 5, lambda r: r["n"] != 5),
+        (lambda M: M.n < -10, lambda r: r["n"] < -10),
+        (lambda M: M.n <= 0, lambda r: r["n"] <= 0),
+        (lambda M: M.n > 900, lambda r: r["n"] > 900),
+        (lambda M: M.n >= -3, lambda r: r["n"] >= -3),
+        (lambda M: M.n.between(-50, 50), lambda r: -50 <= r["n"] <= 50),
+        (lambda M: M.x < 0.0, lambda r: r["x"] is not None and r["x"] < 0),
+        (lambda M: M.x == None, lambda r: r["x"] is None),  # noqa: E711
+        (lambda M: M.x != None, lambda r: r["x"] is not None),  # noqa: E711
+        (lambda M: M.name.startswith("ap"), lambda r: r["name"].startswith("ap")),
+        (lambda M: M.name.startswith("a\x00"), lambda r: r["name"].startswith("a\x00")),
+        (lambda M: M.name >= "b", lambda r: r["name"] >= "b"),
+        (lambda M: M.name.in_(["é1", "banana0", "nope"]), lambda r: r["name"] in ("é1", "banana0")),
+        (
+            lambda M: M.when < dt.datetime(2024, 1, 1, tzinfo=UTC),
+            lambda r: r["when"] < dt.datetime(2024, 1, 1, tzinfo=UTC),
+        ),
+        (
+            lambda M: M.price > decimal.Decimal("-0.5"),
+            lambda r: r["price"] > decimal.Decimal("-0.5"),
+        ),
+        (lambda M: M.flag == True, lambda r: r["flag"]),  # noqa: E712
+        (lambda M: (M.n > 0) & (M.flag == False), lambda r: r["n"] > 0 and not r["flag"]),  # noqa: E712
+        (
+            lambda M: (M.n < -900) | (M.n > 900) | M.name.startswith("ch"),
+            lambda r: r["n"] < -900 or r["n"] > 900 or r["name"].startswith("ch"),
+        ),
+        (lambda M: (M.n > 0) | (M.color == "blue"), lambda r: r["n"] > 0 or r["color"] == "blue"),
+        (lambda M: ~(M.n > 0), lambda r: not r["n"] > 0),
+        (lambda M: M.color == "blue", lambda r: r["color"] == "blue"),
+        (
+            lambda M: (M.color == "blue") & M.n.between(0, 500),
+            lambda r: r["color"] == "blue" and 0 <= r["n"] <= 500,
+        ),
+    ],
+)
+def test_operators_match_python(env, make, pred):
+    Item, rows = env
+    q = Item.query(make(Item)).paged(37)
+    got = sorted(map(_key, q))
+    want = sorted(_key(r) for r in rows if pred(r))
+    assert got == want
+    assert q.count() == len(want)
+    assert q.exists() == bool(want)
+
+
+@pytest.mark.parametrize("field", ["n", "x", "name", "when", "price"])
+@pytest.mark.parametrize("desc", [False, True])
+def test_order_by_is_value_order(env, field, desc):
+    Item, rows = env
+    fld = getattr(Item, field)
+    got = [getattr(i, field) for i in Item.query().order_by(fld.desc() if desc else fld).paged(50)]
+    want = sorted(
+        (r[field] for r in rows),
+        key=lambda v: (v is not None, v),
+        reverse=desc,
+    )
+    assert got == want
+
+
+def test_order_with_range_limit_offset(env):
+    Item, rows = env
+    q = Item.query(Item.n >= -100).order_by("-n").paged(7)
+    want = sorted((r["n"] for r in rows if r["n"] >= -100), reverse=True)
+    assert [i.n for i in q.limit(20)] == want[:20]
+    assert [i.n for i in q.offset(15).limit(10)] == want[15:25]
+    assert [i.n for i in q[30:33]] == want[30:33]
+    assert q[0].n == want[0]
+    assert q.first().n == want[0]
+    assert q.limit(0).all() == []
+    assert Item.query(Item.n > 5000).first() is None
+    # ordering by one field while filtering on another
+    q2 = Item.query(Item.flag == True).order_by(Item.price)  # noqa: E712
+    want2 = sorted(r["price"] for r in rows if r["flag"])
+    assert [i.price for i in q2] == want2
+
+
+def test_query_by_keywords_and_unknown(env):
+    Item, rows = env
+    assert Item.query(color="blue").count() == sum(r["color"] == "blue" for r in rows)
+    with pytest.raises(ModelError):
+        Item.query(nope=1)
+    with pytest.raises(ModelError):
+        Item.query().order_by(Item.color)  # not indexed
+    assert Item.query(Item.color == "blue").uses_full_scan()
+    assert not Item.query(Item.n == 1).uses_full_scan()
+    with pytest.raises(TypeError):
+        bool(Item.n == 1)
+
+
+def test_paging_is_lazy(env, monkeypatch):
+    Item, rows = env
+    binding = Item._binding()
+    calls = []
+    real = binding.scan
+
+    def spy(*a, **kw):
+        page = real(*a, **kw)
+        calls.append(len(page.entries))
+        return page
+
+    monkeypatch.setattr(binding, "scan", spy)
+    it = iter(Item.query().paged(10))
+    next(it)
+    assert calls == [10]  # one page read for the first result
+    for _ in range(15):
+        next(it)
+    assert calls == [10, 10]
+    assert max(calls) <= 10
+
+
+def test_delete_by_query(kt_server):
+    client = KyotoTycoon(port=kt_server.port)
+    store = Store(client, db=1)
+
+    class Row(Model, store=store):
+        n = fields.Integer(index=True)
+        tag = fields.Text(unique=True)
+
+    Row.create_many([{"n": i, "tag": f"t{i}"} for i in range(-20, 20)])
+    assert Row.query(Row.n < 0).paged(6).delete() == 20
+    assert sorted(r.n for r in Row) == list(range(20))
+    assert Row.check().ok
+    Row.create(n=-1, tag="t-1")  # unique value free again
+    client.close_all()
