@@ -893,25 +893,29 @@ end)
 -- Sorted index: queues and schedules
 -- ==========================================================================
 --
--- The record at `key` is the index: a header of HEADER bytes (16-digit next
--- item id, 12-digit "waiters until" epoch second) followed by fixed-width
--- entries of ENTRY bytes, kept in ascending byte order: a 20-byte score field
--- then the 16-digit item id.  Equal scores are therefore FIFO.  Each item's
--- value is the record `key .. "\t" .. id` (16 digits).
+-- The record at `key` is the index: a 12-digit header ("a blocked reader
+-- waits until" epoch second) followed by fixed-width entries of ENTRY bytes:
+-- a 20-byte score field then a 22-byte item id.  Entries are grouped by
+-- score field in ascending byte order, and within a group kept in arrival
+-- order (new entries go to the end of their group), so equal scores are
+-- FIFO.  Each item's value is the record `key .. "\t" .. id`.
 --
 -- Queues store OFFSET - score (higher scores first), schedules OFFSET + score
 -- (lower scores first); scores must lie within +-OFFSET.
 --
--- Concurrency rests on one rule: an item's record is written *before* its
--- entry enters the index, and whoever removes an entry from the index (under
--- the index record's lock) owns the item record and is the only one to read
--- and remove it.  So two poppers never get the same item and a popper never
--- sees an entry whose value is not written yet.
+-- Item ids need no database round trip: millisecond time, this Lua state's
+-- worker-thread id and a per-state counter (one Lua state per worker
+-- thread, so no two states share a thread id while running).
+--
+-- Concurrency rests on one rule: an item's record is written together with
+-- (add: one atomic accept_bulk) or before its index entry, and whoever removes
+-- an entry from the index (under the index record's lock) owns the item
+-- record and is the only one to read and remove it.  So two poppers never get
+-- the same item and a popper never sees an entry whose value is missing.
 
-local HEADER, IDW, SCOREW = 28, 16, 20
+local HEADER, IDW, SCOREW = 12, 22, 20
 local ENTRY = SCOREW + IDW
 local OFFSET = 1e12
-local MAXID = string.rep("9", IDW)
 
 local function scorefield(score, inverted)
   if score <= -OFFSET or score >= OFFSET then
@@ -921,23 +925,23 @@ local function scorefield(score, inverted)
   return string.format("%020.6f", v)
 end
 
-local function idfield(id) return string.format("%016.0f", id) end
+local idcounter = 0
+local function newid()
+  idcounter = (idcounter + 1) % 100000
+  return string.format("%013.0f%04d%05d", math.floor(kt.time() * 1000), (kt.thid or 0) % 10000,
+    idcounter)
+end
+
 local function itemkey(key, id) return key .. "\t" .. id end
 
--- Parsed index: { nextid = number, until = number, body = entries string }
+-- Parsed index: { waituntil = number, body = entries string }
 local function parseindex(v)
-  if v == nil or #v < HEADER then
-    return { nextid = nil, waituntil = 0, body = "" }
-  end
-  return {
-    nextid = tonumber(string.sub(v, 1, IDW)),
-    waituntil = tonumber(string.sub(v, IDW + 1, HEADER)) or 0,
-    body = string.sub(v, HEADER + 1),
-  }
+  if v == nil or #v < HEADER then return { waituntil = 0, body = "" } end
+  return { waituntil = tonumber(string.sub(v, 1, HEADER)) or 0, body = string.sub(v, HEADER + 1) }
 end
 
 local function dumpindex(ix)
-  return idfield(ix.nextid) .. string.format("%012.0f", ix.waituntil) .. ix.body
+  return string.format("%012.0f", ix.waituntil) .. ix.body
 end
 
 local function nentries(ix) return math.floor(#ix.body / ENTRY) end
@@ -947,24 +951,43 @@ local function entryat(ix, i)
   return string.sub(ix.body, p, p + ENTRY - 1)
 end
 
--- First position i (1-based) whose entry is > x (or >= x when inclusive is
--- false), by binary search over the fixed-width entries.
-local function bound(ix, x, inclusive)
+local function entryscore(e) return string.sub(e, 1, SCOREW) end
+local function entryid(e) return string.sub(e, SCOREW + 1) end
+
+-- Number of leading entries whose score field is <= sf (binary search; the
+-- groups are sorted by score field).
+local function upto(ix, sf)
   local lo, hi = 1, nentries(ix) + 1
   while lo < hi do
     local mid = math.floor((lo + hi) / 2)
-    local e = entryat(ix, mid)
-    local before
-    if inclusive then before = e <= x else before = e < x end
-    if before then lo = mid + 1 else hi = mid end
+    local p = (mid - 1) * ENTRY + 1
+    if string.sub(ix.body, p, p + SCOREW - 1) <= sf then lo = mid + 1 else hi = mid end
   end
-  return lo
+  return lo - 1
 end
 
--- Number of leading entries whose score field is <= `limit` (a score field).
 local function prefixcount(ix, limit)
   if limit == nil then return nentries(ix) end
-  return bound(ix, limit .. MAXID, true) - 1
+  return upto(ix, limit)
+end
+
+-- Append entries (already in arrival order) at the end of their score groups.
+local function placeentries(ix, entries)
+  for _, e in ipairs(entries) do
+    local cut = upto(ix, entryscore(e)) * ENTRY
+    ix.body = string.sub(ix.body, 1, cut) .. e .. string.sub(ix.body, cut + 1)
+  end
+end
+
+-- Position (1-based) of entry e in the index, or nil.
+local function findentry(ix, e)
+  local init = 1
+  while true do
+    local p = string.find(ix.body, e, init, true)
+    if p == nil then return nil end
+    if (p - 1) % ENTRY == 0 then return (p - 1) / ENTRY + 1 end
+    init = p + 1
+  end
 end
 
 local function nowsec() return math.floor(kt.time()) end
@@ -972,69 +995,45 @@ local function nowsec() return math.floor(kt.time()) end
 -- Write the index back: removed when it holds no entries and no live waiter.
 local function storeindex(ix)
   if #ix.body == 0 and ix.waituntil < nowsec() then return false end
-  if ix.nextid == nil then ix.nextid = math.floor(kt.time() * 1000) end
   return dumpindex(ix)
 end
 
--- Reserve `count` fresh item ids; returns the first one.
-local function reserveids(db, key, count)
-  local first
-  update(db, key, function(v)
-    local ix = parseindex(v)
-    if ix.nextid == nil then ix.nextid = math.floor(kt.time() * 1000) end
-    first = ix.nextid
-    ix.nextid = ix.nextid + count
-    return dumpindex(ix)
-  end)
-  return first
-end
-
--- Insert entries (list of ENTRY strings) into the index; returns whether a
--- blocked reader registered a wait that has not expired.
-local function insertentries(db, key, entries, lastid)
-  local waiting = false
-  update(db, key, function(v)
-    local ix = parseindex(v)
-    if ix.nextid == nil or ix.nextid <= lastid then
-      ix.nextid = math.max(math.floor(kt.time() * 1000), lastid + 1)
-    end
-    table.sort(entries)
-    local parts, pos = {}, 1
-    for _, e in ipairs(entries) do
-      local at = bound(ix, e, false)
-      local cut = (at - 1) * ENTRY
-      parts[#parts + 1] = string.sub(ix.body, pos, cut)
-      parts[#parts + 1] = e
-      pos = cut + 1
-    end
-    parts[#parts + 1] = string.sub(ix.body, pos)
-    ix.body = table.concat(parts)
-    waiting = ix.waituntil >= nowsec()
-    return dumpindex(ix)
-  end)
-  return waiting
-end
-
--- Add values with one score; returns the first id and whether to signal.
-local function indexadd(db, key, values, score, inverted)
-  local sf = scorefield(score, inverted)
+-- Add values: the item records and their index entries in one atomic
+-- accept_bulk.  entries[i] is the score field of values[i].  Returns the
+-- first item id and whether a blocked reader is registered.
+local function indexadd(db, key, values, scorefields)
   local n = #values
   if n == 0 then return nil, false end
-  local first = reserveids(db, key, n)
-  local recs, entries = {}, {}
+  local keys, recs, entries = {}, {}, {}
   for i, v in ipairs(values) do
-    local id = idfield(first + i - 1)
-    recs[itemkey(key, id)] = v
-    entries[i] = sf .. id
+    local id = newid()
+    local k = itemkey(key, id)
+    keys[i] = k
+    recs[k] = v
+    entries[i] = scorefields[i] .. id
   end
-  if db:set_bulk(recs) < 0 then dberror(db, "cannot write queue items") end
-  return first, insertentries(db, key, entries, first + n - 1)
+  keys[n + 1] = key
+  local waiting, err = false, nil
+  local ok = db:accept_bulk(keys, function(k, v, xt)
+    if k ~= key then return recs[k] end
+    local okp, res = pcall(function()
+      local ix = parseindex(v)
+      placeentries(ix, entries)
+      waiting = ix.waituntil >= nowsec()
+      return dumpindex(ix)
+    end)
+    if not okp then err = res; return kt.Visitor.NOP end
+    return res
+  end, true)
+  if err ~= nil then error(err, 0) end
+  if not ok then dberror(db, "cannot write queue items") end
+  return entryid(entries[1]), waiting
 end
 
 -- Take (remove from the index) up to n entries among those whose score field
 -- is <= limit, from the head or the tail of that range.  With waitsecs, an
--- empty result registers a waiter until now + waitsecs.  Returns entries in
--- the order taken.
+-- empty result registers a blocked reader until now + waitsecs.  Returns the
+-- entries in the order taken.
 local function indextake(db, key, n, limit, fromtail, waitsecs)
   local taken = {}
   update(db, key, function(v)
@@ -1048,11 +1047,10 @@ local function indextake(db, key, n, limit, fromtail, waitsecs)
       return storeindex(ix)
     end
     local first = fromtail and (avail - k + 1) or 1
-    for i = first, first + k - 1 do taken[#taken + 1] = entryat(ix, i) end
     if fromtail then
-      local rev = {}
-      for i = #taken, 1, -1 do rev[#rev + 1] = taken[i] end
-      taken = rev
+      for i = first + k - 1, first, -1 do taken[#taken + 1] = entryat(ix, i) end
+    else
+      for i = first, first + k - 1 do taken[#taken + 1] = entryat(ix, i) end
     end
     local a, b = (first - 1) * ENTRY, (first + k - 1) * ENTRY
     ix.body = string.sub(ix.body, 1, a) .. string.sub(ix.body, b + 1)
@@ -1075,12 +1073,15 @@ local function indexpeek(db, key, n, limit, fromtail)
   return out
 end
 
-local function entryid(e) return string.sub(e, SCOREW + 1) end
-
 -- Values of owned (or peeked) entries, in order; with remove, also delete
 -- the item records.  Items that vanished (expired) are skipped.
 local function itemvalues(db, key, entries, remove)
   if #entries == 0 then return {} end
+  if remove and #entries == 1 then
+    local v = db:seize(itemkey(key, entryid(entries[1])))
+    if v == nil then return {} end
+    return { v }
+  end
   local keys = {}
   for i, e in ipairs(entries) do keys[i] = itemkey(key, entryid(e)) end
   local got = db:get_bulk(keys) or {}
@@ -1100,20 +1101,15 @@ local function indexremove(db, key, entries)
   update(db, key, function(v)
     if v == nil then return nil end
     local ix = parseindex(v)
-    local drop = {}
     for _, e in ipairs(entries) do
-      local at = bound(ix, e, false)
-      if at <= nentries(ix) and entryat(ix, at) == e and not drop[at] then
-        drop[at] = true
+      local at = findentry(ix, e)
+      if at ~= nil then
+        local cut = (at - 1) * ENTRY
+        ix.body = string.sub(ix.body, 1, cut) .. string.sub(ix.body, cut + ENTRY + 1)
         removed[#removed + 1] = e
       end
     end
     if #removed == 0 then return nil end
-    local parts = {}
-    for i = 1, nentries(ix) do
-      if not drop[i] then parts[#parts + 1] = entryat(ix, i) end
-    end
-    ix.body = table.concat(parts)
     return storeindex(ix)
   end)
   return removed
@@ -1155,7 +1151,8 @@ local function removeitems(db, key, entries)
   db:remove_bulk(keys)
 end
 
--- Common inputs of queue reads: n (default 1), minscore.
+-- minscore input of queue reads, as a score-field limit ("" = nothing
+-- qualifies, nil = everything does).
 local function queuelimit(inmap)
   local minscore = tonum(inmap, "minscore", nil)
   if minscore == nil then return nil end
@@ -1170,10 +1167,11 @@ procedure("queueadd", function(inmap, outmap)
   local db = getdb(inmap)
   local key = need(inmap, "key")
   local values = loadarray(inmap, "data", true)
-  local score = tonum(inmap, "score", 0)
-  scorefield(score, true)
-  local id, waiting = indexadd(db, key, values, score, true)
-  if id ~= nil then outmap.id = istr(id) end
+  local sf = scorefield(tonum(inmap, "score", 0), true)
+  local sfs = {}
+  for i = 1, #values do sfs[i] = sf end
+  local id, waiting = indexadd(db, key, values, sfs)
+  if id ~= nil then outmap.id = id end
   outmap.num = tostring(#values)
   if waiting then outmap.signal = "1" end
 end)
@@ -1217,8 +1215,8 @@ procedure("queueremove", function(inmap, outmap)
   outmap.num = tostring(#removed)
 end)
 
--- queuesetscore: give items equal to value a new score (keeping their
--- arrival order).  in: key, value, score, n (default all); out: num changed
+-- queuesetscore: give items equal to value a new score; they join the end of
+-- their new score group.  in: key, value, score, n (default all); out: num
 procedure("queuesetscore", function(inmap, outmap)
   local db = getdb(inmap)
   local key, value = need(inmap, "key"), need(inmap, "value")
@@ -1229,7 +1227,7 @@ procedure("queuesetscore", function(inmap, outmap)
   if n ~= 0 then
     local candidates = {}
     for _, e in ipairs(findentries(db, key, value, nil, nil, false)) do
-      if string.sub(e, 1, SCOREW) ~= sf then
+      if entryscore(e) ~= sf then
         candidates[#candidates + 1] = e
         if n ~= nil and #candidates >= n then break end
       end
@@ -1238,22 +1236,18 @@ procedure("queuesetscore", function(inmap, outmap)
       update(db, key, function(v)
         if v == nil then return nil end
         local ix = parseindex(v)
-        local keep, set = {}, {}
-        for _, e in ipairs(candidates) do set[e] = true end
         local moved = {}
-        for i = 1, nentries(ix) do
-          local e = entryat(ix, i)
-          if set[e] then
+        for _, e in ipairs(candidates) do
+          local at = findentry(ix, e)
+          if at ~= nil then
+            local cut = (at - 1) * ENTRY
+            ix.body = string.sub(ix.body, 1, cut) .. string.sub(ix.body, cut + ENTRY + 1)
             moved[#moved + 1] = sf .. entryid(e)
-          else
-            keep[#keep + 1] = e
           end
         end
         changed = #moved
         if changed == 0 then return nil end
-        for _, e in ipairs(moved) do keep[#keep + 1] = e end
-        table.sort(keep)
-        ix.body = table.concat(keep)
+        placeentries(ix, moved)
         return dumpindex(ix)
       end)
     end
@@ -1261,8 +1255,9 @@ procedure("queuesetscore", function(inmap, outmap)
   outmap.num = tostring(changed)
 end)
 
--- queuetransfer: move up to n items from the head of `key` to `dest`,
--- keeping their scores.  in: key, dest, n (default 1); out: data, num, signal
+-- queuetransfer: move up to n items from the head of `key` to the end of
+-- their score groups in `dest`.  in: key, dest, n (default 1); out: data,
+-- num, signal
 procedure("queuetransfer", function(inmap, outmap)
   local db = getdb(inmap)
   local key, dest = need(inmap, "key"), need(inmap, "dest")
@@ -1274,24 +1269,15 @@ procedure("queuetransfer", function(inmap, outmap)
     local keys = {}
     for i, e in ipairs(taken) do keys[i] = itemkey(key, entryid(e)) end
     local got = db:get_bulk(keys) or {}
-    local kept = {}
+    local sfs = {}
     for i, e in ipairs(taken) do
       if got[keys[i]] ~= nil then
-        kept[#kept + 1] = e
         values[#values + 1] = got[keys[i]]
+        sfs[#sfs + 1] = entryscore(e)
       end
     end
-    if #kept > 0 then
-      local first = reserveids(db, dest, #kept)
-      local recs, entries = {}, {}
-      for i, e in ipairs(kept) do
-        local id = idfield(first + i - 1)
-        recs[itemkey(dest, id)] = values[i]
-        entries[i] = string.sub(e, 1, SCOREW) .. id
-      end
-      if db:set_bulk(recs) < 0 then dberror(db, "cannot write queue items") end
-      if insertentries(db, dest, entries, first + #kept - 1) then outmap.signal = "1" end
-    end
+    local _, waiting = indexadd(db, dest, values, sfs)
+    if waiting then outmap.signal = "1" end
     db:remove_bulk(keys)
   end
   outmap.data = kt.arraydump(values)
@@ -1325,9 +1311,9 @@ procedure("scheduleclear", clearproc)
 procedure("scheduleadd", function(inmap, outmap)
   local db = getdb(inmap)
   local key, value = need(inmap, "key"), need(inmap, "value")
-  local score = tonum(inmap, "score", 0)
-  local id = indexadd(db, key, { value }, score, false)
-  outmap.id = istr(id)
+  local sf = scorefield(tonum(inmap, "score", 0), false)
+  local id = indexadd(db, key, { value }, { sf })
+  outmap.id = id
 end)
 
 -- scheduleread: items with score <= `score` (default: all), lowest first.
@@ -1340,7 +1326,7 @@ procedure("scheduleread", function(inmap, outmap)
   local n = tocount(inmap, "n", nil) or math.huge
   local limit = nil
   if score ~= nil then
-    if score < -OFFSET then
+    if score <= -OFFSET then
       limit = ""
     elseif score < OFFSET then
       limit = scorefield(score, false)
