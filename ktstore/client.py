@@ -29,7 +29,7 @@ from ktstore.errors import InvalidArgument, ScriptError, ServerError
 from ktstore.lua_api import LuaMethods
 from ktstore.pool import Pool
 from ktstore.protocol import binary as _bin
-from ktstore.protocol import dumps
+from ktstore.protocol import dumps, http, tsv
 from ktstore.protocol.expire import to_wire_xt
 from ktstore.protocol.limits import DATA_MAX_SIZE, HTTP_BODY_MAX, INT64MAX
 from ktstore.serializers import KT_BINARY, get_serializer
@@ -68,6 +68,12 @@ def _raw_value(value: Any) -> bytes:
     if isinstance(value, str):
         return _raw_value(str(value))
     raise InvalidArgument(f"a raw value must be bytes or str, not {t.__name__}")
+
+
+def _check_size(value: bytes) -> bytes:
+    if len(value) > DATA_MAX_SIZE:
+        raise InvalidArgument(f"value of {len(value)} bytes exceeds the protocol limit")
+    return value
 
 
 def _parse_number(value: bytes) -> Any:
@@ -131,6 +137,7 @@ class KyotoTycoon(LuaMethods):
         self._decode_value = self.decode_value = dec
         self.max_age = max_age
         self._pool = Pool(host, port, timeout, max_age)
+        self._host_header = f"{host}:{port}"
 
     def __repr__(self) -> str:
         return f"<KyotoTycoon {self.host}:{self.port} db={self.default_db}>"
@@ -246,8 +253,6 @@ class KyotoTycoon(LuaMethods):
 
     def _build_rpc(self, name: str, params: list[tuple[bytes, bytes]], db: Any) -> bytes:
         """The bytes of a ``POST /rpc/<name>`` request (TSV body, colenc only if needed)."""
-        from ktstore.protocol import http, tsv
-
         if db is not _NO_DB:
             params.insert(0, (b"DB", b"%d" % self._db(db)))
         colenc = tsv.choose_colenc(params)
@@ -257,7 +262,7 @@ class KyotoTycoon(LuaMethods):
         return http.encode_request(
             "POST",
             "/rpc/" + name,
-            [("Content-Type", tsv.content_type_for(colenc))],
+            [("Host", self._host_header), ("Content-Type", tsv.content_type_for(colenc))],
             body,
         )
 
@@ -265,8 +270,6 @@ class KyotoTycoon(LuaMethods):
     def _rpc_result(
         name: str, status: int, headers: Any, body: bytes, allowed: tuple[int, ...]
     ) -> tuple[int, dict[bytes, bytes]]:
-        from ktstore.protocol import tsv
-
         ctype = headers.get("content-type", "") if headers else ""
         media, colenc = tsv.parse_content_type(ctype) if ctype else ("", None)
         if media == "text/tab-separated-values":
@@ -485,9 +488,7 @@ class KyotoTycoon(LuaMethods):
     def _write(
         self, proc: str, key: Any, value: Any, db: Any, expire_time: Any, encode_value: bool
     ) -> bool:
-        bvalue = self._encode_value(value) if encode_value else _raw_value(value)
-        if len(bvalue) > DATA_MAX_SIZE:
-            raise InvalidArgument(f"value of {len(bvalue)} bytes exceeds the protocol limit")
+        bvalue = _check_size(self._encode_value(value) if encode_value else _raw_value(value))
         params = [(b"key", self.encode_key(key)), (b"value", bvalue)]
         if expire_time is not None:
             params.append((b"xt", b"%d" % self._xt(expire_time)))
@@ -584,9 +585,9 @@ class KyotoTycoon(LuaMethods):
         enc = self._encode_value if encode_value else _raw_value
         params = [(b"key", self.encode_key(key))]
         if old_val is not None:
-            params.append((b"oval", enc(old_val)))
+            params.append((b"oval", _check_size(enc(old_val))))
         if new_val is not None:
-            params.append((b"nval", enc(new_val)))
+            params.append((b"nval", _check_size(enc(new_val))))
         if expire_time is not None:
             params.append((b"xt", b"%d" % self._xt(expire_time)))
         status, _ = self._rpc("cas", params, db, (450,))

@@ -21,6 +21,7 @@ import time
 from typing import Any
 
 from ktstore.errors import Incomplete, KTConnectionError, KTTimeoutError, ProtocolError
+from ktstore.protocol.http import body_framing, keep_alive, parse_chunked, parse_response_head
 from ktstore.protocol.limits import HTTP_BODY_MAX
 
 __all__ = ["Connection", "DEFAULT_TIMEOUT", "DEFAULT_CONNECT_TIMEOUT", "fork_generation"]
@@ -279,8 +280,6 @@ class Connection:
         A response that does not keep the connection alive marks it broken, so the
         pool closes it instead of reusing it.
         """
-        from ktstore.protocol.http import keep_alive
-
         self.send(data)
         head, body, to_eof = self.read(_parse_http_response)
         if to_eof:
@@ -297,8 +296,6 @@ def _parse_http_response(buf: bytes, pos: int = 0) -> tuple[tuple[Any, bytes, bo
     Returns ``((head, body, read_to_eof), end)``; ``read_to_eof`` is true for a body
     framed by the connection closing (then ``body`` holds what arrived so far).
     """
-    from ktstore.protocol.http import body_framing, parse_chunked, parse_response_head
-
     head, end = parse_response_head(buf, pos)
     kind, length = body_framing(head)
     if kind == "length":

@@ -1,0 +1,273 @@
+"""Faults the client must survive: restarts, a server dying mid-reply, stalls, many
+threads, fork.  Only the "dies mid-reply" cases use a tiny fake server: a real one
+cannot be made to stop half-way through a reply on demand."""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+import subprocess
+import threading
+import time
+
+import pytest
+from conftest import REAL_SERVER, free_port, wait_for_port
+
+from ktstore import KTConnectionError, KTTimeoutError, KyotoTycoon
+
+
+def _start_on(port: int):
+    """Start a server on a fixed port (to restart it where the client expects it)."""
+    if REAL_SERVER:
+        proc = subprocess.Popen(
+            [REAL_SERVER, "-le", "-host", "127.0.0.1", "-port", str(port), "*"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for_port("127.0.0.1", port)
+
+        def stop():
+            proc.terminate()
+            proc.wait(10)
+
+        return stop
+    from ktstore.server import Server
+
+    server = Server(["*"], host="127.0.0.1", port=port)
+    server.start()
+    return server.stop
+
+
+def test_first_call_after_restart_succeeds():
+    port = free_port()
+    stop = _start_on(port)
+    kt = KyotoTycoon("127.0.0.1", port, timeout=5)
+    try:
+        kt.set("k", "v")
+        assert kt.get("k") == "v"
+        assert kt.count() == 1  # an idle HTTP connection too
+        stop()
+        with pytest.raises(KTConnectionError):
+            kt.get("k")  # nothing listens: a typed error, quickly
+        stop = _start_on(port)
+        # the pooled sockets are dead; the pool notices and reconnects
+        assert kt.get("k") is None
+        assert kt.set("k", "v2") == 1
+        assert kt.count() == 1
+        stop()
+        stop = _start_on(port)
+        assert kt.set("k", "v3") == 1  # a write after a restart, too
+        assert kt.status()["count"] == 1
+    finally:
+        stop()
+        kt.close_all()
+
+
+class FakeServer:
+    """Accepts connections and answers each request with ``reply(request_bytes)``:
+    bytes to send, then the connection is closed (or left open with ``stall``)."""
+
+    def __init__(self, reply, stall: bool = False) -> None:
+        self.reply = reply
+        self.stall = stall
+        self.requests: list[bytes] = []
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.port = self.sock.getsockname()[1]
+        self._open: list[socket.socket] = []
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self._open.append(conn)
+            conn.settimeout(5)
+            try:
+                data = conn.recv(65536)
+            except OSError:
+                continue
+            if not data:
+                conn.close()
+                continue
+            self.requests.append(data)
+            try:
+                conn.sendall(self.reply(data))
+            except OSError:
+                pass
+            if not self.stall:
+                conn.close()
+
+    def close(self) -> None:
+        self.sock.close()
+        for c in self._open:
+            c.close()
+
+
+def _partial_get_reply(request: bytes) -> bytes:
+    # get_bulk reply announcing one record with a 100-byte value, cut after 10 bytes
+    return b"\xba" + struct.pack(">I", 1) + struct.pack(">HIIq", 0, 1, 100, 0) + b"k" + b"x" * 10
+
+
+def test_server_dies_mid_reply_read_is_retried_once_then_fails():
+    fake = FakeServer(_partial_get_reply)
+    kt = KyotoTycoon("127.0.0.1", fake.port, timeout=2)
+    try:
+        with pytest.raises(KTConnectionError) as info:
+            kt.get("k")
+        assert not isinstance(info.value, KTTimeoutError)
+        assert len(fake.requests) == 2  # a read is retried once on a fresh connection
+        assert kt.pool.stats == (0, 0, 0)  # and no half-read socket was kept
+    finally:
+        fake.close()
+
+
+def test_server_dies_mid_reply_write_is_not_retried():
+    fake = FakeServer(lambda req: req[:1] + b"\x00")  # half a set/remove_bulk reply
+    kt = KyotoTycoon("127.0.0.1", fake.port, timeout=2)
+    try:
+        with pytest.raises(KTConnectionError):
+            kt.set("k", "v")
+        assert len(fake.requests) == 1  # the write reached the server: never sent twice
+        with pytest.raises(KTConnectionError):
+            kt.remove_bulk(["a", "b"])
+        assert len(fake.requests) == 2
+        assert kt.pool.stats == (0, 0, 0)
+    finally:
+        fake.close()
+
+
+def test_server_dies_mid_http_reply():
+    fake = FakeServer(lambda req: b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\nnum\t1")
+    kt = KyotoTycoon("127.0.0.1", fake.port, timeout=2)
+    try:
+        with pytest.raises(KTConnectionError):
+            kt.increment("n")  # a write over HTTP: not retried
+        assert len(fake.requests) == 1
+        with pytest.raises(KTConnectionError):
+            kt.status()  # a read: retried once
+        assert len(fake.requests) == 3
+        assert kt.pool.stats == (0, 0, 0)
+    finally:
+        fake.close()
+
+
+def test_garbage_reply_is_a_protocol_error_and_discards_the_socket():
+    from ktstore import ProtocolError
+
+    fake = FakeServer(lambda req: b"\x42garbage", stall=True)
+    kt = KyotoTycoon("127.0.0.1", fake.port, timeout=2)
+    try:
+        with pytest.raises(ProtocolError):
+            kt.get("k")
+        assert kt.pool.stats == (0, 0, 0)
+    finally:
+        fake.close()
+
+
+def test_stalled_server_times_out_and_discards_the_socket():
+    # A listening socket that never accepts: the kernel completes the handshake, then
+    # nothing ever answers.
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(8)
+    port = lsock.getsockname()[1]
+    kt = KyotoTycoon("127.0.0.1", port, timeout=0.2)
+    try:
+        start = time.monotonic()
+        with pytest.raises(KTTimeoutError):
+            kt.get("k")
+        with pytest.raises(KTTimeoutError):
+            kt.status()
+        assert time.monotonic() - start < 2  # timeouts are not retried
+        assert kt.pool.stats == (0, 0, 0)
+    finally:
+        lsock.close()
+
+
+def test_stall_after_a_partial_reply_times_out():
+    fake = FakeServer(_partial_get_reply, stall=True)
+    kt = KyotoTycoon("127.0.0.1", fake.port, timeout=0.2)
+    try:
+        with pytest.raises(KTTimeoutError):
+            kt.get("k")
+        assert len(fake.requests) == 1
+        assert kt.pool.stats == (0, 0, 0)
+    finally:
+        fake.close()
+
+
+def test_binary_error_reply_discards_the_socket():
+    fake = FakeServer(lambda req: b"\xbf", stall=True)
+    kt = KyotoTycoon("127.0.0.1", fake.port, timeout=2)
+    try:
+        from ktstore import ServerError
+
+        with pytest.raises(ServerError):
+            kt.set("k", "v")
+        assert kt.pool.stats == (0, 0, 0)
+    finally:
+        fake.close()
+
+
+def test_many_threads_share_one_client(kt_server):
+    kt = KyotoTycoon(kt_server.host, kt_server.port, timeout=5)
+    errors: list[BaseException] = []
+
+    def work(n: int) -> None:
+        try:
+            for i in range(100):
+                key = f"t{n}-{i}"
+                kt.set(key, key * 3)
+                assert kt.get(key) == key * 3
+                if i % 10 == 0:
+                    kt.increment("counter")
+                    assert kt.get_bulk([key]) == {key: key * 3}
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert kt.increment("counter", 0) == 80
+    assert kt.count() == 801
+    idle, idle_http, in_use = kt.pool.stats
+    assert in_use == 0 and 1 <= idle <= 8 and 1 <= idle_http <= 8
+    kt.close_all()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_fork_safety(kt_server):
+    kt = KyotoTycoon(kt_server.host, kt_server.port, timeout=5)
+    kt.set("parent", "1")
+    assert kt.count() == 1
+    parent_conns = list(kt.pool._idle) + list(kt.pool._idle_http)
+    assert len(parent_conns) == 2
+    pid = os.fork()
+    if pid == 0:  # child: must open its own connections and leave the parent's alone
+        code = 0
+        try:
+            if kt.get("parent") != "1" or kt.set("child", "2") != 1 or kt.count() != 2:
+                code = 1
+            mine = list(kt.pool._idle) + list(kt.pool._idle_http)
+            if any(c in parent_conns for c in mine):
+                code = 2
+            kt.close_all()
+        except BaseException:
+            code = 3
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    # the parent's pooled connections still work and are reused
+    assert kt.get("child") == "2"
+    assert kt.count() == 2
+    assert set(kt.pool._idle) | set(kt.pool._idle_http) == set(parent_conns)
+    kt.close_all()
