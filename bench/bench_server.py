@@ -101,8 +101,7 @@ def run(port: int, n: int) -> dict[str, float]:
     rpc_get = http.encode_request(
         "POST",
         "/rpc/get",
-        [("Host", "localhost"), ("Content-Type", tsv.content_type_for(None)),
-         ("Content-Length", str(len(body)))],
+        [("Host", "localhost"), ("Content-Type", tsv.content_type_for(None))],
         body,
     )  # fmt: skip
     parse_count = binary.parse_count_reply

@@ -175,8 +175,6 @@ def _encode_http(req: dict[str, Any]) -> bytes:
         headers.append(("Content-Type", tsv.content_type_for(colenc)))
     else:
         body = unb64(req.get("body")) if req.get("body") is not None else b""
-    if req["method"] in ("POST", "PUT") or body:
-        headers.append(("Content-Length", str(len(body))))
     return http.encode_request(req["method"], req["path"], headers, body)
 
 
@@ -352,8 +350,6 @@ class RawClient(_Conn):
         body: bytes = b"",
     ) -> tuple[Any, bytes]:
         hdrs = [("Host", "localhost"), *(headers or [])]
-        if method in ("POST", "PUT") or body:
-            hdrs.append(("Content-Length", str(len(body))))
         self.sock.sendall(http.encode_request(method, path, hdrs, body))
         return _read_http(self, method)
 

@@ -308,3 +308,22 @@ def test_stop_closes_live_connections() -> None:
     assert not t.is_alive()
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", srv.port), timeout=1).close()
+
+
+def test_tout_drops_idle_and_stalled_connections() -> None:
+    srv = Server(["*"], host="127.0.0.1", port=0, args=["-lz", "-tout", "0.3"])
+    srv.start()
+    try:
+        idle = socket.create_connection(("127.0.0.1", srv.port))
+        stalled = socket.create_connection(("127.0.0.1", srv.port))
+        stalled.sendall(b"POST /rpc/void HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc")
+        t0 = time.monotonic()
+        for s in (idle, stalled):
+            assert _closed(s, timeout=3) == b""
+            s.close()
+        assert time.monotonic() - t0 < 2.5
+        c = client(srv)  # an active client is not affected
+        assert c.rpc("void")[0] == 200
+        c.close()
+    finally:
+        srv.stop()

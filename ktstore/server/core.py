@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import socket
+import struct
 import sys
 import threading
 import time
@@ -261,8 +262,12 @@ class Server:
             if self._stopping.is_set():
                 conn.close()
                 return
-            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            conn.settimeout(self.config.timeout)
+            try:
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                self._set_timeout(conn)
+            except OSError:
+                conn.close()
+                continue
             t = threading.Thread(
                 target=self._run_connection,
                 args=(conn, addr, serve_connection),
@@ -272,6 +277,23 @@ class Server:
             with self._conns_lock:
                 self._conns[conn] = t
             t.start()
+
+    def _set_timeout(self, conn: socket.socket) -> None:
+        """Apply ``-tout`` to every socket operation.
+
+        Kernel timeouts (SO_RCVTIMEO/SO_SNDTIMEO) on a blocking socket cost nothing
+        per call, whereas Python's ``settimeout`` adds a poll() before every
+        recv/send; a timed-out call raises an OSError, which ends the connection.
+        """
+        tout = self.config.timeout
+        if hasattr(socket, "SO_RCVTIMEO") and sys.platform.startswith("linux"):
+            sec = int(tout)
+            tv = struct.pack("ll", sec, int((tout - sec) * 1e6))
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, tv)
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, tv)
+            conn.settimeout(None)
+        else:  # pragma: no cover - other platforms
+            conn.settimeout(tout)
 
     def _run_connection(self, conn: socket.socket, addr: Any, serve: Any) -> None:
         peer = f"{addr[0]}:{addr[1]}" if isinstance(addr, tuple) else str(addr)
