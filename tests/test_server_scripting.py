@@ -942,3 +942,13 @@ def test_load_and_coroutines_in_sandbox(env: Env) -> None:
 def test_procedure_name_is_a_c_string(env: Env) -> None:
     rv, outputs = env.host.call(b"eval\0junk", [(b"code", b"return 'x'")])
     assert rv == RV_SUCCESS and dict(outputs)[b"1"] == b"x"
+
+
+def test_long_levdist_is_bounded(make_env: Callable[..., Env]) -> None:
+    e = make_env(
+        "function lev() return kt.levdist(string.rep('a', 20000), string.rep('b', 20000)) end\n",
+        timeout=0.2,
+    )
+    start = time.monotonic()
+    assert e.host.call(b"lev", []).rv == RV_TIMEOUT
+    assert time.monotonic() - start < 3

@@ -8,6 +8,8 @@ to 48 bits so they survive the trip through a Lua 5.1 double.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 _M64 = (1 << 64) - 1
 _M48 = (1 << 48) - 1
 _MURMUR_MUL = 0xC6A4A7935BD1E995
@@ -62,14 +64,23 @@ def _decode_ucs(data: bytes) -> list[int]:
     return [ord(c) for c in data.decode("utf-8", "surrogateescape")]
 
 
-def levdist(a: bytes, b: bytes, utf: bool = False) -> int:
-    """Levenshtein distance, over bytes or (``utf``) over UTF-8 characters."""
+def levdist(
+    a: bytes, b: bytes, utf: bool = False, expired: Callable[[], bool] | None = None
+) -> int:
+    """Levenshtein distance, over bytes or (``utf``) over UTF-8 characters.
+
+    The work is quadratic and runs in Python with the GIL held, so a caller
+    with a time budget passes ``expired``; it is asked every few rows and a
+    true answer raises :class:`TimeoutError`.
+    """
     x: bytes | list[int] = _decode_ucs(a) if utf else a
     y: bytes | list[int] = _decode_ucs(b) if utf else b
     if len(x) < len(y):
         x, y = y, x
     prev = list(range(len(y) + 1))
     for i, cx in enumerate(x, 1):
+        if expired is not None and i % 64 == 0 and expired():
+            raise TimeoutError("levdist ran past the time limit")
         cur = [i]
         for j, cy in enumerate(y, 1):
             cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (cx != cy)))

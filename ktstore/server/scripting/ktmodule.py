@@ -148,7 +148,7 @@ class Primitives:
         return hashes.hash_fnv(s)
 
     def levdist(self, a: bytes, b: bytes, utf: bool) -> int:
-        return hashes.levdist(a, b, utf)
+        return hashes.levdist(a, b, utf, self.expired)
 
     def time(self) -> float:
         return round(time.time(), 6)
