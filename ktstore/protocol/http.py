@@ -243,17 +243,34 @@ def _split_head(buf, pos: int, stop: int) -> list[str]:
     return lines
 
 
+def _head_lines(buf, pos: int) -> tuple[list[str], int]:
+    """The lines of the head at ``pos`` (CRs removed) and the offset of the body.
+
+    Fast path for the usual CRLF-only head of at most LINE_MAX bytes: one find, one
+    decode, one split, all in C. Anything else (bare LFs, stray CRs, long heads) takes
+    the general path, which applies ktserver's rules literally.
+    """
+    stop = buf.find(b"\r\n\r\n", pos)
+    if 0 <= stop - pos <= LINE_MAX:
+        text = bytes(buf[pos:stop]).decode("latin-1")
+        n = text.count("\r\n")
+        if text.count("\n") == n and text.count("\r") == n:
+            return text.split("\r\n"), stop + 4
+    stop, end = _head_end(buf, pos)
+    return _split_head(buf, pos, stop), end
+
+
 def _parse_headers(lines: list[str]) -> dict[str, str]:
     headers: dict[str, str] = {}
     for line in lines:
         name, sep, value = line.partition(":")
         if not sep:
             continue
-        if not name.islower() or " " in name or "\t" in name or not name:
-            name = " ".join(name.split()).lower()
+        if " " in name or "\t" in name or not name:
+            name = " ".join(name.split())
             if not name:
                 continue
-        headers[name] = value.lstrip(" ")
+        headers[name.lower()] = value.lstrip(" ")
     return headers
 
 
@@ -264,8 +281,7 @@ def parse_request_head(buf, pos: int = 0) -> tuple[RequestHead, int]:
     the request line, empty target, a version other than HTTP/1.0 or HTTP/1.1).
     Leading empty lines are not skipped (ktserver does not skip them either).
     """
-    stop, end = _head_end(buf, pos)
-    lines = _split_head(buf, pos, stop)
+    lines, end = _head_lines(buf, pos)
     method, sp1, rest = lines[0].partition(" ")
     target, sp2, version = rest.partition(" ")
     if not sp1 or not sp2:
@@ -282,8 +298,7 @@ def parse_request_head(buf, pos: int = 0) -> tuple[RequestHead, int]:
 
 def parse_response_head(buf, pos: int = 0) -> tuple[ResponseHead, int]:
     """Parse a response head: ``(ResponseHead, offset of the body)``."""
-    stop, end = _head_end(buf, pos)
-    lines = _split_head(buf, pos, stop)
+    lines, end = _head_lines(buf, pos)
     version, _, rest = lines[0].partition(" ")
     code, _, reason = rest.partition(" ")
     if not version.startswith("HTTP/") or len(code) != 3 or not code.isdigit():
