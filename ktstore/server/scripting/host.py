@@ -46,7 +46,7 @@ import math
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from importlib import resources
 from typing import Any
 
@@ -372,8 +372,3 @@ class ScriptHost:
             if ks is not None and vs is not None:
                 out[ks] = vs
         return sorted(out.items())
-
-
-def load_names(databases: Sequence[Database]) -> list[str]:
-    """The ``kt.dbs`` names ktserver uses for ``databases`` (the path's last part)."""
-    return [db.name for db in databases]
