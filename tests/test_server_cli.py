@@ -132,3 +132,21 @@ def test_log_file_and_default_db(tmp_path: Path) -> None:
     text = log.read_text()
     assert "[SYSTEM]" in text and "listening on" in text
     assert os.path.getsize(log) > 0
+
+
+@pytest.mark.slow
+def test_sigusr1_reloads_script(tmp_path: Path) -> None:
+    pytest.importorskip("ktstore.server.scripting")
+    script = tmp_path / "s.lua"
+    script.write_text('function ver(i, o) o.v = "one" end\n')
+    p = Proc("-scr", str(script), "*")
+    c = p.client()
+    assert c.rpc("play_script", {"name": "ver"}) == (200, {b"_v": b"one"})
+    script.write_text('function ver(i, o) o.v = "two" end\n')
+    p.proc.send_signal(signal.SIGUSR1)
+    deadline = time.monotonic() + 10
+    while c.rpc("play_script", {"name": "ver"})[1] != {b"_v": b"two"}:
+        assert time.monotonic() < deadline, "script not reloaded"
+        time.sleep(0.05)
+    c.close()
+    assert p.stop() == 0

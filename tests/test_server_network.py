@@ -197,7 +197,7 @@ def _closed(sock: socket.socket, timeout: float = 3.0) -> bytes:
         (struct.pack(">BIIHI", 0xB9, 0, 1, 0, DATA_MAX_SIZE + 1), b"\xbf"),
         (struct.pack(">BIII", 0xB4, 0, DATA_MAX_SIZE + 1, 0), b""),
         (b"\xbe\x00\x00\x00\x00", b""),  # unknown magic
-        (b"\xb1" + bytes(14), b""),  # replication is not served
+        (b"\xb1" + bytes(14), b"\xbf"),  # replication without an update log
     ],
 )
 def test_oversized_and_unknown_binary(server: Server, frame: bytes, answer: bytes) -> None:

@@ -1,7 +1,10 @@
 """``ktstore-server`` / ``python -m ktstore.server``: run a server from ktserver's command line.
 
 SIGTERM and SIGINT stop it cleanly (connections closed, file databases flushed,
-the ``-pid`` file removed); SIGHUP too, as a non-daemon ktserver does.
+the ``-pid`` file removed); SIGHUP too, as a non-daemon ktserver does.  SIGUSR1
+reopens the log file and reloads the ``-scr`` script without dropping connections
+(ktserver restarts in place and drops them; keeping them is friendlier and
+invisible to clients).
 """
 
 from __future__ import annotations
@@ -45,8 +48,16 @@ def main(argv: list[str] | None = None) -> int:
     def on_signal(signum: int, frame: object) -> None:
         done.set()
 
+    reload = threading.Event()
+
+    def on_usr1(signum: int, frame: object) -> None:
+        reload.set()
+        done.set()  # wake the main loop, which then only reloads
+
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, on_signal)
+    if hasattr(signal, "SIGUSR1"):
+        signal.signal(signal.SIGUSR1, on_usr1)
     if cfg.pid_file:  # before listening, so whoever sees the port sees the pid file
         with open(cfg.pid_file, "w") as f:
             f.write(f"{os.getpid()}\n")
@@ -61,8 +72,15 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     server.log("system", f"================ [START]: pid={os.getpid()}")
     try:
-        while not done.wait(1.0):
-            pass
+        while True:
+            done.wait(1.0)
+            if reload.is_set():
+                reload.clear()
+                done.clear()
+                server.reload()
+                continue
+            if done.is_set():
+                break
     finally:
         server.log("system", "================ [FINISH]")
         server.stop()

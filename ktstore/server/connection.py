@@ -120,9 +120,17 @@ def handle_binary(server: Server, reader: Reader, session: Session) -> bool:
         except Incomplete as inc:
             reader.fill(inc.need)
         except ProtocolError:
-            # Unknown magic: close without a word.  A size over the limit: the bulk
+            # Replication (we keep no update log): 0xBF.  Unknown magic: close without
+            # a word.  A size over the limit: the bulk
             # commands answer 0xBF (unless no-reply) and close; play_script just closes.
             magic = reader.buf[reader.pos]
+            if magic == binary.MAGIC_REPLICATION:
+                # no update log: ktserver refuses the replication request with 0xBF
+                try:
+                    sock.sendall(_ERROR)
+                except OSError:
+                    pass
+                return False
             if magic in (binary.MAGIC_SET_BULK, binary.MAGIC_REMOVE_BULK, binary.MAGIC_GET_BULK):
                 flags = _binary_header_flags(reader)
                 if magic == binary.MAGIC_GET_BULK or not flags & binary.FLAG_NOREPLY:

@@ -220,6 +220,19 @@ class Server:
                     return None
             return self._script_host
 
+    def reload(self) -> None:
+        """What SIGUSR1 does to ktserver: reopen the log file and reload the script."""
+        with self._log_lock:
+            if self._log_file is not None:
+                self._log_file.close()
+                self._log_file = None
+        host = self._script_host
+        if host is not None and hasattr(host, "reload"):
+            host.reload()
+        elif self._script_failed:
+            self._script_failed = False  # try loading the (maybe fixed) script again
+        self.log("system", "reloaded (log reopened, script reloaded)")
+
     # ------------------------------------------------------------ life cycle
 
     def start(self) -> None:
