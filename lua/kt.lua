@@ -271,6 +271,16 @@ local function nosuchitem(msg) fail(kt.RVELOGIC, msg) end
 -- xt as sent by the client (kt-protocol.md 3.6): < 0 absolute, >= 0
 -- relative, >= XTMAX (or absent) none.  Returns the value a visitor hands
 -- back: a visitor's positive xt is relative and a negative one absolute.
+-- The distinct keys of an arraydump input, in order (accept_bulk must not
+-- see a key twice).
+local function distinctkeys(inmap, field)
+  local seen, out = {}, {}
+  for _, k in ipairs(loadarray(inmap, field, true)) do
+    if not seen[k] then seen[k] = true; out[#out + 1] = k end
+  end
+  return out
+end
+
 local function visitorxt(s)
   if s == nil or s == "" then return XTMAX end
   local n = tonumber(s)
@@ -284,7 +294,7 @@ end
 -- out: data = mapdump {key = old absolute xt} for the records that exist
 procedure("touchbulk", function(inmap, outmap)
   local db = getdb(inmap)
-  local keys = loadarray(inmap, "keys", true)
+  local keys = distinctkeys(inmap, "keys")
   local xt = visitorxt(inmap.xt)
   local old = {}
   if #keys > 0 then
@@ -304,7 +314,7 @@ end)
 -- out: data = mapdump {key = new absolute xt}
 procedure("touchbulkrelative", function(inmap, outmap)
   local db = getdb(inmap)
-  local keys = loadarray(inmap, "keys", true)
+  local keys = distinctkeys(inmap, "keys")
   local n = toint(inmap, "n", nil)
   if n == nil then need(inmap, "n") end
   local new = {}
