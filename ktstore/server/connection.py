@@ -225,8 +225,8 @@ def handle_binary(server: Server, reader: Reader, session: Session) -> bool:
         except Exception as e:
             server.log("error", f"[SCRIPT]: host failure: {e!r}")
             rv, outputs = 5, []
-        if rv == 0:
-            reply = binary.encode_play_script_reply(outputs)
+        if rv == 0:  # ktserver's output map is a std::map: records in key order
+            reply = binary.encode_play_script_reply(sorted(outputs))
     if not req.no_reply:
         _send(sock, reply)
     return True

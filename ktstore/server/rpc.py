@@ -689,34 +689,40 @@ def resolve_db(server: Server, raw: bytes | None) -> int:
 
 
 def dispatch(server: Server, session: Session, name: bytes, params: Params) -> tuple[int, Pairs]:
-    """Run procedure ``name`` with ``params``; returns ``(rv, outputs)``."""
+    """Run procedure ``name`` with ``params``; returns ``(rv, outputs)``.
+
+    ktserver's order: WAIT first (a timeout ends the request), then the DB and
+    the cursor are resolved (a new cursor id is created on first use when the DB
+    is valid; ``cur_delete`` of an existing id is answered right there), then the
+    procedure runs, then SIGNAL is sent even if the procedure failed.
+    """
     call = _Call(server, session, params)
-    idx = resolve_db(server, params.get(b"DB"))
-    if idx >= 0:
-        call.db = server.dbs[idx]
-        call.dbidx = idx
-    raw_cur = params.get(b"CUR")
-    curid = -1
-    existed = False
-    if raw_cur and 48 <= raw_cur[0] <= 57:
-        curid = kt_atoi(raw_cur)
-        cursors = session.cursors
-        cur = cursors.get(curid)
-        if cur is not None:
-            existed = True
-        elif call.db is not None:
-            cur = call.db.cursor()
-            cursors[curid] = cur
-        call.cur = cur
     wait = params.get(b"WAIT")
     if wait is not None:
         raw = params.get(b"WAITTIME")
         wsec = _atof(raw) if raw is not None else 0.0
         if wsec <= 0:
             wsec = 30.0
-        if not server.conditions.wait(wait, wsec):
+        if not server.conditions.wait(wait, wsec) or server.stopping:
             call.out.append((b"ERROR", b"the condition timed out"))
             return RV_TIMEOUT, call.out
+    idx = resolve_db(server, params.get(b"DB"))
+    if idx >= 0:
+        call.db = server.dbs[idx]
+        call.dbidx = idx
+    raw_cur = params.get(b"CUR")
+    if raw_cur and 48 <= raw_cur[0] <= 57:
+        curid = kt_atoi(raw_cur)
+        cursors = session.cursors
+        cur = cursors.get(curid)
+        if cur is None:
+            if call.db is not None:
+                cur = cursors[curid] = call.db.cursor()
+        elif name == b"cur_delete":
+            del cursors[curid]
+            cur.disable()
+            return RV_SUCCESS, call.out
+        call.cur = cur
     proc = PROCEDURES.get(name)
     if proc is not None:
         try:
@@ -725,12 +731,6 @@ def dispatch(server: Server, session: Session, name: bytes, params: Params) -> t
             server.log("error", f"rpc {name!r} failed: {e!r}")
             call.out = [(b"ERROR", b"internal error")]
             rv = RV_INTERNAL
-    elif name == b"cur_delete" and existed:
-        cur = session.cursors.pop(curid)
-        cur.disable()
-        rv = RV_SUCCESS
-    elif name == b"cur_delete" and curid < 0:
-        rv = _no_cursor(call)
     else:
         call.out.append((b"ERROR", b"not implemented: " + name))
         rv = RV_NOIMPL
