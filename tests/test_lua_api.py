@@ -274,3 +274,13 @@ def test_error(kt):
     assert isinstance(code, int) and isinstance(message, str)
     kt.set("k", "v")
     assert kt.error(db=1)[0] >= 0
+
+
+def test_unexpected_lua_errors_become_internal_errors_with_the_message(kt):
+    kt.List("l").append("x")
+    with pytest.raises(ScriptError) as info:
+        kt._lua_call("lunpack", [(b"key", b"l"), (b"format", b"%9999d")])
+    assert info.value.status == 500
+    assert info.value.message.startswith("lunpack: internal error: ")
+    assert "format" in info.value.message
+    assert kt.List("l").get_range() == ["x"]  # nothing half-done, connection fine
