@@ -80,7 +80,8 @@ def _send(sock: socket.socket, data: bytes) -> None:
 
 def serve_connection(server: Server, sock: socket.socket, session: Session) -> None:
     """Serve requests on ``sock`` until the peer leaves or a request says close."""
-    handle_http = None
+    from ktstore.server.httpserver import handle_http  # circular at module level
+
     reader = Reader(sock)
     try:
         while not server.stopping:
@@ -90,8 +91,6 @@ def serve_connection(server: Server, sock: socket.socket, session: Session) -> N
             if first == 0 or first >= 0x80:
                 keep = handle_binary(server, reader, session)
             else:
-                if handle_http is None:
-                    from ktstore.server.httpserver import handle_http
                 keep = handle_http(server, reader, session)
             if not keep:
                 return
@@ -144,7 +143,7 @@ def handle_binary(server: Server, reader: Reader, session: Session) -> bool:
     dbs = server.dbs
     ndb = len(dbs)
     if kind is binary.GetBulk:
-        out = []
+        out: list[tuple[int, bytes, bytes, int]] = []
         append = out.append
         keys = req.keys
         if ndb and all(k[0] == 0 for k in keys):
