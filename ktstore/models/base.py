@@ -350,7 +350,9 @@ class Model(metaclass=ModelType):
     def _index_keys(
         self, binding: Binding, pkstr: str
     ) -> tuple[list[bytes], list[bytes], list[str]]:
-        pk_key = keycodec.encode_text(pkstr)
+        # the pk suffix keeps entries with equal values in primary key order (numeric
+        # for int keys), and makes every entry key unique
+        pk_key = self._kt.pk.encode_key(getattr(self, self._kt.pk.name))
         ix, ux, uf = [], [], []
         for f in self._kt.indexed:
             value = getattr(self, f.name)
@@ -383,7 +385,12 @@ class Model(metaclass=ModelType):
                     continue
                 raise ModelError(f"stored {cls.__name__} lacks required field {name!r}")
             values[name] = f.unpack(blob)
-        inst = cls(**values)
+        # Stored values were validated when they were saved: build the instance without
+        # running validators again (loading is the hot path of every query page).
+        inst = cls.__new__(cls)
+        d = inst.__dict__
+        for name, f in cls._kt.fields.items():
+            d[name] = values[name] if name in values else f.make_default()
         inst._kt_raw = bytes(raw)
         inst._kt_xt = None if xt is None or xt >= XTMAX else int(xt)
         return inst

@@ -111,6 +111,9 @@ class Field:
             return self.factory()
         if self.default is NOTHING:
             raise ValidationError(f"field {self.name!r} has no default")
+        if isinstance(self.default, attrs.Factory):  # type: ignore[arg-type]
+            fac = self.default
+            return fac.factory(None) if fac.takes_self else fac.factory()
         return self.default
 
     def convert(self, value: Any) -> Any:
