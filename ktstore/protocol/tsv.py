@@ -118,10 +118,12 @@ def _kc_base64_decode(data: bytes) -> bytes:
 
 def base64_decode_lenient(data: bytes) -> bytes:
     """Decode Base64 the way ktserver does: never fails, whatever the input."""
-    try:
-        return _strict_b64(data)
-    except (binascii.Error, ValueError):
-        return _kc_base64_decode(bytes(data))
+    if not len(data) & 3:  # strict mode lets "0000=" through; KC decodes the "=" group
+        try:
+            return _strict_b64(data)
+        except (binascii.Error, ValueError):
+            pass
+    return _kc_base64_decode(bytes(data))
 
 
 # --- URL encoding -------------------------------------------------------------------------
@@ -307,6 +309,8 @@ def _b64_lines(body: bytes) -> list[tuple[bytes, bytes]]:
             if sep:
                 if value[-1:] == b"\r":
                     value = value[:-1]
+                if len(key) & 3 or len(value) & 3:
+                    raise ValueError("not canonical base64")
                 append((strict(key), strict(value)))
         return out
     except (binascii.Error, ValueError):
