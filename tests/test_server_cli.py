@@ -88,7 +88,9 @@ class Proc:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL])
+@pytest.mark.parametrize(
+    "sig", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL], ids=["SIGTERM", "SIGINT", "SIGKILL"]
+)
 def test_file_databases_survive_restart(tmp_path: Path, sig: int) -> None:
     hash_path = tmp_path / "casket.kch"
     tree_path = tmp_path / "casket.kct#ktcapcnt=1000"
