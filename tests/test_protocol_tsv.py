@@ -126,6 +126,7 @@ def test_quoted_printable() -> None:
     assert tsv.qp_encode(b"a=\x00\x7f") == b"a=3D=00=7F"
     assert tsv.qp_decode(b"a=3d=3D=\r\nb=\nc") == b"a==bc"
     assert tsv.qp_decode(b"x\x01y") == b"xy"
+    assert tsv.qp_decode(b"x\xc3\xa9y=C3=A9") == b"xy\xc3\xa9"  # raw high bytes dropped
     assert tsv.qp_decode(b"x=4") == b"x"
 
 

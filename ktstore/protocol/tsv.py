@@ -221,8 +221,9 @@ def qp_encode(data: bytes) -> bytes:
 
 
 def qp_decode(data: bytes) -> bytes:
-    """Quoted-printable decoding as KC: soft line breaks removed, raw control bytes and 0x7F
-    dropped, ``=`` reads up to two hex digits (non-hex counts as nothing)."""
+    """Quoted-printable decoding as KC: soft line breaks removed, raw control bytes, 0x7F
+    and bytes >= 0x80 dropped (KC compares signed chars), ``=`` reads up to two hex digits
+    (non-hex counts as nothing)."""
     if b"=" not in data and _QP_UNSAFE.search(data) is None:
         return bytes(data)
     if b"\0" in data:
@@ -257,7 +258,7 @@ def qp_decode(data: bytes) -> bytes:
                 out.append(num)
                 pos += 1
         else:
-            if c >= 0x20 and c != 0x7F:
+            if 0x20 <= c < 0x7F:  # signed char in KC: bytes >= 0x80 count as control
                 out.append(c)
             pos += 1
     return bytes(out)
