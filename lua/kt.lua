@@ -1825,6 +1825,24 @@ function modelsweep(inmap, outmap)
     return true
   end)
 end
+-- modelcgc: remove the container records listed in ks (arraydump, database rdb) whose
+-- instance record (the key up to its first NUL) is gone.  Answers removed.
+function modelcgc(inmap, outmap)
+  return model_atomic(inmap, outmap, function(idb, rdb)
+    local removed = 0
+    for _, ckey in ipairs(kt.arrayload(inmap.ks or "")) do
+      local cut = string.find(ckey, "\0", 1, true)
+      if cut ~= nil and rdb:get(string.sub(ckey, 1, cut - 1)) == nil then
+        if rdb:remove(ckey) then
+          removed = removed + 1
+        end
+      end
+    end
+    outmap.removed = removed
+    return true
+  end)
+end
+
 -- modelseq: the next n values of the counter k in database db (auto primary keys);
 -- answers id = the last one.
 function modelseq(inmap, outmap)

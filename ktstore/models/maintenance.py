@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ktstore.models import keycodec
-from ktstore.models.backend import MEMO, Binding, arrayload, mapload
+from ktstore.models.backend import MEMO, Binding, arraydump, arrayload, mapload
 
 if TYPE_CHECKING:
     from ktstore.models.base import Model
@@ -32,10 +32,13 @@ class CheckReport:
     orphan_entries: list[bytes] = field(default_factory=list)  # entry without its record
     missing_entries: list[tuple[str, bytes]] = field(default_factory=list)  # (pk, absent key)
     unreadable: list[str] = field(default_factory=list)  # records that do not decode
+    orphan_containers: list[bytes] = field(default_factory=list)  # container, no instance
 
     @property
     def ok(self) -> bool:
-        return not (self.orphan_entries or self.missing_entries or self.unreadable)
+        return not (
+            self.orphan_entries or self.missing_entries or self.unreadable or self.orphan_containers
+        )
 
 
 def _ranges(b: Binding) -> list[tuple[bytes, bytes | None]]:
@@ -45,13 +48,20 @@ def _ranges(b: Binding) -> list[tuple[bytes, bytes | None]]:
     ]
 
 
-def _records(model: type[Model], b: Binding) -> Iterator[tuple[bytes, bytes, int]]:
-    """Every record of the model as ``(key, raw, xt)``, found *without* the indexes."""
+def _records(
+    model: type[Model], b: Binding, containers: bool = False
+) -> Iterator[tuple[bytes, bytes, int]]:
+    """Every record of the model as ``(key, raw, xt)``, found *without* the indexes
+    (or, with ``containers``, every container record)."""
     lo = b.record_prefix
     hi = keycodec.prefix_successor(lo)
+
+    def wanted(key: bytes) -> bool:
+        return (b"\x00" in key[len(lo) :]) == containers
+
     if b.store.is_tree(b.rdb):
-        for key, value, _r, _x in b.scan_all(b.rdb, lo, hi, page=200):
-            if b"\x00" not in key[len(lo) :]:
+        for key, value, _r, _x in b.scan_all(b.rdb, lo, hi, page=200, keys_only=containers):
+            if wanted(key):
                 yield key, value, 0
         return
     # a hash database has no key order to page by: walk it with a cursor
@@ -65,7 +75,7 @@ def _records(model: type[Model], b: Binding) -> Iterator[tuple[bytes, bytes, int
                 return
             k, v = item
             kb = k if isinstance(k, bytes) else k.encode("utf-8", "surrogateescape")
-            if kb.startswith(lo) and b"\x00" not in kb[len(lo) :]:
+            if kb.startswith(lo) and wanted(kb):
                 yield kb, v, 0
     finally:
         cur.close()
@@ -100,16 +110,35 @@ def check(model: type[Model]) -> CheckReport:
         for k in expected:
             if k not in present or k not in memo:
                 report.missing_entries.append((pkstr, k))
+    for batch in _batches(key for key, _v, _x in _records(model, b, containers=True)):
+        parents = {k: k.split(b"\x00", 1)[0] for k in batch}
+        live = b.get_records(sorted(set(parents.values())))
+        report.orphan_containers.extend(k for k in batch if parents[k] not in live)
     return report
 
 
+def _batches(keys: Iterator[bytes], size: int = 200) -> Iterator[list[bytes]]:
+    batch: list[bytes] = []
+    for k in keys:
+        batch.append(k)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
 def sweep(model: type[Model]) -> int:
-    """Remove orphaned index and unique entries on the server; the number removed."""
+    """Remove orphaned index and unique entries, and container records whose instance
+    is gone, on the server; the number removed."""
     b = model._binding()
     removed = 0
     for lo, hi in _ranges(b):
         _seen, n = b.sweep(lo, hi)
         removed += n
+    for batch in _batches(key for key, _v, _x in _records(model, b, containers=True)):
+        out = b.call("modelcgc", {**b._dbs(), b"ks": arraydump(batch)})
+        removed += int(out.get(b"removed", b"0"))
     return removed
 
 
