@@ -283,6 +283,8 @@ def _reply_magic(buf, pos: int, magic: int) -> int:
 
 def parse_count_reply(buf, pos: int = 0, magic: int = MAGIC_SET_BULK):
     """Parse a set_bulk/remove_bulk reply: ``(count | ERROR_REPLY, end)``."""
+    if len(buf) - pos >= _COUNT_SIZE and buf[pos] == magic:  # the usual case, inlined
+        return _U32.unpack_from(buf, pos + 1)[0], pos + _COUNT_SIZE
     if _reply_magic(buf, pos, magic) == MAGIC_ERROR:
         return ERROR_REPLY, pos + 1
     if len(buf) - pos < _COUNT_SIZE:
