@@ -273,7 +273,7 @@ class Model(metaclass=ModelType):
             f.name, f.model = "id", cls
             info.fields = {"id": f, **info.fields}
             own = {"id": f, **own}
-            cls.id = f
+            setattr(cls, "id", f)  # noqa: B010 - mypy: Model declares no id
             pks = [f]
         if len(pks) > 1:
             raise ModelDefinitionError(f"{cls.__name__} declares {len(pks)} primary keys")
@@ -294,11 +294,12 @@ class Model(metaclass=ModelType):
         for name, f in own.items():
             these[name] = f.attrs_field()
             if isinstance(pk, Integer) and getattr(pk, "auto", False) and f is pk:
+
+                def check_auto(_inst: Any, _attr: Any, value: Any, f: Field = f) -> None:
+                    f.check(value)
+
                 these[name] = attrs.field(
-                    default=None,
-                    kw_only=True,
-                    metadata={"ktstore": f},
-                    validator=lambda _i, _a, v, f=f: f.check(v),
+                    default=None, kw_only=True, metadata={"ktstore": f}, validator=check_auto
                 )
         cls._kt = info
         attrs.define(cls, these=these, slots=False, kw_only=True, eq=True, repr=True)

@@ -299,7 +299,7 @@ class Query:
         self.page_size = page_size
 
     def _copy(self, **kw: Any) -> Query:
-        args = dict(
+        args: dict[str, Any] = dict(
             where=self.where,
             order=self.order,
             limit=self._limit,
