@@ -9,9 +9,10 @@ ukt is imported if installed, else from the private ``pip install --target`` cop
 ``bench_client.py`` makes (never in the project's environment); without it only
 ktstore is measured.
 
-Cases: ``queue add`` (one item per call), ``queue pop`` (pops exactly as many items as
-the add phase stored, so an empty queue never inflates the figure), ``hash set`` (one
-field of a hash holding ``--items`` fields) and ``hash get_all``.
+Cases: ``queue add`` (one item per call), ``queue pop`` (one item per call from a deep
+queue; an empty queue would inflate the figure, so running dry is an error), ``hash
+set`` (one field of a hash holding ``--items`` fields) and ``hash get_all``.  The two
+libraries run in alternating slices of 50 calls, so a busy machine slows both alike.
 """
 
 from __future__ import annotations
@@ -43,42 +44,64 @@ def load_ukt():
     return loader()
 
 
-def timed(fn: Callable[[], object], seconds: float) -> tuple[int, float]:
-    """Call ``fn`` for about ``seconds``; return (calls, elapsed)."""
-    n = 0
-    start = time.perf_counter()
-    deadline = start + seconds
-    while True:
-        for _ in range(20):
-            fn()
-        n += 20
-        now = time.perf_counter()
-        if now >= deadline:
-            return n, now - start
+CHUNK = 50  # calls per timed slice; the libraries alternate slice by slice
 
 
-def run_cases(client, seconds: float, items: int) -> dict[str, float]:
-    """Operations per second of each case for one client library."""
-    rates: dict[str, float] = {}
-    q = client.Queue("bench-queue")
-    for _ in range(50):  # warm-up
-        q.add("warm-up item")
-    while q.pop() is not None:
-        pass
-    n, elapsed = timed(lambda: q.add("payload-0123456789"), seconds)
-    rates["queue add"] = n / elapsed
-    start = time.perf_counter()
-    for _ in range(n):
-        q.pop()
-    rates["queue pop"] = n / (time.perf_counter() - start)
+def compare(ops: dict[str, Callable[[], object]], seconds: float) -> dict[str, float]:
+    """Calls per second of each library's ``op``, measured in alternating slices so
+    that both see the same machine load (the host may be shared)."""
+    spent = dict.fromkeys(ops, 0.0)
+    calls = dict.fromkeys(ops, 0)
+    deadline = time.perf_counter() + seconds * len(ops)
+    while time.perf_counter() < deadline:
+        for name, op in ops.items():
+            start = time.perf_counter()
+            for _ in range(CHUNK):
+                op()
+            spent[name] += time.perf_counter() - start
+            calls[name] += CHUNK
+    return {name: calls[name] / spent[name] for name in ops}
 
-    h = client.Hash("bench-hash")
-    h.set_bulk({f"field-{i:04d}": f"value-{i}" for i in range(items)})
-    n, elapsed = timed(lambda: h.set("field-0001", "new value"), seconds)
-    rates[f"hash set ({items} fields)"] = n / elapsed
-    n, elapsed = timed(h.get_all, seconds)
-    rates[f"hash get_all ({items})"] = n / elapsed
-    return rates
+
+def run_cases(
+    clients: dict[str, object], seconds: float, items: int
+) -> dict[str, dict[str, float]]:
+    """Operations per second of each case, per client library."""
+    results: dict[str, dict[str, float]] = {}
+    queues = {name: c.Queue("bench-queue") for name, c in clients.items()}
+    for q in queues.values():
+        q.extend(["warm-up"] * 50)
+        while q.pop() is not None:
+            pass
+    results["queue add"] = compare(
+        {name: (lambda q=q: q.add("payload-0123456789")) for name, q in queues.items()}, seconds
+    )
+    # Pops must never find the queue empty: refill each before its slices run out.
+    depth = 20000
+    for q in queues.values():
+        q.extend(["payload-0123456789"] * depth)
+
+    def popper(q):
+        def op():
+            if q.pop() is None:
+                raise RuntimeError("queue drained during the pop benchmark")
+
+        return op
+
+    results["queue pop"] = compare(
+        {name: popper(q) for name, q in queues.items()}, min(seconds, depth / 4000)
+    )
+    hashes = {name: c.Hash("bench-hash") for name, c in clients.items()}
+    for h in hashes.values():
+        h.set_bulk({f"field-{i:04d}": f"value-{i}" for i in range(items)})
+    results[f"hash set ({items} fields)"] = compare(
+        {name: (lambda h=h: h.set("field-0001", "new value")) for name, h in hashes.items()},
+        seconds,
+    )
+    results[f"hash get_all ({items})"] = compare(
+        {name: h.get_all for name, h in hashes.items()}, seconds
+    )
+    return results
 
 
 def main() -> None:
@@ -95,10 +118,7 @@ def main() -> None:
     theirs_server = None
     try:
         print(f"server: {real or 'ktstore-server (built-in)'}")
-        ours = KyotoTycoon("127.0.0.1", ours_server.port)
-        mine = run_cases(ours, args.seconds, args.items)
-        ours.close_all()
-        other: dict[str, float] = {}
+        clients = {"ktstore": KyotoTycoon("127.0.0.1", ours_server.port)}
         if ukt is not None:
             script = os.path.join(os.path.dirname(ukt.__file__), "scripts", "kt.lua")
             if os.path.exists(script):
@@ -106,18 +126,20 @@ def main() -> None:
                     server=kind, database="%", server_args=["-scr", script], quiet=True
                 )
                 theirs_server.run()
-                theirs = ukt.KyotoTycoon("127.0.0.1", theirs_server.port)
-                other = run_cases(theirs, args.seconds, args.items)
-                theirs.close_all()
+                clients["ukt"] = ukt.KyotoTycoon("127.0.0.1", theirs_server.port)
             else:
                 print(f"ukt's kt.lua not found at {script}; benchmarking ktstore alone")
+        results = run_cases(clients, args.seconds, args.items)
+        for client in clients.values():
+            client.close_all()
         print(f"{'operation':<26} {'ktstore op/s':>13} {'ukt op/s':>11} {'ratio':>7}")
-        for name, value in mine.items():
-            if name in other:
-                ratio = value / other[name]
-                print(f"{name:<26} {value:>13,.0f} {other[name]:>11,.0f} {ratio:>6.2f}x")
+        for name, rates in results.items():
+            mine = rates["ktstore"]
+            if "ukt" in rates:
+                other = rates["ukt"]
+                print(f"{name:<26} {mine:>13,.0f} {other:>11,.0f} {mine / other:>6.2f}x")
             else:
-                print(f"{name:<26} {value:>13,.0f} {'-':>11} {'-':>7}")
+                print(f"{name:<26} {mine:>13,.0f} {'-':>11} {'-':>7}")
     finally:
         ours_server.stop()
         if theirs_server is not None:

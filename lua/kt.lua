@@ -1171,6 +1171,288 @@ local function queuelimit(inmap)
   return scorefield(minscore, true)
 end
 
+-- ==========================================================================
+-- Queue: score groups
+-- ==========================================================================
+--
+-- A queue usually holds few distinct scores, so its record at `key` is small:
+-- a 12-digit header ("a blocked reader waits until" epoch second) and one
+-- 68-byte group per distinct score, ascending by score field (OFFSET -
+-- score, so the highest score comes first): score field (20), head (16),
+-- tail (16) and live item count (16).  A group's items are the records
+-- `key .. "\t" .. scorefield .. seq` for head <= seq < tail, in arrival order;
+-- removing an item by value leaves a hole that pops skip.
+--
+-- Every change of an item record and of the group record happens in one
+-- atomic accept_bulk, so the queue record always matches its items: adds
+-- claim the sequence numbers they read (and retry when another add got there
+-- first), pops remove the items they visit, and no two callers can take the
+-- same item.  Each operation costs O(#scores), whatever the queue's length.
+
+local QGROUP = SCOREW + 48
+
+local function qload(v)
+  local m = { waituntil = 0, groups = {} }
+  if v == nil or #v < HEADER then return m end
+  m.waituntil = tonumber(string.sub(v, 1, HEADER)) or 0
+  for p = HEADER + 1, #v - QGROUP + 1, QGROUP do
+    m.groups[#m.groups + 1] = {
+      sf = string.sub(v, p, p + SCOREW - 1),
+      head = tonumber(string.sub(v, p + SCOREW, p + SCOREW + 15)),
+      tail = tonumber(string.sub(v, p + SCOREW + 16, p + SCOREW + 31)),
+      n = tonumber(string.sub(v, p + SCOREW + 32, p + SCOREW + 47)),
+    }
+  end
+  return m
+end
+
+-- The record value for m, or false (remove it) when it holds nothing.
+local function qstore(m)
+  local live = {}
+  for _, g in ipairs(m.groups) do
+    if g.n > 0 and g.head < g.tail then live[#live + 1] = g end
+  end
+  m.groups = live
+  if #live == 0 and m.waituntil < nowsec() then return false end
+  local parts = { string.format("%012.0f", m.waituntil) }
+  for _, g in ipairs(live) do
+    parts[#parts + 1] = g.sf .. string.format("%016.0f%016.0f%016.0f", g.head, g.tail, g.n)
+  end
+  return table.concat(parts)
+end
+
+local function qgroup(m, sf)
+  for _, g in ipairs(m.groups) do
+    if g.sf == sf then return g end
+  end
+  return nil
+end
+
+local function qnewgroup(m, sf)
+  local g = { sf = sf, head = 0, tail = 0, n = 0 }
+  local at = #m.groups + 1
+  for i, other in ipairs(m.groups) do
+    if other.sf > sf then at = i; break end
+  end
+  table.insert(m.groups, at, g)
+  return g
+end
+
+local function qitem(key, sf, seq) return key .. "\t" .. sf .. string.format("%016.0f", seq) end
+
+local function qcount(m)
+  local n = 0
+  for _, g in ipairs(m.groups) do n = n + g.n end
+  return n
+end
+
+-- Run db:accept_bulk(keys, visit), carrying errors out of the visitor.
+local function acceptbulk(db, keys, visit)
+  local err
+  local ok = db:accept_bulk(keys, function(k, v, xt)
+    local okp, res = pcall(visit, k, v)
+    if not okp then err = res; return kt.Visitor.NOP end
+    if res == nil then return kt.Visitor.NOP end
+    if res == false then
+      if v == nil then return kt.Visitor.NOP end
+      return kt.Visitor.REMOVE
+    end
+    return res
+  end, true)
+  if err ~= nil then error(err, 0) end
+  if not ok then dberror(db, "cannot update queue records") end
+end
+
+-- Append values (with their score fields) at the ends of their groups.
+-- Returns the first item's key suffix and whether a blocked reader waits.
+local function qadd(db, key, values, sfs)
+  if #values == 0 then return nil, false end
+  for _ = 1, 1000 do
+    local seen = qload(db:get(key))
+    local expect, next_, keys, recs = {}, {}, {}, {}
+    for i, v in ipairs(values) do
+      local sf = sfs[i]
+      if next_[sf] == nil then
+        local g = qgroup(seen, sf)
+        expect[sf] = g and g.tail or -1
+        next_[sf] = g and g.tail or 0
+      end
+      local k = qitem(key, sf, next_[sf])
+      next_[sf] = next_[sf] + 1
+      keys[#keys + 1] = k
+      recs[k] = v
+    end
+    table.insert(keys, 1, key)
+    local claimed, waiting = false, false
+    acceptbulk(db, keys, function(k, v)
+      if k ~= key then
+        if claimed then return recs[k] end
+        return nil
+      end
+      local m = qload(v)
+      for sf, tail in pairs(expect) do
+        local g = qgroup(m, sf)
+        if (g and g.tail or -1) ~= tail then return nil end
+      end
+      for sf, tail in pairs(next_) do
+        local g = qgroup(m, sf) or qnewgroup(m, sf)
+        g.n = g.n + (tail - g.tail)
+        g.tail = tail
+      end
+      claimed = true
+      waiting = m.waituntil >= nowsec()
+      return qstore(m)
+    end)
+    if claimed then return string.sub(keys[2], #key + 2), waiting end
+  end
+  fail(kt.RVEINTERNAL, "too much contention on the queue, try again")
+end
+
+-- Whether a group's score field qualifies for the limit (nil = all).
+local function qualifies(g, limit) return limit == nil or g.sf <= limit end
+
+-- Remove and return up to n items ({value, sf}) from the head (or the tail)
+-- of the groups within limit.  With waitsecs, an empty result registers a
+-- blocked reader until now + waitsecs.
+local function qpop(db, key, n, limit, fromtail, waitsecs)
+  local got = {}
+  local m = qload(db:get(key))
+  local rounds = 0
+  while #got < n do
+    rounds = rounds + 1
+    if rounds > 100000 then fail(kt.RVEINTERNAL, "queue record inconsistent with its items") end
+    -- Candidates: the next sequence numbers from the chosen end.
+    local cands = {}
+    local need = n - #got
+    local first, last, step = 1, #m.groups, 1
+    if fromtail then first, last, step = #m.groups, 1, -1 end
+    for gi = first, last, step do
+      local g = m.groups[gi]
+      if qualifies(g, limit) and g.n > 0 then
+        if fromtail then
+          for seq = g.tail - 1, g.head, -1 do
+            if #cands >= need then break end
+            cands[#cands + 1] = { sf = g.sf, seq = seq }
+          end
+        else
+          for seq = g.head, g.tail - 1 do
+            if #cands >= need then break end
+            cands[#cands + 1] = { sf = g.sf, seq = seq }
+          end
+        end
+      end
+      if #cands >= need then break end
+    end
+    if #cands == 0 then break end
+    local keys, index = {}, {}
+    for i, c in ipairs(cands) do
+      c.key = qitem(key, c.sf, c.seq)
+      keys[i] = c.key
+      index[c.key] = c
+    end
+    keys[#keys + 1] = key
+    acceptbulk(db, keys, function(k, v)
+      if k ~= key then
+        if v == nil then return nil end
+        index[k].value = v
+        return false
+      end
+      local cur = qload(v)
+      for _, c in ipairs(cands) do
+        local g = qgroup(cur, c.sf)
+        if g ~= nil then
+          if c.value ~= nil then g.n = g.n - 1 end
+          if fromtail then
+            if g.tail == c.seq + 1 then g.tail = math.max(c.seq, g.head) end
+          elseif c.seq >= g.head then
+            g.head = math.min(c.seq + 1, g.tail)
+          end
+        end
+      end
+      m = cur
+      return qstore(cur)
+    end)
+    for _, c in ipairs(cands) do
+      if c.value ~= nil then got[#got + 1] = { value = c.value, sf = c.sf } end
+    end
+  end
+  if #got == 0 and waitsecs then
+    update(db, key, function(v)
+      local cur = qload(v)
+      for _, g in ipairs(cur.groups) do
+        if qualifies(g, limit) and g.n > 0 then return nil end
+      end
+      cur.waituntil = math.max(cur.waituntil, nowsec() + waitsecs)
+      return qstore(cur)
+    end)
+  end
+  return got
+end
+
+-- Visit the live items of the groups within limit, from the head (or the
+-- tail), calling fn(key, value, group) until it returns true.
+local function qscan(db, key, m, limit, fromtail, fn)
+  local first, last, step = 1, #m.groups, 1
+  if fromtail then first, last, step = #m.groups, 1, -1 end
+  local window = 128
+  for gi = first, last, step do
+    local g = m.groups[gi]
+    if qualifies(g, limit) and g.n > 0 then
+      local a, b, s = g.head, g.tail - 1, 1
+      if fromtail then a, b, s = g.tail - 1, g.head, -1 end
+      for w = a, b, s * window do
+        local keys = {}
+        local stop = w + s * (window - 1)
+        if (s > 0 and stop > b) or (s < 0 and stop < b) then stop = b end
+        for seq = w, stop, s do keys[#keys + 1] = qitem(key, g.sf, seq) end
+        local vals = db:get_bulk(keys) or {}
+        for _, k in ipairs(keys) do
+          if vals[k] ~= nil and fn(k, vals[k], g) then return end
+        end
+      end
+    end
+  end
+end
+
+-- Remove the given item keys (only those still holding `value`), keeping the
+-- group counts right.  Returns how many were removed.
+local function qremovekeys(db, key, items, value)
+  if #items == 0 then return 0 end
+  local keys, sfof = {}, {}
+  for i, it in ipairs(items) do keys[i] = it.key; sfof[it.key] = it.sf end
+  keys[#keys + 1] = key
+  local removed, bysf = 0, {}
+  acceptbulk(db, keys, function(k, v)
+    if k ~= key then
+      if v == nil or v ~= value then return nil end
+      removed = removed + 1
+      bysf[sfof[k]] = (bysf[sfof[k]] or 0) + 1
+      return false
+    end
+    if removed == 0 then return nil end
+    local cur = qload(v)
+    for sf, r in pairs(bysf) do
+      local g = qgroup(cur, sf)
+      if g ~= nil then g.n = math.max(g.n - r, 0) end
+    end
+    return qstore(cur)
+  end)
+  return removed
+end
+
+local function qfind(db, key, value, n, limit, fromtail, skipsf)
+  local found = {}
+  if n == 0 then return found end
+  qscan(db, key, qload(db:get(key)), limit, fromtail, function(k, v, g)
+    if v == value and g.sf ~= skipsf then
+      found[#found + 1] = { key = k, sf = g.sf }
+      if n ~= nil and #found >= n then return true end
+    end
+    return false
+  end)
+  return found
+end
+
 -- queueadd: in: key, data (arraydump of values), score (default 0)
 -- out: id (of the first item), num, signal ("1" when a blocked reader waits)
 procedure("queueadd", function(inmap, outmap)
@@ -1180,8 +1462,8 @@ procedure("queueadd", function(inmap, outmap)
   local sf = scorefield(tonum(inmap, "score", 0), true)
   local sfs = {}
   for i = 1, #values do sfs[i] = sf end
-  local id, waiting = indexadd(db, key, values, sfs)
-  if id ~= nil then outmap.id = id end
+  local id, waiting = qadd(db, key, values, sfs)
+  if id ~= nil then outmap.id = string.gsub(id, "%D", "") end
   outmap.num = tostring(#values)
   if waiting then outmap.signal = "1" end
 end)
@@ -1197,13 +1479,16 @@ procedure("queuepop", function(inmap, outmap)
   local wait = tonum(inmap, "wait", nil)
   if wait ~= nil then wait = math.max(1, math.ceil(wait)) end
   local fromtail = inmap.tail ~= nil
-  local values
-  if limit == "" or n == 0 then
-    values = {}
-  elseif inmap.peek ~= nil then
-    values = itemvalues(db, key, indexpeek(db, key, n, limit, fromtail), false)
-  else
-    values = itemvalues(db, key, indextake(db, key, n, limit, fromtail, wait), true)
+  local values = {}
+  if limit ~= "" and n > 0 then
+    if inmap.peek ~= nil then
+      qscan(db, key, qload(db:get(key)), limit, fromtail, function(k, v)
+        values[#values + 1] = v
+        return #values >= n
+      end)
+    else
+      for i, it in ipairs(qpop(db, key, n, limit, fromtail, wait)) do values[i] = it.value end
+    end
   end
   outmap.data = kt.arraydump(values)
   outmap.num = tostring(#values)
@@ -1216,13 +1501,11 @@ procedure("queueremove", function(inmap, outmap)
   local key, value = need(inmap, "key"), need(inmap, "value")
   local n = tocount(inmap, "n", nil)
   local limit = queuelimit(inmap)
-  local removed = {}
-  if limit ~= "" and n ~= 0 then
-    local found = findentries(db, key, value, n, limit, inmap.tail ~= nil)
-    removed = indexremove(db, key, found)
-    removeitems(db, key, removed)
+  local removed = 0
+  if limit ~= "" then
+    removed = qremovekeys(db, key, qfind(db, key, value, n, limit, inmap.tail ~= nil), value)
   end
-  outmap.num = tostring(#removed)
+  outmap.num = tostring(removed)
 end)
 
 -- queuesetscore: give items equal to value a new score; they join the end of
@@ -1233,36 +1516,13 @@ procedure("queuesetscore", function(inmap, outmap)
   need(inmap, "score")
   local sf = scorefield(tonum(inmap, "score", 0), true)
   local n = tocount(inmap, "n", nil)
-  local changed = 0
-  if n ~= 0 then
-    local candidates = {}
-    for _, e in ipairs(findentries(db, key, value, nil, nil, false)) do
-      if entryscore(e) ~= sf then
-        candidates[#candidates + 1] = e
-        if n ~= nil and #candidates >= n then break end
-      end
-    end
-    if #candidates > 0 then
-      update(db, key, function(v)
-        if v == nil then return nil end
-        local ix = parseindex(v)
-        local moved = {}
-        for _, e in ipairs(candidates) do
-          local at = findentry(ix, e)
-          if at ~= nil then
-            local cut = (at - 1) * ENTRY
-            ix.body = string.sub(ix.body, 1, cut) .. string.sub(ix.body, cut + ENTRY + 1)
-            moved[#moved + 1] = sf .. entryid(e)
-          end
-        end
-        changed = #moved
-        if changed == 0 then return nil end
-        placeentries(ix, moved)
-        return dumpindex(ix)
-      end)
-    end
+  local moved = qremovekeys(db, key, qfind(db, key, value, n, nil, false, sf), value)
+  if moved > 0 then
+    local values, sfs = {}, {}
+    for i = 1, moved do values[i] = value; sfs[i] = sf end
+    qadd(db, key, values, sfs)
   end
-  outmap.num = tostring(changed)
+  outmap.num = tostring(moved)
 end)
 
 -- queuetransfer: move up to n items from the head of `key` to the end of
@@ -1273,37 +1533,54 @@ procedure("queuetransfer", function(inmap, outmap)
   local key, dest = need(inmap, "key"), need(inmap, "dest")
   if key == dest then invalid("source and destination are the same queue") end
   local n = tocount(inmap, "n", 1)
-  local taken = indextake(db, key, n, nil, false, nil)
-  local values = {}
-  if #taken > 0 then
-    local keys = {}
-    for i, e in ipairs(taken) do keys[i] = itemkey(key, entryid(e)) end
-    local got = db:get_bulk(keys) or {}
-    local sfs = {}
-    for i, e in ipairs(taken) do
-      if got[keys[i]] ~= nil then
-        values[#values + 1] = got[keys[i]]
-        sfs[#sfs + 1] = entryscore(e)
-      end
-    end
-    local _, waiting = indexadd(db, dest, values, sfs)
-    if waiting then outmap.signal = "1" end
-    db:remove_bulk(keys)
+  local values, sfs = {}, {}
+  for i, it in ipairs(qpop(db, key, n, nil, false, nil)) do
+    values[i] = it.value
+    sfs[i] = it.sf
   end
+  local _, waiting = qadd(db, dest, values, sfs)
+  if waiting then outmap.signal = "1" end
   outmap.data = kt.arraydump(values)
   outmap.num = tostring(#values)
 end)
 
--- queuecount / schedulecount: in: key; out: num
-local function countproc(inmap, outmap)
+-- queuecount: in: key; out: num
+procedure("queuecount", function(inmap, outmap)
+  local db = getdb(inmap)
+  outmap.num = istr(qcount(qload(db:get(need(inmap, "key")))))
+end)
+
+-- queueclear: remove every item.  in: key; out: num
+procedure("queueclear", function(inmap, outmap)
+  local db = getdb(inmap)
+  local key = need(inmap, "key")
+  local groups, total = {}, 0
+  update(db, key, function(v)
+    if v == nil then return nil end
+    local m = qload(v)
+    groups = m.groups
+    total = qcount(m)
+    m.groups = {}
+    return qstore(m)
+  end)
+  for _, g in ipairs(groups) do
+    for s = g.head, g.tail - 1, 1024 do
+      local keys = {}
+      for seq = s, math.min(s + 1023, g.tail - 1) do keys[#keys + 1] = qitem(key, g.sf, seq) end
+      db:remove_bulk(keys)
+    end
+  end
+  outmap.num = istr(total)
+end)
+
+-- schedulecount: in: key; out: num
+procedure("schedulecount", function(inmap, outmap)
   local db = getdb(inmap)
   outmap.num = tostring(nentries(parseindex(db:get(need(inmap, "key")))))
-end
-procedure("queuecount", countproc)
-procedure("schedulecount", countproc)
+end)
 
--- queueclear / scheduleclear: remove every item.  in: key; out: num
-local function clearproc(inmap, outmap)
+-- scheduleclear: remove every item.  in: key; out: num
+procedure("scheduleclear", function(inmap, outmap)
   local db = getdb(inmap)
   local key = need(inmap, "key")
   local taken = indextake(db, key, math.huge, nil, false, nil)
@@ -1313,9 +1590,7 @@ local function clearproc(inmap, outmap)
     removeitems(db, key, part)
   end
   outmap.num = tostring(#taken)
-end
-procedure("queueclear", clearproc)
-procedure("scheduleclear", clearproc)
+end)
 
 -- scheduleadd: in: key, value, score (default 0); out: id
 procedure("scheduleadd", function(inmap, outmap)
