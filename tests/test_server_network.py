@@ -327,3 +327,16 @@ def test_tout_drops_idle_and_stalled_connections() -> None:
         c.close()
     finally:
         srv.stop()
+
+
+def test_big_bulk_of_small_records_is_not_quadratic(server: Server) -> None:
+    # The parser only knows a lower bound for such a frame (64 KiB look-ahead); the
+    # reader must grow its buffer geometrically or this takes minutes, not a blink.
+    frame = binary.encode_set_bulk([(0, b"k%d" % i, b"v" * 100, INT64MAX) for i in range(60000)])
+    c = client(server, timeout=30)
+    t0 = time.monotonic()
+    assert c.binary(frame) == 60000
+    assert time.monotonic() - t0 < 5
+    keys = [(0, b"k%d" % i) for i in range(0, 60000, 7)]
+    assert len(c.binary(binary.encode_get_bulk(keys))) == len(keys)
+    c.close()

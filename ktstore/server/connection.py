@@ -11,6 +11,7 @@ are refused by the parsers before anything is allocated.
 
 from __future__ import annotations
 
+import select
 import socket
 from typing import TYPE_CHECKING
 
@@ -26,6 +27,7 @@ __all__ = ["serve_connection", "Closed"]
 
 _RECV = 1 << 16
 _RECV_MAX = 1 << 20
+_DRAIN_WAIT_MS = 5  # how long a large message's next packet may take to be drained eagerly
 _ERROR = binary.ERROR_REPLY_BYTES
 
 
@@ -41,12 +43,19 @@ class Reader:
     first; refills join the pieces once.
     """
 
-    __slots__ = ("sock", "buf", "pos")
+    __slots__ = ("sock", "buf", "pos", "_poller")
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.buf = b""
         self.pos = 0
+        self._poller: select.poll | None = None
+
+    def _poll(self) -> select.poll:
+        if self._poller is None:
+            self._poller = select.poll()
+            self._poller.register(self.sock, select.POLLIN)
+        return self._poller
 
     def fill(self, need: int = 1) -> None:
         """Make ``len(buf) - pos >= need``, reading from the socket; Closed on EOF."""
@@ -63,6 +72,22 @@ class Reader:
                     raise Closed("peer closed")
                 parts.append(chunk)
                 have += len(chunk)
+            if need > _RECV:
+                # A large message whose parser only knows a lower bound of its size
+                # (a bulk of many small records): also take what arrives without a
+                # pause, up to twice the bound.  The buffer then grows geometrically
+                # and the parser re-runs O(log n) times instead of once per 64 KiB.
+                target = need << 1
+                poll = self._poll()
+                while have < target and poll.poll(_DRAIN_WAIT_MS):
+                    try:
+                        chunk = recv(min(target - have, _RECV_MAX), socket.MSG_DONTWAIT)
+                    except OSError:
+                        break
+                    if not chunk:
+                        break
+                    parts.append(chunk)
+                    have += len(chunk)
         except TimeoutError:
             raise Closed("timeout") from None
         except OSError as e:
