@@ -564,6 +564,20 @@ def _server_lines(status: int, now: float | None) -> str:
     return f"{line}Server: KyotoTycoon/{SERVER_VERSION}\r\nDate: {date}\r\n"
 
 
+_HEADER_NAMES: dict[str, str] = {}  # as given -> as ktserver spells it (bounded cache)
+
+
+def _header_name(name: str) -> str | None:
+    """ktserver's spelling of a response header name, None for names it drops."""
+    norm = " ".join(name.split()).lower()
+    if not norm or ":" in norm or " " in norm:
+        return None
+    spelled = capitalize_header(norm)
+    if len(_HEADER_NAMES) < 256:
+        _HEADER_NAMES[name] = spelled
+    return spelled
+
+
 def encode_response(
     status: int,
     headers: Iterable[tuple[str, str]] | dict[str, str] | None,
@@ -589,14 +603,24 @@ def encode_response(
         parts.append(f"Content-Length: {len(body)}\r\n")
     if headers:
         items = headers.items() if isinstance(headers, dict) else headers
-        normalised = {}
+        normalised: dict[str, str] = {}
+        names = _HEADER_NAMES
         for name, value in items:
-            name = " ".join(name.split()).lower()
-            if not name or ":" in name or " " in name:
-                continue
-            normalised[name] = " ".join(str(value).split())
-        for name in sorted(normalised):
-            parts.append(f"{capitalize_header(name)}: {normalised[name]}\r\n")
+            spelled = names.get(name)
+            if spelled is None:
+                spelled = _header_name(name)
+                if spelled is None:
+                    continue
+            value = str(value)
+            if not value.isprintable() or "  " in value or value[:1] == " " or value[-1:] == " ":
+                value = " ".join(value.split())  # ktserver normalises whitespace
+            normalised[spelled] = value
+        if len(normalised) > 1:
+            # ktserver's headers live in a map keyed by lowercased name: sorted output
+            for spelled in sorted(normalised, key=str.lower):
+                parts.append(f"{spelled}: {normalised[spelled]}\r\n")
+        else:
+            parts.extend([f"{spelled}: {value}\r\n" for spelled, value in normalised.items()])
     parts.append("\r\n")
     head = "".join(parts).encode("latin-1")
     return head + body if with_body and body else head
