@@ -52,6 +52,52 @@ def test_queue_fifo(kt, db):
     assert kt.count(db=db) == 0  # no leftover records
 
 
+def test_queue_holes_left_by_remove(kt, db):
+    q = kt.Queue("q", db=db)
+    q.extend([f"i{i}" for i in range(10)])
+    assert q.remove("i0") == 1 and q.remove("i5") == 1 and q.rremove("i9") == 1
+    assert len(q) == 7
+    assert q.pop() == "i1"
+    assert q.rpop() == "i8"
+    assert q.peek(10) == ["i2", "i3", "i4", "i6", "i7"]
+    assert q.rpeek(2) == ["i7", "i6"]
+    assert q.set_priority("i3", 5) == 1
+    assert q.pop(10) == ["i3", "i2", "i4", "i6", "i7"]
+    assert len(q) == 0
+    assert kt.count(db=db) == 0  # the queue record goes with its last item
+    q.extend(["a", "b"], 1)
+    q.add("c", 2)
+    assert q.clear() == 3
+    assert kt.count(db=db) == 0
+
+
+def test_concurrent_pops_from_both_ends(kt_server):
+    n_items = 200
+    producer = KyotoTycoon(port=kt_server.port)
+    producer.Queue("both").extend([f"item-{i}" for i in range(n_items)])
+    results: list[list[str]] = [[], []]
+
+    def consume(slot: int) -> None:
+        client = KyotoTycoon(port=kt_server.port)
+        q = client.Queue("both")
+        while True:
+            item = q.pop() if slot == 0 else q.rpop()
+            if item is None:
+                break
+            results[slot].append(item)
+        client.close_all()
+
+    threads = [threading.Thread(target=consume, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    got = results[0] + results[1]
+    assert len(got) == len(set(got)) == n_items
+    assert results[0] == sorted(results[0], key=lambda s: int(s.split("-")[1]))
+    producer.close_all()
+
+
 def test_queue_scores(kt, db):
     q = kt.Queue("q", db=db)
     scores = [100, 10, 1000, 1, 0, 3, -10, 5, 4, 2]
