@@ -18,6 +18,7 @@ from ktstore.models import (
     DoesNotExist,
     Model,
     ModelDefinitionError,
+    ModelError,
     UniqueViolation,
     ValidationError,
     fields,
@@ -320,3 +321,34 @@ def test_added_field_reads_old_records(store):
     assert back.level == 7 and back.extra is None and back.name == "old"
     back.save()
     assert V2[old.id].level == 7
+
+
+def test_abstract_base_and_inheritance(store):
+    class Stamped(Model, abstract=True):
+        created = fields.Integer(index=True, default=0)
+
+    with pytest.raises(ModelError):
+        Stamped.query().count()
+
+    class Event(Stamped, store=store):
+        kind = fields.Text(index=True)
+
+    class Audit(Event, store=store):
+        who = fields.Text(default="?")
+
+    Event.create(kind="a", created=2)
+    Audit.create(kind="b", created=1, who="me")
+    assert [e.kind for e in Event.query(Event.created >= 0)] == ["a"]
+    assert Audit.query(Audit.created == 1).first().who == "me"
+    assert Audit._kt.prefix == "audit" and set(Audit._kt.fields) >= {"created", "kind", "who"}
+
+
+def test_model_bound_to_a_client_and_rebound(store, kt_server):
+    class Loose(Model, store=KyotoTycoon(port=kt_server.port, default_db=1)):
+        n = fields.Integer(primary_key=True, auto=True)
+
+    batch = Loose.create_many([{}, {}, {}])
+    assert [x.n for x in batch] == [1, 2, 3] and Loose.create().n == 4
+    Loose.bind(Store(store.client, db=0))
+    with pytest.raises(ModelError, match="not a tree"):
+        Loose.count()  # database 0 is a hash database: no key order for indexes

@@ -197,3 +197,50 @@ def test_delete_by_query(kt_server):
     assert Row.check().ok
     Row.create(n=-1, tag="t-1")  # unique value free again
     client.close_all()
+
+
+# ---- property: whatever values are stored, index order is value order -----------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def prop_model(server_factory_module):
+    client = KyotoTycoon(port=server_factory_module.port)
+
+    class Prop(Model, store=Store(client, db=1), prefix="prop"):
+        i = fields.Integer(index=True)
+        f = fields.Float(index=True)
+        t = fields.Text(index=True)
+
+    yield Prop
+    client.close_all()
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(min_value=-(2**70), max_value=2**70),
+            st.floats(allow_nan=False),
+            st.text(max_size=8),
+        ),
+        max_size=15,
+    ),
+    st.integers(min_value=-5, max_value=5),
+)
+def test_stored_order_is_value_order(prop_model, values, pivot):
+    Prop = prop_model
+    Prop.query().delete()
+    Prop.create_many([{"i": i, "f": f, "t": t} for i, f, t in values])
+    assert [p.i for p in Prop.query().order_by(Prop.i)] == sorted(v[0] for v in values)
+    assert [p.f for p in Prop.query().order_by(Prop.f.desc())] == sorted(
+        (v[1] for v in values), reverse=True
+    )
+    assert [p.t for p in Prop.query().order_by(Prop.t)] == sorted(v[2] for v in values)
+    assert sorted(p.i for p in Prop.query(Prop.i < pivot)) == sorted(
+        v[0] for v in values if v[0] < pivot
+    )

@@ -222,8 +222,10 @@ class Binding:
             out[kb] = (value, xt)
         return out
 
-    def next_id(self) -> int:
-        out = self.call("modelseq", {b"db": str(self.idb).encode(), b"k": self.seq_key})
+    def next_id(self, n: int = 1) -> int:
+        """Advance the model's counter by ``n``; the last id of the block."""
+        params = {b"db": str(self.idb).encode(), b"k": self.seq_key, b"n": str(n).encode()}
+        out = self.call("modelseq", params)
         if b"id" not in out:
             raise ModelError(f"cannot draw an id from {self.seq_key!r}: {out.get(b'err')!r}")
         return int(out[b"id"])

@@ -229,7 +229,7 @@ class Model(metaclass=ModelType):
             info.store = parent.store
             info.ttl = parent.ttl
         if store is not None:
-            info.store = store
+            info.store = _as_store(store)
         if ttl is not None:
             info.ttl = _seconds(ttl)
         info.prefix = prefix or cls.__name__.lower()
@@ -317,14 +317,21 @@ class Model(metaclass=ModelType):
 
             store = info.store = Store.default()
         if info.binding is None or info.binding_store is not store:
+            if not store.is_tree(store.index_db):
+                raise ModelError(
+                    f"{cls.__name__}: the index database {store.index_db} is not a tree "
+                    "database (%, +, .kct...); range scans need key order. Use "
+                    "Store(client, db=..., index_db=<a tree database>)"
+                )
             info.binding = Binding(store, info.prefix)
             info.binding_store = store
         return info.binding
 
     @classmethod
     def bind(cls, store: Any) -> None:
-        """Use ``store`` for this model from now on (e.g. per test, or after start-up)."""
-        cls._kt.store = store
+        """Use ``store`` (a Store, or a client for its default database) for this model
+        from now on (e.g. per test, or once the configuration is known)."""
+        cls._kt.store = _as_store(store)
         cls._kt.binding = None
 
     # ---- encoding ---------------------------------------------------------------------
@@ -644,8 +651,11 @@ class Model(metaclass=ModelType):
             return []
         b = cls._binding()
         specs, records = [], []
-        for inst in insts:
-            inst._assign_pk(b)
+        auto = [i for i in insts if getattr(i, cls._kt.pk.name) is None]
+        if auto and getattr(cls._kt.pk, "auto", False):
+            last = b.next_id(len(auto))  # one counter call for the whole batch
+            for n, inst in enumerate(auto):
+                object.__setattr__(inst, cls._kt.pk.name, last - len(auto) + 1 + n)
         seen: dict[tuple[str, bytes], Model] = {}
         for inst in insts:
             spec, record = inst._spec(b, ttl=ttl, mode="create")
@@ -685,7 +695,10 @@ class Model(metaclass=ModelType):
 
     @classmethod
     def query(cls, *exprs: Expr, **equals: Any) -> Query:
-        """A lazy query; with no arguments, every instance in primary key order."""
+        """A lazy, paged query (see :mod:`ktstore.models.query`); with no arguments,
+        every instance in primary key order.  Predicates on indexed fields are answered
+        by index range scans; a predicate on an **unindexed** field is answered by
+        scanning every instance of the model and filtering (``uses_full_scan()``)."""
         return Query(cls).filter(*exprs, **equals)
 
     filter = query
@@ -696,6 +709,9 @@ class Model(metaclass=ModelType):
 
     @classmethod
     def count(cls) -> int:
+        """Number of live instances, from the primary key index alone (keys only, no
+        record is read; exact unless the data was damaged behind the model layer's
+        back -- see :meth:`check`)."""
         b = cls._binding()
         base = b.index_base(cls._kt.pk.name)
         return sum(
@@ -724,6 +740,15 @@ class Model(metaclass=ModelType):
         from ktstore.models.maintenance import sweep
 
         return sweep(cls)
+
+
+def _as_store(store: Any) -> Any:
+    """A Store, given a Store or a client (whose default database is used)."""
+    from ktstore.store import Store
+
+    if isinstance(store, Store) or not hasattr(store, "_play_script"):
+        return store
+    return Store(store)
 
 
 def _arrayload(data: bytes) -> list[bytes]:

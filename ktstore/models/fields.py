@@ -176,10 +176,13 @@ class Field:
     def pack(self, value: Any) -> bytes:
         if value is None:
             return b"\xc0"
-        return msgpack.packb(self.to_storage(value), use_bin_type=True)
+        try:
+            return msgpack.packb(self.to_storage(value), use_bin_type=True)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise ValidationError(f"{self._where()}: cannot store {value!r}: {exc}") from None
 
     def unpack(self, data: bytes) -> Any:
-        obj = msgpack.unpackb(data, raw=False, strict_map_key=False)
+        obj = msgpack.unpackb(data, raw=False, strict_map_key=False, ext_hook=_ext_hook)
         return None if obj is None else self.from_storage(obj)
 
     # ---- index keys -------------------------------------------------------------------
@@ -308,8 +311,22 @@ class Integer(Field):
             return  # assigned at save time
         super().check(value)
 
+    def to_storage(self, value: int) -> Any:
+        if -(2**63) <= value < 2**64:
+            return value
+        return msgpack.ExtType(_EXT_BIGINT, str(value).encode("ascii"))  # beyond msgpack ints
+
     def _encode_key(self, value: Any) -> bytes:
         return keycodec.encode_int(value)
+
+
+_EXT_BIGINT = 1
+
+
+def _ext_hook(code: int, data: bytes) -> Any:
+    if code == _EXT_BIGINT:
+        return int(data)
+    return msgpack.ExtType(code, data)
 
 
 class Version(Integer):
