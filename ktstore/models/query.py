@@ -451,9 +451,6 @@ class Query:
         """Number of matching instances (reads them page by page; nothing is kept)."""
         return sum(1 for _ in self)
 
-    def __len__(self) -> int:
-        return self.count()
-
     def delete(self) -> int:
         """Delete every matching instance (atomically each, one page at a time)."""
         n = 0
