@@ -215,6 +215,11 @@ def test_oversized_http_body_refused(server: Server) -> None:
     s.sendall(b"POST /rpc/set HTTP/1.1\r\nContent-Length: 300000000\r\n\r\nkey\tx\n")
     reply = _closed(s)
     assert reply.startswith(b"HTTP/1.1 413 ")
+    assert reply.endswith(b"(request entity too large)\n")
+    s.close()
+    s = socket.create_connection(("127.0.0.1", server.port))
+    s.sendall(b"PUT /k HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n20000000\r\nabc")
+    assert _closed(s).startswith(b"HTTP/1.1 413 ")
     s.close()
 
 

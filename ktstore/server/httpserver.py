@@ -60,11 +60,11 @@ def handle_http(server: Server, reader: Reader, session: Session) -> bool:
     if method not in _NO_BODY_METHODS:
         try:
             framing, length = http.body_framing(head)
-        except http.BodyTooLarge as e:
-            _send_error(reader, 413, str(e))
+        except http.BodyTooLarge:
+            _send_error(reader, 413, "request entity too large")
             return False
-        except ProtocolError as e:
-            _send_error(reader, 400, str(e))
+        except ProtocolError:
+            _send_error(reader, 400, "receiving data failed")
             return False
         if framing == "length":
             if length:
@@ -79,11 +79,11 @@ def handle_http(server: Server, reader: Reader, session: Session) -> bool:
                     break
                 except Incomplete as inc:
                     reader.fill(inc.need)
-                except http.BodyTooLarge as e:
-                    _send_error(reader, 413, str(e))
+                except http.BodyTooLarge:
+                    _send_error(reader, 413, "request entity too large")
                     return False
-                except ProtocolError as e:
-                    _send_error(reader, 400, str(e))
+                except ProtocolError:
+                    _send_error(reader, 400, "invalid chunk")
                     return False
             reader.pos = end
     keep = http.keep_alive(head.version, headers)
