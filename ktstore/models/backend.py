@@ -181,9 +181,9 @@ class Binding:
         page: int = 100,
         join: bool = False,
         keys_only: bool = False,
+        after: bytes | None = None,
     ) -> Iterator[tuple[bytes, bytes, bytes | None, int | None]]:
-        """Every entry of ``[lo, hi)``, one page in memory at a time."""
-        after = None
+        """Every entry of ``[lo, hi)`` (after ``after``), one page in memory at a time."""
         while True:
             p = self.scan(
                 db, lo, hi, after=after, reverse=reverse, limit=page, join=join, keys_only=keys_only

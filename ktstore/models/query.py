@@ -263,6 +263,26 @@ class Order:
         self.field, self.descending = field, descending
 
 
+def _encode_token(pos: tuple[int, int, bytes]) -> str:
+    import base64
+
+    import msgpack
+
+    return base64.urlsafe_b64encode(msgpack.packb(list(pos), use_bin_type=True)).decode()
+
+
+def _decode_token(token: str) -> tuple[int, int, bytes]:
+    import base64
+
+    import msgpack
+
+    try:
+        pi, ri, key = msgpack.unpackb(base64.urlsafe_b64decode(token.encode()))
+        return int(pi), int(ri), bytes(key)
+    except Exception:
+        raise ValidationError(f"not a page token of this query: {token!r}") from None
+
+
 def _intersect(a: list[Range], b: list[Range]) -> list[Range]:
     out = []
     for lo1, hi1 in a:
@@ -396,19 +416,35 @@ class Query:
 
     # ---- execution --------------------------------------------------------------------
 
-    def _candidates(self) -> Iterator[Model]:
+    def _candidates(
+        self, start: tuple[int, int, bytes] | None = None
+    ) -> Iterator[tuple[tuple[int, int, bytes], Model]]:
+        """``(position, instance)`` for every match; a position (scan, range, index key)
+        can resume the query right after that instance (see :meth:`page`)."""
         binding = self.model._binding()
         desc = bool(self.order and self.order.descending)
         plan = self.plan()
         earlier: list[Expr] = []
-        for field, ranges, branch in plan:
+        for pi, (field, ranges, branch) in enumerate(plan):
             base = binding.index_base(field.name)
             todo = list(reversed(ranges)) if desc else ranges
-            for lo, hi in todo:
+            for ri, (lo, hi) in enumerate(todo):
+                after = None
+                if start is not None:
+                    if (pi, ri) < start[:2]:
+                        continue
+                    if (pi, ri) == start[:2]:
+                        after = start[2]
                 klo = base + lo
                 khi = base + hi if hi is not None else keycodec.prefix_successor(base)
-                for _k, _pk, rec, xt in binding.scan_all(
-                    binding.idb, klo, khi, reverse=desc, page=self.page_size, join=True
+                for key, _pk, rec, xt in binding.scan_all(
+                    binding.idb,
+                    klo,
+                    khi,
+                    reverse=desc,
+                    page=self.page_size,
+                    join=True,
+                    after=after,
                 ):
                     if rec is None:
                         continue  # record gone (expired or deleted since): not a result
@@ -417,16 +453,37 @@ class Query:
                         continue
                     if any(e.matches(inst) for e in earlier):
                         continue  # already yielded by an earlier branch of the |
-                    yield inst
+                    yield (pi, ri, key), inst
             if branch is not None:
                 earlier.append(branch)
+
+    def page(self, size: int, token: str | None = None) -> tuple[list[Model], str | None]:
+        """One page of results and a token for the next one (``None`` at the end).
+
+        Tokens are stateless ("continue after this index key"): nothing is kept on the
+        server, they never expire, and records added or removed meanwhile neither shift
+        nor repeat the results (unlike offsets).  A token belongs to the query that made
+        it; ``offset`` and ``limit`` are ignored when paging.
+        """
+        if size < 1:
+            raise ValidationError("page size must be >= 1")
+        start = _decode_token(token) if token else None
+        items: list[Model] = []
+        last: tuple[int, int, bytes] | None = start
+        q = self.paged(min(size + 1, 1000)) if self.page_size < size else self
+        for pos, inst in q._candidates(start):
+            if len(items) == size and last is not None:
+                return items, _encode_token(last)  # one more exists: there is a next page
+            items.append(inst)
+            last = pos
+        return items, None
 
     def __iter__(self) -> Iterator[Model]:
         skip = self._offset
         left = self._limit
         if left == 0:
             return
-        for inst in self._candidates():
+        for _pos, inst in self._candidates():
             if skip:
                 skip -= 1
                 continue
