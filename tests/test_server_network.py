@@ -345,3 +345,42 @@ def test_big_bulk_of_small_records_is_not_quadratic(server: Server) -> None:
     keys = [(0, b"k%d" % i) for i in range(0, 60000, 7)]
     assert len(c.binary(binary.encode_get_bulk(keys))) == len(keys)
     c.close()
+
+
+_PREFIXES = [
+    b"",
+    b"\xb8",
+    b"\xba\x00\x00\x00\x00",
+    b"\xb4\x00\x00\x00\x00",
+    b"\xb9",
+    b"GET /rpc/",
+    b"POST /rpc/set HTTP/1.1\r\nContent-Length: ",
+    b"PUT /key HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+    b"POST /rpc/echo HTTP/1.1\r\nContent-Type: text/tab-separated-values; colenc=",
+]
+
+
+def test_fuzzed_requests_never_break_the_server(server: Server) -> None:
+    hypothesis = pytest.importorskip("hypothesis")
+    st = hypothesis.strategies
+
+    @hypothesis.settings(max_examples=60, deadline=None, database=None)
+    @hypothesis.given(st.sampled_from(_PREFIXES), st.binary(max_size=300))
+    def fuzz(prefix: bytes, tail: bytes) -> None:
+        s = socket.create_connection(("127.0.0.1", server.port))
+        try:
+            s.sendall(prefix + tail)
+            s.shutdown(socket.SHUT_WR)
+            s.settimeout(5)
+            while s.recv(65536):
+                pass
+        except ConnectionResetError:
+            pass
+        finally:
+            s.close()
+
+    fuzz()
+    c = client(server)
+    assert c.rpc("void")[0] == 200
+    assert c.rpc("report")[1][b"serv_conn_count"] == b"1"  # every fuzz connection ended
+    c.close()
