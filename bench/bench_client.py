@@ -56,13 +56,16 @@ def load_ukt():
         return None
 
 
-def rate(fn: Callable[[], object], seconds: float) -> float:
-    """Calls per second of ``fn`` over about ``seconds`` (after a short warm-up)."""
+def rate(fn: Callable[[], object], seconds: float) -> tuple[float, float]:
+    """``(calls per second, client CPU microseconds per call)`` of ``fn`` over about
+    ``seconds`` (after a short warm-up).  The CPU figure is this process only: with a
+    slow or busy server it says more about the client than the wall-clock rate."""
     for _ in range(50):
         fn()
     n = 0
     batch = 50
     start = time.perf_counter()
+    cpu = time.process_time()
     deadline = start + seconds
     while True:
         for _ in range(batch):
@@ -70,7 +73,7 @@ def rate(fn: Callable[[], object], seconds: float) -> float:
         n += batch
         now = time.perf_counter()
         if now >= deadline:
-            return n / (now - start)
+            return n / (now - start), (time.process_time() - cpu) / n * 1e6
 
 
 def cases(client) -> dict[str, Callable[[], object]]:
@@ -105,14 +108,20 @@ def main() -> None:
         theirs = ukt.KyotoTycoon("127.0.0.1", server.port) if ukt else None
         ours_cases = cases(ours)
         theirs_cases = cases(theirs) if theirs else {}
-        print(f"{'operation':<18} {'ktstore op/s':>13} {'ukt op/s':>11} {'ratio':>7}")
+        print(
+            f"{'operation':<18} {'ktstore op/s':>13} {'ukt op/s':>11} {'ratio':>7}"
+            f" {'ktstore cpu us':>15} {'ukt cpu us':>11} {'ratio':>7}"
+        )
         for name, fn in ours_cases.items():
-            mine = rate(fn, args.seconds)
+            mine, mine_cpu = rate(fn, args.seconds)
             if theirs_cases:
-                other = rate(theirs_cases[name], args.seconds)
-                print(f"{name:<18} {mine:>13,.0f} {other:>11,.0f} {mine / other:>6.2f}x")
+                other, other_cpu = rate(theirs_cases[name], args.seconds)
+                print(
+                    f"{name:<18} {mine:>13,.0f} {other:>11,.0f} {mine / other:>6.2f}x"
+                    f" {mine_cpu:>15.1f} {other_cpu:>11.1f} {other_cpu / mine_cpu:>6.2f}x"
+                )
             else:
-                print(f"{name:<18} {mine:>13,.0f} {'-':>11} {'-':>7}")
+                print(f"{name:<18} {mine:>13,.0f} {'-':>11} {'-':>7} {mine_cpu:>15.1f}")
         ours.close_all()
         if theirs is not None:
             theirs.close_all()

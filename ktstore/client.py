@@ -32,7 +32,7 @@ from ktstore.protocol import binary as _bin
 from ktstore.protocol import dumps, http, tsv
 from ktstore.protocol.expire import to_wire_xt
 from ktstore.protocol.limits import DATA_MAX_SIZE, HTTP_BODY_MAX, INT64MAX
-from ktstore.serializers import KT_BINARY, get_serializer
+from ktstore.serializers import KT_BINARY, _binary_decode, _binary_encode, get_serializer
 
 __all__ = ["KyotoTycoon"]
 
@@ -135,6 +135,8 @@ class KyotoTycoon(LuaMethods):
         # path is one call without a method lookup through the class.
         self._encode_value = self.encode_value = enc
         self._decode_value = self.decode_value = dec
+        # KT_BINARY without custom codecs: bulk paths inline str.encode/bytes.decode.
+        self._utf8_values = enc is _binary_encode and dec is _binary_decode
         self.max_age = max_age
         self._pool = Pool(host, port, timeout, max_age)
         self._host_header = f"{host}:{port}"
@@ -225,6 +227,20 @@ class KyotoTycoon(LuaMethods):
             pname = bname.decode("utf-8", "replace")
             raise ScriptError("the scripting procedure failed", None, pname)
         return result
+
+    def _db_keys(self, dbidx: int, keys: Iterable[Any]) -> list[tuple[int, bytes]]:
+        """``[(dbidx, encoded key), ...]`` with an inline fast path for str keys."""
+        if not isinstance(keys, (list, tuple)):
+            keys = list(keys)
+        try:
+            return [
+                (dbidx, k.encode("utf-8", "surrogateescape") if type(k) is str else ek(k))
+                for ek in (self.encode_key,)
+                for k in keys
+            ]
+        except UnicodeEncodeError:
+            ek = self.encode_key
+            return [(dbidx, ek(k)) for k in keys]  # raises InvalidArgument
 
     def _binary_error(self, command: str) -> ServerError:
         return ServerError(f"the server rejected the {command} request", None, command)
@@ -348,13 +364,22 @@ class KyotoTycoon(LuaMethods):
     ) -> dict[Any, Any]:
         """``{key: value}`` for the keys that exist (missing keys are left out)."""
         dbidx = self._db(db)
-        ek = self.encode_key
-        request = _encode_get_bulk([(dbidx, ek(k)) for k in keys])
+        request = _encode_get_bulk(self._db_keys(dbidx, keys))
         records = self._pool.request(request, _parse_get_bulk_reply, _NO_ARGS, True)
         if records is _ERROR_REPLY:
             raise self._binary_error("get_bulk")
         if self.decode_keys:
             if decode_values:
+                if self._utf8_values:
+                    # KT_BINARY fast path: str.decode in the comprehension, the
+                    # serializer (and its SerializationError) only if that fails.
+                    try:
+                        return {
+                            r[1].decode("utf-8", "surrogateescape"): r[2].decode("utf-8")
+                            for r in records
+                        }
+                    except UnicodeDecodeError:
+                        pass
                 dec = self._decode_value
                 return {r[1].decode("utf-8", "surrogateescape"): dec(r[2]) for r in records}
             return {r[1].decode("utf-8", "surrogateescape"): r[2] for r in records}
@@ -432,8 +457,28 @@ class KyotoTycoon(LuaMethods):
         ek = self.encode_key
         enc = self._encode_value if encode_values else _raw_value
         items = data.items() if isinstance(data, Mapping) else data
-        request = _encode_set_bulk([(dbidx, ek(k), enc(v), xt) for k, v in items], no_reply)
-        return self._set_request(request, no_reply)
+        records = None
+        if enc is _raw_value or self._utf8_values:
+            # Fast path for str keys and str/bytes values: encode inline, no calls.
+            if not isinstance(items, (list, tuple, type({}.items()))):
+                items = list(items)
+            try:
+                records = [
+                    (
+                        dbidx,
+                        k.encode("utf-8", "surrogateescape") if type(k) is str else ek(k),
+                        v.encode("utf-8")
+                        if type(v) is str
+                        else (v if type(v) is bytes else enc(v)),
+                        xt,
+                    )
+                    for k, v in items
+                ]
+            except UnicodeEncodeError:
+                records = None  # the general path raises the proper error
+        if records is None:
+            records = [(dbidx, ek(k), enc(v), xt) for k, v in items]
+        return self._set_request(_encode_set_bulk(records, no_reply), no_reply)
 
     def set_bulk_details(
         self,
@@ -469,9 +514,7 @@ class KyotoTycoon(LuaMethods):
         self, keys: Iterable[Any], db: int | None = None, no_reply: bool = False
     ) -> int | None:
         """Remove many keys of one database; return the number removed."""
-        dbidx = self._db(db)
-        ek = self.encode_key
-        request = _encode_remove_bulk([(dbidx, ek(k)) for k in keys], no_reply)
+        request = _encode_remove_bulk(self._db_keys(self._db(db), keys), no_reply)
         return self._remove_request(request, no_reply)
 
     def remove_bulk_details(

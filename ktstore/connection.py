@@ -17,6 +17,7 @@ import itertools
 import os
 import select
 import socket
+import struct
 import time
 from typing import Any
 
@@ -54,8 +55,11 @@ def fork_generation() -> int:
 
 
 def _conn_error(exc: BaseException, what: str, sent: bool) -> KTConnectionError:
-    """Map a socket exception to ktstore's error types, remembering whether bytes left."""
-    if isinstance(exc, (socket.timeout, TimeoutError)):
+    """Map a socket exception to ktstore's error types, remembering whether bytes left.
+
+    EAGAIN on our blocking sockets is the kernel's SO_RCVTIMEO/SO_SNDTIMEO firing.
+    """
+    if isinstance(exc, (socket.timeout, TimeoutError, BlockingIOError)):
         err: KTConnectionError = KTTimeoutError(f"timed out {what}")
     else:
         err = KTConnectionError(f"connection error {what}: {exc}")
@@ -88,6 +92,7 @@ class Connection:
         "_recv_into",
         "_sendall",
         "_send",
+        "_kernel_timeouts",
         "__weakref__",
     )
 
@@ -114,8 +119,9 @@ class Connection:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:  # pragma: no cover - not TCP (unlikely)
             pass
-        sock.settimeout(self.timeout)
         self.sock = sock
+        self._kernel_timeouts = True
+        self.set_timeout(self.timeout)
         self.fork_gen = _fork_gen[0]
         self.created = self.last_used = time.monotonic()
         self.broken = False
@@ -163,6 +169,28 @@ class Connection:
             return bool(poller.poll(0))
         except OSError:  # pragma: no cover
             return True
+
+    def set_timeout(self, timeout: float) -> None:
+        """Per-operation send/receive timeout.
+
+        The socket stays in blocking mode and the kernel enforces the timeout
+        (SO_RCVTIMEO/SO_SNDTIMEO): Python's own socket timeouts add a poll() system call
+        before every send and receive, which costs more than the rest of a small
+        request's client-side work.  Where the options cannot be set, Python's
+        timeouts are used instead.
+        """
+        sock = self.sock
+        if self._kernel_timeouts:
+            sec = int(timeout)
+            tv = struct.pack("ll", sec, int((timeout - sec) * 1e6))
+            try:
+                sock.settimeout(None)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, tv)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, tv)
+                return
+            except (OSError, AttributeError, struct.error):
+                self._kernel_timeouts = False
+        sock.settimeout(timeout)
 
     # -- I/O ----------------------------------------------------------------------
 

@@ -225,9 +225,9 @@ class Pool:
     def _exchange(conn: Connection, data: bytes, timeout: float | None) -> Any:
         if timeout is None or timeout <= conn.timeout:
             return conn.http_exchange(data)
-        conn.sock.settimeout(timeout)
+        conn.set_timeout(timeout)
         try:
             return conn.http_exchange(data)
         finally:
             if not conn.closed:
-                conn.sock.settimeout(conn.timeout)
+                conn.set_timeout(conn.timeout)
