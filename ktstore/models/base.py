@@ -263,6 +263,11 @@ class Model(metaclass=ModelType):
             own[name] = f
             setattr(cls, name, f)
 
+        for name in [*own, *info.containers]:
+            if name in _RESERVED or name.startswith("_kt"):
+                raise ModelDefinitionError(
+                    f"{cls.__name__}.{name}: the name is taken by the Model API; rename the field"
+                )
         for name, f in own.items():
             f.name, f.model = name, cls
             info.fields[name] = f
@@ -740,6 +745,13 @@ class Model(metaclass=ModelType):
         from ktstore.models.maintenance import sweep
 
         return sweep(cls)
+
+
+_RESERVED = frozenset(
+    "save delete reload refresh expire persist expires_at ttl update incr decr create get "
+    "exists get_many create_many delete_pk delete_many query filter all count check "
+    "rebuild sweep bind".split()
+)
 
 
 def _as_store(store: Any) -> Any:
