@@ -21,7 +21,7 @@ from ktstore.models import ConflictError, Model, UniqueViolation, fields
 from ktstore.store import Store
 
 sys.path.insert(0, os.path.dirname(__file__))
-from conftest import KT_LUA, free_port, wait_for_port  # noqa: E402
+from conftest import KT_LUA, REAL_SERVER, free_port, wait_for_port  # noqa: E402
 
 
 def make(store):
@@ -137,11 +137,10 @@ def test_version_conflicts_under_concurrency(kt_server):
 
 
 def _start(path, port):
+    exe = [REAL_SERVER] if REAL_SERVER else [sys.executable, "-m", "ktstore.server"]
     proc = subprocess.Popen(
         [
-            sys.executable,
-            "-m",
-            "ktstore.server",
+            *exe,
             "-le",
             "-host",
             "127.0.0.1",
