@@ -23,8 +23,10 @@
 --
 -- Records: hashes and sets are mapdump values (set members are the map keys,
 -- with empty values), lists are arraydump values.  Queues and schedules use
--- one index record at `key` plus one record per item at `key .. "\t" .. id`;
--- see the "Sorted index" section.
+-- one record at `key` describing the order plus one record per item at
+-- `key .. "\t" .. ...`; see the "Queue: score groups" and "Sorted index"
+-- (schedules) sections.  Nothing here needs a tree database: every procedure
+-- works the same on hash databases.
 
 kt = __kyototycoon__
 
@@ -900,8 +902,12 @@ procedure("sdiff", function(inmap, outmap)
 end)
 
 -- ==========================================================================
--- Sorted index: queues and schedules
+-- Sorted index: schedules (and the score encoding queues share)
 -- ==========================================================================
+--
+-- Schedule scores are typically arrival times, nearly all distinct, so a
+-- schedule keeps one flat sorted index rather than the queue's score groups
+-- (O(log n) search plus one string copy per change).
 --
 -- The record at `key` is the index: a 12-digit header ("a blocked reader
 -- waits until" epoch second) followed by fixed-width entries of ENTRY bytes:
@@ -910,8 +916,8 @@ end)
 -- order (new entries go to the end of their group), so equal scores are
 -- FIFO.  Each item's value is the record `key .. "\t" .. id`.
 --
--- Queues store OFFSET - score (higher scores first), schedules OFFSET + score
--- (lower scores first); scores must lie within +-OFFSET.
+-- Score fields: queues store OFFSET - score (higher scores first), schedules
+-- OFFSET + score (lower scores first); scores must lie within +-OFFSET.
 --
 -- Item ids need no database round trip: millisecond time, this Lua state's
 -- worker-thread id and a per-state counter (one Lua state per worker
