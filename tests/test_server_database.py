@@ -262,3 +262,32 @@ def test_refuses_foreign_files(tmp_path) -> None:
     other.write_bytes(b"hello world, not a database")
     with pytest.raises(DatabaseOpenError):
         Database(str(other))
+
+
+def test_memory_db_keeps_no_change_log() -> None:
+    db = Database("*")
+    for i in range(100):
+        db.set(b"k%d" % i, b"v")
+        db.remove(b"k%d" % i)
+    assert not db._dirty  # nothing to persist or log: no per-key bookkeeping
+
+
+def test_commit_hook_sees_each_request_once() -> None:
+    db = Database("%")
+    seen = []
+    db.set_commit_hook(lambda cleared, changes: seen.append((cleared, sorted(changes))))
+    db.set(b"a", b"1")
+    db.set_bulk([(b"b", b"2"), (b"c", b"3")])
+    db.remove(b"a")
+    db.begin_transaction()
+    db.set(b"d", b"4")
+    db.remove(b"b")
+    db.end_transaction(commit=True)
+    db.clear()
+    assert seen == [
+        (False, [(b"a", (b"1", XTMAX))]),
+        (False, [(b"b", (b"2", XTMAX)), (b"c", (b"3", XTMAX))]),
+        (False, [(b"a", None)]),
+        (False, [(b"b", None), (b"d", (b"4", XTMAX))]),
+        (True, []),
+    ]

@@ -258,11 +258,14 @@ class Database:
         # transaction state: undo log of first-touched keys, owner thread
         self._undo: dict[bytes, tuple[bytes, int] | None] | None = None
         self._undo_cleared: dict[bytes, tuple[bytes, int]] | None = None
-        # persistence state
+        # persistence / update-log state: the keys changed since the last commit
         self._sql: sqlite3.Connection | None = None
         self._dirty: set[bytes] = set()
         self._dirty_clear = False
         self._batch = 0
+        self._track = persistent  # whether changes are recorded at all
+        self._on_commit: Callable[[bool, list[tuple[bytes, tuple[bytes, int] | None]]], None] | None
+        self._on_commit = None
         if persistent:
             self._open_sqlite()
 
@@ -332,17 +335,34 @@ class Database:
         except OSError as e:
             raise DatabaseOpenError(f"{path}: cannot open: {e.strerror}") from e
 
+    def set_commit_hook(
+        self, hook: Callable[[bool, list[tuple[bytes, tuple[bytes, int] | None]]], None] | None
+    ) -> None:
+        """Call ``hook(cleared, changes)`` after every commit (the update log uses it).
+
+        ``changes`` lists each key changed by the request or transaction with its
+        new ``(value, xt)``, or ``None`` if it was removed; ``cleared`` says the
+        database was cleared first.  Called with the lock held, in commit order.
+        """
+        with self.lock:
+            self._on_commit = hook
+            self._track = self.persistent or hook is not None
+
     def _flush(self) -> None:
-        """Write the dirty keys' current state to SQLite in one transaction."""
-        conn = self._sql
-        if conn is None or (not self._dirty and not self._dirty_clear):
-            self._dirty.clear()
+        """Commit the dirty keys: to SQLite in one transaction, then to the commit hook."""
+        if not self._dirty and not self._dirty_clear:
             return
         data = self._data
         dirty = self._dirty
         self._dirty = set()
         cleared = self._dirty_clear
         self._dirty_clear = False
+        hook = self._on_commit
+        if hook is not None:
+            hook(cleared, [(key, data.get(key)) for key in dirty])
+        conn = self._sql
+        if conn is None:
+            return
         try:
             conn.execute("BEGIN")
             if cleared:
@@ -369,7 +389,7 @@ class Database:
             raise
 
     def _changed(self) -> None:
-        if self._sql is not None and self._batch == 0 and self._undo is None:
+        if self._track and self._batch == 0 and self._undo is None:
             self._flush()
 
     @contextmanager
@@ -450,12 +470,13 @@ class Database:
             xt = XTMAX
         self._note(key)
         self._put(key, value, xt)
-        self._dirty.add(key)
+        if self._track:
+            self._dirty.add(key)
         self._gc_step()
 
     def _erase(self, key: bytes) -> None:
         self._note(key)
-        if self._del(key) is not None:
+        if self._del(key) is not None and self._track:
             self._dirty.add(key)
 
     def _live(self, key: bytes) -> tuple[bytes, int] | None:
@@ -840,7 +861,7 @@ class Database:
             self._size = 0
             self._expiry = []
             self._dirty = set()
-            self._dirty_clear = True
+            self._dirty_clear = self._track
             self._changed()
             return True
 
@@ -927,7 +948,8 @@ class Database:
                 self._del(key)
             else:
                 self._put(key, rec[0], rec[1])
-            self._dirty.add(key)
+            if self._track:
+                self._dirty.add(key)
 
     def end_transaction(self, commit: bool = True) -> bool:
         """Commit (or undo) the transaction and release the lock."""
