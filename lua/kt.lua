@@ -995,17 +995,6 @@ local function placeentries(ix, entries)
   end
 end
 
--- Position (1-based) of entry e in the index, or nil.
-local function findentry(ix, e)
-  local init = 1
-  while true do
-    local p = string.find(ix.body, e, init, true)
-    if p == nil then return nil end
-    if (p - 1) % ENTRY == 0 then return (p - 1) / ENTRY + 1 end
-    init = p + 1
-  end
-end
-
 local function nowsec() return math.floor(kt.time()) end
 
 -- Write the index back: removed when it holds no entries and no live waiter.
@@ -1107,57 +1096,6 @@ local function itemvalues(db, key, entries, remove)
     if got[k] ~= nil then values[#values + 1] = got[k] end
   end
   return values
-end
-
--- Remove specific entries (if still present) from the index; returns the
--- entries actually removed, which the caller now owns.
-local function indexremove(db, key, entries)
-  local removed = {}
-  if #entries == 0 then return removed end
-  update(db, key, function(v)
-    if v == nil then return nil end
-    local ix = parseindex(v)
-    for _, e in ipairs(entries) do
-      local at = findentry(ix, e)
-      if at ~= nil then
-        local cut = (at - 1) * ENTRY
-        ix.body = string.sub(ix.body, 1, cut) .. string.sub(ix.body, cut + ENTRY + 1)
-        removed[#removed + 1] = e
-      end
-    end
-    if #removed == 0 then return nil end
-    return storeindex(ix)
-  end)
-  return removed
-end
-
--- Entries (in head or tail order within the score limit) whose value equals
--- `value`, at most n of them.
-local function findentries(db, key, value, n, limit, fromtail)
-  local ix = parseindex(db:get(key))
-  local avail = prefixcount(ix, limit)
-  local order = {}
-  if fromtail then
-    for i = avail, 1, -1 do order[#order + 1] = entryat(ix, i) end
-  else
-    for i = 1, avail do order[#order + 1] = entryat(ix, i) end
-  end
-  local found = {}
-  local chunk = 256
-  for s = 1, #order, chunk do
-    local keys = {}
-    for i = s, math.min(s + chunk - 1, #order) do
-      keys[#keys + 1] = itemkey(key, entryid(order[i]))
-    end
-    local got = db:get_bulk(keys) or {}
-    for i = s, math.min(s + chunk - 1, #order) do
-      if got[itemkey(key, entryid(order[i]))] == value then
-        found[#found + 1] = order[i]
-        if n ~= nil and #found >= n then return found end
-      end
-    end
-  end
-  return found
 end
 
 local function removeitems(db, key, entries)
@@ -1687,6 +1625,16 @@ local function model_memo(value)
   local memo = rec[MODEL_MEMO]
   if memo == nil then
     return {}, rec
+  end
+  -- the memo is a msgpack bin (so the Hash container with a msgpack client reads the
+  -- whole record): skip its bin8/bin16/bin32 header
+  local head = string.byte(memo, 1)
+  if head == 196 then
+    memo = string.sub(memo, 3)
+  elseif head == 197 then
+    memo = string.sub(memo, 4)
+  elseif head == 198 then
+    memo = string.sub(memo, 6)
   end
   return kt.arrayload(memo), rec
 end
