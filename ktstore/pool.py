@@ -9,7 +9,8 @@ closed by the server on ``Connection: close``.
 The rules (docs/reliability-notes.md, section 4):
 
 * an idle connection older than ``max_age`` seconds is closed, not reused;
-* before reuse an idle connection is polled: if the server closed it (restart) or sent
+* before reuse an idle connection is polled (unless it was released under a millisecond
+  ago: no restart is that fast): if the server closed it (restart) or sent
   stray bytes, it is replaced, so the first call after a restart succeeds;
 * a connection that failed or timed out mid-request is closed, never pooled again;
 * a request that failed on the network is retried once on a fresh connection if it is
@@ -32,6 +33,9 @@ from ktstore.errors import KTConnectionError, KTTimeoutError
 from ktstore.protocol.binary import ERROR_REPLY
 
 __all__ = ["Pool"]
+
+#: Idle connections younger than this (seconds) are reused without a staleness poll.
+FRESH = 0.001
 
 
 class Pool:
@@ -90,13 +94,17 @@ class Pool:
             self._reset_after_fork()
         idle = self._idle_http if http else self._idle
         if idle:
-            threshold = time.monotonic() - self.max_age
+            now = time.monotonic()
             while True:
                 try:
                     conn = idle.pop()
                 except IndexError:
                     break
-                if conn.last_used < threshold or conn.is_stale():
+                idle_for = now - conn.last_used
+                # The staleness poll is skipped for a socket released less than a
+                # millisecond ago: no server restarts that fast, and a busy caller
+                # saves a system call per request.
+                if idle_for > self.max_age or (idle_for > FRESH and conn.is_stale()):
                     conn.close()
                     continue
                 conn.reused = True
