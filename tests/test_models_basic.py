@@ -352,3 +352,21 @@ def test_model_bound_to_a_client_and_rebound(store, kt_server):
     Loose.bind(Store(store.client, db=0))
     with pytest.raises(ModelError, match="not a tree"):
         Loose.count()  # database 0 is a hash database: no key order for indexes
+
+
+def test_a_record_is_a_hash_container(kt_server):
+    from ktstore.serializers import KT_MSGPACK
+
+    client = KyotoTycoon(port=kt_server.port, serializer=KT_MSGPACK)
+
+    class Pet(Model, store=Store(client, db=1), prefix="pet"):
+        name = fields.Text(index=True)
+        age = fields.Integer(optional=True)
+
+    pet = Pet.create(name="rex")
+    key = Pet._binding().record_key(pet.id)
+    assert isinstance(key, bytes) and key == b"pet:" + pet.id.encode()
+    data = client.Hash(key, db=1).get_all()
+    assert data["name"] == "rex" and data["age"] is None and data["id"] == pet.id
+    assert "\x00ix" in data  # the record's own list of its index entries
+    client.close_all()

@@ -11,7 +11,7 @@ import pytest
 
 from ktstore.client import KyotoTycoon
 from ktstore.models import DoesNotExist, Model, fields
-from ktstore.models.backend import MEMO, arrayload, mapload
+from ktstore.models.backend import memo_keys
 from ktstore.store import Store
 
 XTMAX = 1099511627775
@@ -39,7 +39,7 @@ def owned_xts(model, inst):
     key = b.record_key(inst._pkstr())
     rec = b.client.get_bulk_details([(b.rdb, key)], decode_values=False)
     assert rec, "record missing"
-    keys = arrayload(mapload(rec[0][2])[MEMO])
+    keys = memo_keys(rec[0][2])
     rows = b.client.get_bulk_details([(b.idb, k) for k in keys], decode_values=False)
     assert len(rows) == len(keys), "an index entry is missing"
     conts = [b.container_key(inst._pkstr(), n) for n in model._kt.containers]

@@ -54,6 +54,24 @@ def arrayload(data: bytes) -> list[bytes]:
     return list(_dumps().arrayload(bytes(data)))
 
 
+def pack_memo(keys: Sequence[bytes]) -> bytes:
+    """The memo entry of a record: the index/unique keys it owns, as an arraydump
+    wrapped in a msgpack bin so every value of the record is msgpack."""
+    import msgpack
+
+    return msgpack.packb(arraydump(keys), use_bin_type=True)
+
+
+def memo_keys(record: bytes) -> list[bytes]:
+    """The index/unique keys a stored record lists in its memo."""
+    import msgpack
+
+    memo = mapload(record).get(MEMO)
+    if not memo:
+        return []
+    return arrayload(msgpack.unpackb(memo))
+
+
 @dataclass
 class Page:
     """One page of a range scan: ``entries`` are ``(key, value, record, xt)`` with

@@ -30,7 +30,15 @@ from typing import Any, ClassVar
 import attrs
 
 from ktstore.models import keycodec
-from ktstore.models.backend import MEMO, XTMAX, Binding, arraydump, mapdump, mapload
+from ktstore.models.backend import (
+    MEMO,
+    XTMAX,
+    Binding,
+    arraydump,
+    mapdump,
+    mapload,
+    pack_memo,
+)
 from ktstore.models.errors import (
     AlreadyExists,
     ConflictError,
@@ -381,7 +389,7 @@ class Model(metaclass=ModelType):
         for name, f in self._kt.fields.items():
             value = overrides[name] if name in overrides else getattr(self, name)
             fields[name.encode("utf-8")] = f.pack(value)
-        fields[MEMO] = arraydump(ix + ux)
+        fields[MEMO] = pack_memo(ix + ux)
         return mapdump(fields)
 
     @classmethod

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ktstore.models import keycodec
-from ktstore.models.backend import MEMO, Binding, arraydump, arrayload, mapload
+from ktstore.models.backend import Binding, arraydump, memo_keys
 
 if TYPE_CHECKING:
     from ktstore.models.base import Model
@@ -89,7 +89,7 @@ def check(model: type[Model]) -> CheckReport:
     for lo, hi in _ranges(b):
         for key, _pk, rec, _xt in b.scan_all(b.idb, lo, hi, page=200, join=True):
             report.entries += 1
-            if rec is None or key not in arrayload(mapload(rec).get(MEMO, b"")):
+            if rec is None or key not in memo_keys(rec):
                 report.orphan_entries.append(key)
     for key, raw, _xt in _records(model, b):
         report.records += 1
@@ -106,7 +106,7 @@ def check(model: type[Model]) -> CheckReport:
             (r[1] if isinstance(r[1], bytes) else r[1].encode("utf-8", "surrogateescape"))
             for r in rows
         }
-        memo = set(arrayload(mapload(raw).get(MEMO, b"")))
+        memo = set(memo_keys(raw))
         for k in expected:
             if k not in present or k not in memo:
                 report.missing_entries.append((pkstr, k))
