@@ -338,3 +338,24 @@ def test_schedule_same_score_and_float_times(kt):
     assert s.read(now + 0.1) == ["now"]
     assert s.items() == ["later"]
     assert s.clear() == 1
+
+
+def test_bpop_in_other_db_woken_by_transfer(kt_server):
+    waiter = KyotoTycoon(port=kt_server.port)
+    mover = KyotoTycoon(port=kt_server.port)
+    result: list = []
+    thread = threading.Thread(
+        target=lambda: result.append(waiter.Queue("dest", db=1).bpop(timeout=5))
+    )
+    src = mover.Queue("src", db=1)
+    src.add("moved")
+    thread.start()
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    assert src.transfer("dest") == "moved"
+    thread.join(10)
+    assert result == ["moved"]
+    assert time.monotonic() - t0 < 0.5
+    assert waiter.Queue("dest").count() == 0  # db 0 untouched
+    waiter.close_all()
+    mover.close_all()
