@@ -359,3 +359,54 @@ def test_bpop_in_other_db_woken_by_transfer(kt_server):
     assert waiter.Queue("dest").count() == 0  # db 0 untouched
     waiter.close_all()
     mover.close_all()
+
+
+def test_mixed_concurrent_operations_conserve_items(kt_server):
+    """Adders (single and bulk, mixed scores), head and tail poppers and a remover
+    at once: every item comes out exactly once and nothing is left behind."""
+    port, n = kt_server.port, 60
+    taken: list[str] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def adder(tag: str) -> None:
+        client = KyotoTycoon(port=port)
+        q = client.Queue("mix")
+        for i in range(n):
+            if i % 10 == 0:
+                q.extend([f"{tag}-{i}-{j}" for j in range(3)], i % 3)
+            else:
+                q.add(f"{tag}-{i}", i % 3)
+        client.close_all()
+
+    def worker(kind: str) -> None:
+        client = KyotoTycoon(port=port)
+        q = client.Queue("mix")
+        i = 0
+        while not stop.is_set():
+            if kind == "head":
+                got = q.pop(3)
+            elif kind == "tail":
+                got = q.rpop(2)
+            else:
+                i += 1
+                value = f"a-{i % n}"
+                got = [value] if q.remove(value) else []
+            with lock:
+                taken.extend(got)
+        client.close_all()
+
+    adders = [threading.Thread(target=adder, args=(t,)) for t in "abc"]
+    workers = [threading.Thread(target=worker, args=(k,)) for k in ("head", "tail", "remove")]
+    for t in adders + workers:
+        t.start()
+    for t in adders:
+        t.join(60)
+    stop.set()
+    for t in workers:
+        t.join(60)
+    client = KyotoTycoon(port=port)
+    taken.extend(client.Queue("mix").pop(10000))
+    assert len(taken) == len(set(taken)) == 3 * (n + (n // 10) * 2)
+    assert client.count() == 0
+    client.close_all()
