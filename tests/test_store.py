@@ -102,3 +102,13 @@ def test_store_with_no_arguments_runs_on_the_embedded_server():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60)
     assert out.stdout.strip() == b"ok", out.stderr.decode()[-2000:]
+
+
+def test_iteration_without_the_lua_script_uses_a_cursor(server_factory):
+    srv = server_factory(["%"])  # no kt.lua
+    c = KyotoTycoon(port=srv.port, serializer=KT_MSGPACK)
+    s = Store(c)
+    s.update({"b": 2, "a": 1, "c": [3]})
+    assert list(s) == ["a", "b", "c"] and dict(s.items()) == {"a": 1, "b": 2, "c": [3]}
+    assert list(s.keys_with_prefix("b")) == ["b"]
+    c.close_all()
