@@ -70,6 +70,27 @@ def _raw_value(value: Any) -> bytes:
     raise InvalidArgument(f"a raw value must be bytes or str, not {t.__name__}")
 
 
+def _int_arg(name: str, value: Any) -> bytes:
+    """A whole-number parameter as decimal bytes; anything else is InvalidArgument."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        try:
+            if isinstance(value, bool) or int(value) != value:
+                raise ValueError
+            value = int(value)
+        except (TypeError, ValueError, OverflowError):
+            raise InvalidArgument(f"{name} must be an integer, not {value!r}") from None
+    return b"%d" % value
+
+
+def _float_arg(name: str, value: Any) -> bytes:
+    if isinstance(value, bool):
+        raise InvalidArgument(f"{name} must be a number, not {value!r}")
+    try:
+        return repr(float(value)).encode("ascii")
+    except (TypeError, ValueError, OverflowError):
+        raise InvalidArgument(f"{name} must be a number, not {value!r}") from None
+
+
 def _check_size(value: bytes) -> bytes:
     if len(value) > DATA_MAX_SIZE:
         raise InvalidArgument(f"value of {len(value)} bytes exceeds the protocol limit")
@@ -397,7 +418,7 @@ class KyotoTycoon(LuaMethods):
         XTMAX, when the record never expires), as ukt returns it.
         """
         ek = self.encode_key
-        check = self._check_db
+        check = self._db
         request = _encode_get_bulk([(check(d), ek(k)) for d, k in db_key_list])
         records = self._pool.request(request, _parse_get_bulk_reply, _NO_ARGS, True)
         if records is _ERROR_REPLY:
@@ -489,7 +510,7 @@ class KyotoTycoon(LuaMethods):
         """Store ``(db, key, value, expire_time)`` records, each with its own db and xt."""
         ek = self.encode_key
         enc = self._encode_value if encode_values else _raw_value
-        check = self._check_db
+        check = self._db
         xt = self._xt
         records = [(check(d), ek(k), enc(v), xt(t)) for d, k, v, t in data]
         return self._set_request(_encode_set_bulk(records, no_reply), no_reply)
@@ -522,7 +543,7 @@ class KyotoTycoon(LuaMethods):
     ) -> int | None:
         """Remove ``(db, key)`` pairs across databases; return the number removed."""
         ek = self.encode_key
-        check = self._check_db
+        check = self._db
         request = _encode_remove_bulk([(check(d), ek(k)) for d, k in db_key_list], no_reply)
         return self._remove_request(request, no_reply)
 
@@ -584,9 +605,10 @@ class KyotoTycoon(LuaMethods):
         ``orig`` is the starting value when the key is missing (``'try'`` fails instead,
         ``'set'`` overwrites).  A value that is not a counter raises ServerError (450).
         """
-        params = [(b"key", self.encode_key(key)), (b"num", b"%d" % int(n))]
+        params = [(b"key", self.encode_key(key)), (b"num", _int_arg("n", n))]
         if orig is not None:
-            params.append((b"orig", str(orig).encode("ascii")))
+            o = orig.encode("ascii") if orig in ("try", "set") else _int_arg("orig", orig)
+            params.append((b"orig", o))
         if expire_time is not None:
             params.append((b"xt", b"%d" % self._xt(expire_time)))
         _, out = self._rpc("increment", params, db)
@@ -601,10 +623,10 @@ class KyotoTycoon(LuaMethods):
         expire_time: Any = None,
     ) -> float:
         """Add ``n`` to the 16-byte decimal counter at ``key``; return the new value."""
-        params = [(b"key", self.encode_key(key)), (b"num", repr(float(n)).encode("ascii"))]
+        params = [(b"key", self.encode_key(key)), (b"num", _float_arg("n", n))]
         if orig is not None:
-            o = orig if isinstance(orig, str) else repr(float(orig))
-            params.append((b"orig", o.encode("ascii")))
+            o = orig.encode("ascii") if orig in ("try", "set") else _float_arg("orig", orig)
+            params.append((b"orig", o))
         if expire_time is not None:
             params.append((b"xt", b"%d" % self._xt(expire_time)))
         _, out = self._rpc("increment_double", params, db)
@@ -662,7 +684,8 @@ class KyotoTycoon(LuaMethods):
 
     def vacuum(self, step: int = 0, db: int | None = None) -> bool:
         """Collect expired records (``step`` records, or all when 0)."""
-        params = [(b"step", b"%d" % int(step))] if step and step > 0 else []
+        step_b = _int_arg("step", step)
+        params = [(b"step", step_b)] if step > 0 else []
         self._rpc("vacuum", params, db)
         return True
 
@@ -670,7 +693,7 @@ class KyotoTycoon(LuaMethods):
 
     def _match(self, proc: str, params: list[tuple[bytes, bytes]], max_keys: Any, db: Any) -> list:
         if max_keys is not None:
-            params.append((b"max", b"%d" % int(max_keys)))
+            params.append((b"max", _int_arg("max_keys", max_keys)))
         _, out = self._rpc(proc, params, db, (), True)
         ordered = sorted(
             ((int(v), k[1:]) for k, v in out.items() if k[:1] == b"_"), key=lambda p: p[0]
@@ -703,7 +726,7 @@ class KyotoTycoon(LuaMethods):
         """Keys within ``distance`` edits of ``origin`` (UTF-8 aware), nearest first."""
         params = [(b"origin", self.encode_key(origin)), (b"utf", b"true")]
         if distance is not None:
-            params.append((b"range", b"%d" % int(distance)))
+            params.append((b"range", _int_arg("distance", distance)))
         return self._match("match_similar", params, max_keys, db)
 
     # -- HTTP: update log -----------------------------------------------------------------

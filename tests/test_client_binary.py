@@ -93,6 +93,8 @@ def test_bulk_details_across_databases(kt):
     assert res == [(0, "k1", "v1-0", XTMAX), (1, "k1", "v1-1", xt), (1, "k2", "v2", xt)]
     raw = kt.get_bulk_details([(0, "k1")], decode_values=False)
     assert raw == [(0, "k1", b"v1-0", XTMAX)]
+    # db None in a details tuple means the default database
+    assert kt.get_bulk_details([(None, "k3")]) == [(0, "k3", "v3", XTMAX)]
     assert kt.remove_bulk_details([(0, "k1"), (0, "k2"), (1, "k1"), (1, "k3")]) == 2
     assert kt.get_bulk_details([(0, "k1"), (0, "k3"), (1, "k1"), (1, "k2")]) == [
         (0, "k3", "v3", XTMAX),
@@ -275,6 +277,16 @@ def test_invalid_arguments_rejected_before_sending():
         KyotoTycoon(default_db=-2)
     with pytest.raises(InvalidArgument):
         kt.cas("k", None, None)
+    with pytest.raises(InvalidArgument):
+        kt.increment("k", "one")
+    with pytest.raises(InvalidArgument):
+        kt.increment_double("k", object())
+    with pytest.raises(InvalidArgument):
+        kt.match_prefix("k", max_keys="ten")
+    with pytest.raises(InvalidArgument):
+        kt.match_similar("k", distance=1.5)
+    with pytest.raises(InvalidArgument):
+        kt.vacuum(step=None)
     assert kt.pool.stats == (0, 0, 0)
 
 
