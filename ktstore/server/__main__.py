@@ -38,11 +38,9 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         server = Server(config=cfg)
-    except (DatabaseOpenError, FileNotFoundError) as e:
+    except (DatabaseOpenError, OSError) as e:
         print(f"ktstore-server: {e}", file=sys.stderr)
         return 1
-    if cfg.ulog is not None:
-        server.log("error", "-ulog is not supported by ktstore-server; replication is disabled")
     done = threading.Event()
 
     def on_signal(signum: int, frame: object) -> None:

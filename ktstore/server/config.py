@@ -11,6 +11,9 @@ Our own additions:
 * ``-scr-unsafe``: give the Lua script the unsafe standard libraries (``os``,
   ``io``, ``require``...).  Off by default: a script can then only touch the
   databases, like a sandboxed real server.
+* ``-ulog DIR -sid N [-ulim SIZE]`` keep an update log in ktserver's format
+  (``ulog_list``, ``ulog_remove`` and binary replication read it); the other
+  replication options (``-mhost``...) are accepted and ignored.
 * ``-port`` accepts any valid TCP port (1-65535).  ktserver itself rejects ports
   above 32767; we do not, and document it.
 """
@@ -51,6 +54,7 @@ class ServerConfig:
     script: str | None = None
     script_unsafe: bool = False
     ulog: str | None = None
+    ulim: int = 256 << 20
     sid: int | None = None
     read_only: bool = False
     databases: list[str] = field(default_factory=list)
@@ -59,7 +63,6 @@ class ServerConfig:
 
 # Options that take a value we ignore, and flags we ignore.
 _IGNORED_WITH_VALUE = {
-    "-ulim",
     "-uasi",
     "-asi",
     "-bgs",
@@ -133,7 +136,14 @@ def parse_args(argv: list[str]) -> ServerConfig:
         elif arg == "-ulog":
             cfg.ulog = value(arg)
         elif arg == "-sid":
-            cfg.sid = int(_number(arg, value(arg)))
+            sid = int(_number(arg, value(arg)))
+            if not 0 <= sid <= 65535:
+                raise UsageError(f"-sid: out of range: {sid}")
+            cfg.sid = sid
+        elif arg == "-ulim":
+            from ktstore.server.database import _atoix
+
+            cfg.ulim = _atoix(value(arg))
         elif arg == "--version":
             cfg.show_version = True
         elif arg in _IGNORED_WITH_VALUE:
@@ -145,6 +155,8 @@ def parse_args(argv: list[str]) -> ServerConfig:
             raise UsageError(f"unknown option: {arg}")
         i += 1
     cfg.databases = list(argv[i:]) or [":"]
+    if cfg.ulog is not None and cfg.sid is None:
+        raise UsageError("-ulog needs a server id (-sid)")
     if len(cfg.databases) > 200:
         raise UsageError("too many databases (at most 200)")
     return cfg

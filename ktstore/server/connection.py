@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import select
 import socket
+import struct
 from typing import TYPE_CHECKING
 
 from ktstore.errors import Incomplete, ProtocolError
@@ -144,16 +145,12 @@ def handle_binary(server: Server, reader: Reader, session: Session) -> bool:
         except Incomplete as inc:
             reader.fill(inc.need)
         except ProtocolError:
-            # Replication (we keep no update log): 0xBF.  Unknown magic: close without
-            # a word.  A size over the limit: the bulk
-            # commands answer 0xBF (unless no-reply) and close; play_script just closes.
+            # Replication: served from the update log (0xBF without one).  Unknown
+            # magic: close without a word.  A size over the limit: the bulk commands
+            # answer 0xBF (unless no-reply) and close; play_script just closes.
             magic = reader.buf[reader.pos]
             if magic == binary.MAGIC_REPLICATION:
-                # no update log: ktserver refuses the replication request with 0xBF
-                try:
-                    sock.sendall(_ERROR)
-                except OSError:
-                    pass
+                replicate(server, reader)
                 return False
             if magic in (binary.MAGIC_SET_BULK, binary.MAGIC_REMOVE_BULK, binary.MAGIC_GET_BULK):
                 flags = _binary_header_flags(reader)
@@ -254,3 +251,84 @@ def handle_binary(server: Server, reader: Reader, session: Session) -> bool:
     if not req.no_reply:
         _send(sock, reply)
     return True
+
+
+# ------------------------------------------------------------------- replication
+
+_REPL_REQUEST = struct.Struct(">BIQH")  # magic, flags, ts, sid
+_REPL_FRAME = struct.Struct(">BQI")  # 0xB1, ts, size (then the message)
+_NOP = struct.Struct(">BQ")  # 0xB0, ts (heart-beat)
+_WHITE_SID = 1
+_DUMMY_FREQ = 256
+
+
+def replicate(server: Server, reader: Reader) -> None:
+    """Stream the update log to a replication client (ktserver's 0xB1 protocol).
+
+    The request is ``0xB1, u32 flags, u64 ts, u16 sid``.  We answer ``0xB1`` and
+    send every logged message with a timestamp above ``ts`` as
+    ``0xB1, u64 ts, u32 size, message``, skipping messages of the client's own
+    sid (or, with the white-sid flag, of any other sid; a size-0 dummy frame
+    every 256 skips).  When caught up we send ``0xB0, u64 ts`` heart-beats
+    about every 0.1 s, each answered by the client with one ``0xB1`` byte.
+    Without ``-ulog`` the answer is ``0xBF``.  The stream ends with the
+    connection.
+    """
+    from ktstore.server.ulog import UlogReader
+
+    sock = reader.sock
+    reader.fill(_REPL_REQUEST.size)
+    _, flags, ts, sid = _REPL_REQUEST.unpack_from(reader.buf, reader.pos)
+    reader.pos += _REPL_REQUEST.size
+    ulog = server.ulog
+    if ulog is None:
+        server.log("info", "no update log allows no replication")
+        try:
+            sock.sendall(_ERROR)
+        except OSError:
+            pass
+        return
+    white = bool(flags & _WHITE_SID)
+    _send(sock, b"\xb1")
+    server.log("system", f"a slave was connected: ts={ts} sid={sid}")
+    log_reader = UlogReader(ulog, ts)
+    last_ts = 0
+    misses = 0
+    try:
+        while not server.stopping:
+            sent_any = False
+            out = []
+            for mts, msg in log_reader.read():
+                rsid = int.from_bytes(msg[:2], "big")
+                if (rsid != sid) if white else (rsid == sid):
+                    misses += 1
+                    if misses >= _DUMMY_FREQ:
+                        out.append(_REPL_FRAME.pack(0xB1, mts, 0))
+                        misses = 0
+                else:
+                    misses = 0
+                    out.append(_REPL_FRAME.pack(0xB1, mts, len(msg)) + msg)
+                last_ts = max(last_ts, mts)
+                if len(out) >= 256:
+                    _send(sock, b"".join(out))
+                    out = []
+                    sent_any = True
+            if out:
+                _send(sock, b"".join(out))
+                sent_any = True
+            if sent_any:
+                continue
+            cc = ulog.clock_pure()
+            if cc > 1_000_000_000:
+                cc -= 1_000_000_000
+            _send(sock, _NOP.pack(0xB0, max(cc, last_ts)))
+            reader.fill(1)
+            ack = reader.buf[reader.pos]
+            reader.pos += 1
+            if ack != 0xB1:
+                return
+            with ulog.lock:
+                if not server.stopping:
+                    ulog.changed.wait(0.1)
+    finally:
+        server.log("system", f"a slave was disconnected: sid={sid}")

@@ -134,6 +134,13 @@ class Server:
         self._names: dict[bytes, int] = {}
         for i, db in enumerate(self.dbs):
             self._names.setdefault(db.name.encode("utf-8", "surrogateescape"), i)
+        self.ulog: Any = None
+        if cfg.ulog is not None:
+            from ktstore.server.ulog import UpdateLog
+
+            self.ulog = UpdateLog(cfg.ulog, cfg.sid or 0, cfg.ulim)
+            for i, db in enumerate(self.dbs):
+                db.set_commit_hook(self.ulog.hook(i))
         self.conditions = ConditionMap()
         self.stats: dict[str, int] = dict.fromkeys(
             ("set", "set_misses", "remove", "remove_misses", "get", "get_misses", "script", "misc"),
@@ -334,6 +341,9 @@ class Server:
             return
         self._stopping.set()
         self.conditions.stop()
+        if self.ulog is not None:
+            with self.ulog.lock:
+                self.ulog.changed.notify_all()  # wake replication streams
         listener = self._listener
         if listener is not None:
             try:
@@ -363,6 +373,8 @@ class Server:
                 db.close()
             except Exception as e:
                 self.log("error", f"closing {db.path}: {e!r}")
+        if self.ulog is not None:
+            self.ulog.close()
         self.log("system", "server stopped")
         if self._log_file is not None:
             self._log_file.close()

@@ -248,9 +248,37 @@ def _tune_replication(call: _Call) -> int:
     return RV_NOIMPL
 
 
-def _ulog(call: _Call) -> int:
+def _no_ulog(call: _Call) -> int:
     call.out.append((b"ERROR", b"no update log allows no replication"))
     return RV_INVALID
+
+
+def _ulog_ts(call: _Call) -> int:
+    raw = call.params.get(b"ts")
+    if raw is None:
+        return (1 << 64) - 1
+    if raw == b"now":
+        return call.server.ulog.clock_pure()
+    return kt_atoi(raw)
+
+
+def _ulog_list(call: _Call) -> int:
+    ulog = call.server.ulog
+    if ulog is None:
+        return _no_ulog(call)
+    for path, size, ts in ulog.list_files():
+        call.out.append((path.encode(), f"{size}:{ts}".encode()))
+    return RV_SUCCESS
+
+
+def _ulog_remove(call: _Call) -> int:
+    ulog = call.server.ulog
+    if ulog is None:
+        return _no_ulog(call)
+    if ulog.remove_files(_ulog_ts(call)):
+        return RV_SUCCESS
+    call.out.append((b"ERROR", b"removing a file failed"))
+    return RV_INTERNAL
 
 
 def _status(call: _Call) -> int:
@@ -641,8 +669,8 @@ PROCEDURES: dict[bytes, Callable[[_Call], int]] = {
     b"report": _report,
     b"play_script": _play_script,
     b"tune_replication": _tune_replication,
-    b"ulog_list": _ulog,
-    b"ulog_remove": _ulog,
+    b"ulog_list": _ulog_list,
+    b"ulog_remove": _ulog_remove,
     b"status": _status,
     b"clear": _clear,
     b"synchronize": _synchronize,
