@@ -23,6 +23,7 @@ import itertools
 import re
 import time
 from collections.abc import Iterable, Iterator, Mapping
+from itertools import repeat
 from typing import Any
 
 from ktstore.errors import InvalidArgument, ScriptError, ServerError
@@ -51,6 +52,10 @@ _NO_ARGS = ()
 _NUM_RE = re.compile(rb"^-?\d+$")
 _FLOAT_RE = re.compile(rb"^-?\d+\.\d+$")
 _NO_DB = object()  # "this procedure takes no DB parameter"
+# Arguments for map(str.encode, keys, _UTF8, _SURROGATES): endless, so shareable.
+_str_encode = str.encode
+_UTF8 = repeat("utf-8")
+_SURROGATES = repeat("surrogateescape")
 
 
 def _raw_value(value: Any) -> bytes:
@@ -253,6 +258,10 @@ class KyotoTycoon(LuaMethods):
         """``[(dbidx, encoded key), ...]`` with an inline fast path for str keys."""
         if not isinstance(keys, (list, tuple)):
             keys = list(keys)
+        try:
+            return list(zip(repeat(dbidx), map(_str_encode, keys, _UTF8, _SURROGATES)))
+        except (TypeError, UnicodeEncodeError):
+            pass
         try:
             return [
                 (dbidx, k.encode("utf-8", "surrogateescape") if type(k) is str else ek(k))
@@ -478,8 +487,20 @@ class KyotoTycoon(LuaMethods):
         ek = self.encode_key
         enc = self._encode_value if encode_values else _raw_value
         items = data.items() if isinstance(data, Mapping) else data
-        records = None
+        records: Any = None
         if enc is _raw_value or self._utf8_values:
+            if type(data) is dict:
+                # Fastest path, a dict of str -> str: encode in C (map) and let zip
+                # build the record tuples; a TypeError (not all str) or
+                # UnicodeEncodeError (lone surrogate) falls through to the paths below.
+                try:
+                    ks = list(map(_str_encode, data, _UTF8, _SURROGATES))
+                    vs = list(map(_str_encode, data.values()))
+                except (TypeError, UnicodeEncodeError):
+                    pass
+                else:
+                    records = zip(repeat(dbidx), ks, vs, repeat(xt))
+                    return self._set_request(_encode_set_bulk(records, no_reply), no_reply)
             # Fast path for str keys and str/bytes values: encode inline, no calls.
             if not isinstance(items, (list, tuple, type({}.items()))):
                 items = list(items)

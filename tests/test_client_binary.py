@@ -319,3 +319,23 @@ def test_connections_are_reused(kt):
     assert kt.close_all() == 1
     assert kt.pool.stats[:1] == (0,)
     assert kt.get("k1") == "v"
+
+
+def test_bulk_fast_paths_fall_back_correctly(kt):
+    # mixed key types, bytes values, numbers: every fast path must give way
+    assert kt.set_bulk({"s": "1", b"b": b"2", "n": 3}) == 3
+    assert kt.get_bulk(["s", b"b", "n"]) == {"s": "1", "b": "2", "n": "3"}
+    assert kt.set_bulk({"raw": b"\xff"}, encode_values=False) == 1
+    assert kt.get_bulk(["raw"], decode_values=False) == {"raw": b"\xff"}
+    with pytest.raises(SerializationError):
+        kt.get_bulk(["raw", "s"])  # not UTF-8: the serializer's typed error
+    with pytest.raises(SerializationError):
+        kt.set_bulk({"k": "\ud800"})
+    with pytest.raises(InvalidArgument):
+        kt.set_bulk({"\ud800": "v"})
+    with pytest.raises(InvalidArgument):
+        kt.get_bulk(["ok", "\ud800"])
+    with pytest.raises(InvalidArgument):
+        kt.remove_bulk([1])
+    assert kt.remove_bulk(iter(["s", b"b"])) == 2
+    assert kt.get_bulk(k for k in ["n"]) == {"n": "3"}
