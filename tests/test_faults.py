@@ -271,3 +271,17 @@ def test_fork_safety(kt_server):
     assert kt.count() == 2
     assert set(kt.pool._idle) | set(kt.pool._idle_http) == set(parent_conns)
     kt.close_all()
+
+
+def test_play_script_error_keeps_the_socket(kt_server):
+    from ktstore import ScriptError
+
+    kt = KyotoTycoon(kt_server.host, kt_server.port, timeout=5)
+    kt.set("k", "v")
+    (conn,) = kt.pool._idle
+    with pytest.raises(ScriptError):
+        kt._play_script("no_such_procedure_anywhere", [(b"a", b"b")])
+    assert kt.pool._idle == [conn]  # ktserver keeps the connection after a script 0xBF
+    assert kt.get("k") == "v"
+    assert kt.pool._idle == [conn]
+    kt.close_all()
