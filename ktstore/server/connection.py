@@ -14,12 +14,13 @@ from __future__ import annotations
 import select
 import socket
 import struct
+import time
 from typing import TYPE_CHECKING
 
 from ktstore.errors import Incomplete, ProtocolError
 from ktstore.protocol import binary
 from ktstore.protocol.expire import resolve_xt
-from ktstore.protocol.limits import DATA_MAX_SIZE
+from ktstore.protocol.limits import DATA_MAX_SIZE, XTMAX
 
 if TYPE_CHECKING:
     from ktstore.server.core import Server, Session
@@ -168,15 +169,25 @@ def handle_binary(server: Server, reader: Reader, session: Session) -> bool:
         out: list[tuple[int, bytes, bytes, int]] = []
         append = out.append
         keys = req.keys
-        if ndb and all(k[0] == 0 for k in keys):
+        mixed = not ndb
+        if ndb:  # the common case, every key in database 0: one lock hold, no calls
             db = dbs[0]
             with db.lock:
-                live = db._live
-                for _, key in keys:
-                    rec = live(key)
+                get = db._data.get
+                now = db.now()
+                for dbidx, key in keys:
+                    if dbidx:
+                        mixed = True
+                        break
+                    rec = get(key)
                     if rec is not None:
-                        append((0, key, rec[0], rec[1]))
-        else:
+                        xt = rec[1]
+                        if xt < XTMAX and now > xt:
+                            db._live(key)  # expired: purge it, it is not found
+                        else:
+                            append((0, key, rec[0], xt))
+        if mixed:
+            out.clear()
             for dbidx, key in keys:
                 if dbidx < ndb:
                     rec = dbs[dbidx].get(key)
@@ -188,20 +199,24 @@ def handle_binary(server: Server, reader: Reader, session: Session) -> bool:
         _send(sock, binary.encode_get_bulk_reply(out))
         return True
     if kind is binary.SetBulk:
-        now = None
-        n = 0
-        groups: dict[int, list[tuple[bytes, bytes, int]]] = {}
-        for dbidx, key, value, xt in req.records:
-            if dbidx >= ndb:
-                continue
-            if now is None:
-                import time
-
-                now = int(time.time())
-            groups.setdefault(dbidx, []).append((key, value, resolve_xt(xt, now)))
+        records = req.records
+        now = int(time.time())
+        resolve = resolve_xt
         try:
-            for dbidx, recs in groups.items():
-                n += dbs[dbidx].set_bulk_xt(recs)
+            if ndb and all(r[0] == 0 for r in records):  # the common case: one database
+                n = dbs[0].set_bulk_xt(
+                    (k, v, XTMAX if xt >= XTMAX else resolve(xt, now)) for _, k, v, xt in records
+                )
+            else:
+                n = 0
+                groups: dict[int, list[tuple[bytes, bytes, int]]] = {}
+                for dbidx, k, v, xt in records:
+                    if dbidx < ndb:  # ktserver skips unknown databases silently
+                        groups.setdefault(dbidx, []).append(
+                            (k, v, XTMAX if xt >= XTMAX else resolve(xt, now))
+                        )
+                for dbidx, recs in groups.items():
+                    n += dbs[dbidx].set_bulk_xt(recs)
         except Exception as e:
             server.log("error", f"binary set_bulk failed: {e!r}")
             if not req.no_reply:
