@@ -182,7 +182,10 @@ class Connection:
         sock = self.sock
         if self._kernel_timeouts:
             sec = int(timeout)
-            tv = struct.pack("ll", sec, int((timeout - sec) * 1e6))
+            usec = int((timeout - sec) * 1e6)
+            if sec == 0 and usec == 0:
+                usec = 1  # a zero timeval would mean "block forever"
+            tv = struct.pack("ll", sec, usec)
             try:
                 sock.settimeout(None)
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, tv)

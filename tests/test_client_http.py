@@ -3,7 +3,10 @@ checks, matching, information, maintenance and lazy iteration."""
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
+from conftest import REAL_SERVER
 
 from ktstore import KT_JSON, KT_NONE, KyotoTycoon, ServerError
 
@@ -184,3 +187,19 @@ def test_serialize_dict_and_list(kt_server):
         b"\x00",
         b"x" * 200,
     ]
+
+
+@pytest.mark.skipif(not REAL_SERVER, reason="the built-in server has no update log")
+def test_ulog_list_and_remove(server_factory, tmp_path):
+    server = server_factory(["*"], extra_args=["-ulog", str(tmp_path / "ulog"), "-sid", "1"])
+    kt = KyotoTycoon(server.host, server.port, timeout=5)
+    kt.set("k", "v")
+    logs = kt.ulog_list()
+    assert len(logs) == 1
+    path, size, when = logs[0]
+    assert path.endswith("0000000001.ulog")
+    assert int(size) > 0
+    assert isinstance(when, dt.datetime) and when.tzinfo is None
+    assert kt.ulog_remove(dt.datetime.now(dt.timezone.utc)) is True
+    assert kt.ulog_remove() is True
+    kt.close_all()
