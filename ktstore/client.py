@@ -96,6 +96,13 @@ def _float_arg(name: str, value: Any) -> bytes:
         raise InvalidArgument(f"{name} must be a number, not {value!r}") from None
 
 
+def _special_orig(orig: str) -> bytes:
+    """``orig='try'`` (fail if missing) or ``'set'`` (overwrite), ktserver's keywords."""
+    if orig not in ("try", "set"):
+        raise InvalidArgument(f"orig must be a number, 'try' or 'set', not {orig!r}")
+    return orig.encode("ascii")
+
+
 def _check_size(value: bytes) -> bytes:
     if len(value) > DATA_MAX_SIZE:
         raise InvalidArgument(f"value of {len(value)} bytes exceeds the protocol limit")
@@ -617,7 +624,7 @@ class KyotoTycoon(LuaMethods):
         self,
         key: Any,
         n: int = 1,
-        orig: int | None = None,
+        orig: int | str | None = None,
         db: int | None = None,
         expire_time: Any = None,
     ) -> int:
@@ -628,7 +635,7 @@ class KyotoTycoon(LuaMethods):
         """
         params = [(b"key", self.encode_key(key)), (b"num", _int_arg("n", n))]
         if orig is not None:
-            o = orig.encode("ascii") if orig in ("try", "set") else _int_arg("orig", orig)
+            o = _special_orig(orig) if isinstance(orig, str) else _int_arg("orig", orig)
             params.append((b"orig", o))
         if expire_time is not None:
             params.append((b"xt", b"%d" % self._xt(expire_time)))
@@ -639,14 +646,14 @@ class KyotoTycoon(LuaMethods):
         self,
         key: Any,
         n: float = 1.0,
-        orig: float | None = None,
+        orig: float | str | None = None,
         db: int | None = None,
         expire_time: Any = None,
     ) -> float:
         """Add ``n`` to the 16-byte decimal counter at ``key``; return the new value."""
         params = [(b"key", self.encode_key(key)), (b"num", _float_arg("n", n))]
         if orig is not None:
-            o = orig.encode("ascii") if orig in ("try", "set") else _float_arg("orig", orig)
+            o = _special_orig(orig) if isinstance(orig, str) else _float_arg("orig", orig)
             params.append((b"orig", o))
         if expire_time is not None:
             params.append((b"xt", b"%d" % self._xt(expire_time)))

@@ -128,7 +128,7 @@ class Connection:
         self.closed = False
         self.reused = False
         self.pool_gen = 0
-        self._poll = None
+        self._poll: Any = None
         self._rbuf = bytearray(_RBUF_SIZE)
         self._rview = memoryview(self._rbuf)
         self._recv_into = sock.recv_into

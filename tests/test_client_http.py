@@ -8,7 +8,7 @@ import datetime as dt
 import pytest
 from conftest import REAL_SERVER
 
-from ktstore import KT_JSON, KT_NONE, KyotoTycoon, ServerError
+from ktstore import KT_JSON, KT_NONE, InvalidArgument, KyotoTycoon, ServerError
 
 
 @pytest.fixture
@@ -203,3 +203,13 @@ def test_ulog_list_and_remove(server_factory, tmp_path):
     assert kt.ulog_remove(dt.datetime.now(dt.timezone.utc)) is True
     assert kt.ulog_remove() is True
     kt.close_all()
+
+
+def test_increment_orig_keywords(kt):
+    with pytest.raises(ServerError) as info:
+        kt.increment("absent", 1, orig="try")  # fail when missing
+    assert info.value.status == 450
+    kt.increment("c", 5)
+    assert kt.increment("c", 7, orig="set") == 7  # overwrite
+    with pytest.raises(InvalidArgument):
+        kt.increment("c", 1, orig="bogus")
