@@ -203,20 +203,16 @@ def handle_binary(server: Server, reader: Reader, session: Session) -> bool:
         now = int(time.time())
         resolve = resolve_xt
         try:
-            if ndb and all(r[0] == 0 for r in records):  # the common case: one database
-                n = dbs[0].set_bulk_xt(
-                    (k, v, XTMAX if xt >= XTMAX else resolve(xt, now)) for _, k, v, xt in records
-                )
-            else:
-                n = 0
-                groups: dict[int, list[tuple[bytes, bytes, int]]] = {}
-                for dbidx, k, v, xt in records:
-                    if dbidx < ndb:  # ktserver skips unknown databases silently
-                        groups.setdefault(dbidx, []).append(
-                            (k, v, XTMAX if xt >= XTMAX else resolve(xt, now))
-                        )
-                for dbidx, recs in groups.items():
-                    n += dbs[dbidx].set_bulk_xt(recs)
+            n = 0
+            groups: dict[int, list[tuple[bytes, bytes, int]]] = {}
+            for dbidx, k, v, xt in records:
+                if dbidx < ndb:  # ktserver skips unknown databases silently
+                    group = groups.get(dbidx)
+                    if group is None:
+                        group = groups[dbidx] = []
+                    group.append((k, v, XTMAX if xt >= XTMAX else resolve(xt, now)))
+            for dbidx, recs in groups.items():
+                n += dbs[dbidx].set_bulk_xt(recs)
         except Exception as e:
             server.log("error", f"binary set_bulk failed: {e!r}")
             if not req.no_reply:
