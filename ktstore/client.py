@@ -52,6 +52,10 @@ _NO_ARGS = ()
 _NUM_RE = re.compile(rb"^-?\d+$")
 _FLOAT_RE = re.compile(rb"^-?\d+\.\d+$")
 _NO_DB = object()  # "this procedure takes no DB parameter"
+_CONTROL = re.compile(rb"[\x00-\x1f\x7f]")
+_chain = itertools.chain.from_iterable
+_CTYPES = {None: tsv.content_type_for(None), "B": tsv.content_type_for("B")}
+_parsed_ctypes: dict[str, tuple[str, str | None]] = {}
 # Arguments for map(str.encode, keys, _UTF8, _SURROGATES): endless, so shareable.
 _str_encode = str.encode
 _UTF8 = repeat("utf-8")
@@ -308,14 +312,17 @@ class KyotoTycoon(LuaMethods):
         """The bytes of a ``POST /rpc/<name>`` request (TSV body, colenc only if needed)."""
         if db is not _NO_DB:
             params.insert(0, (b"DB", b"%d" % self._db(db)))
-        colenc = tsv.choose_colenc(params)
+        # Raw TSV unless a field holds a control byte (TAB, LF, CR... would break the
+        # line structure); then Base64, which ktserver decodes for any byte.  Unlike a
+        # response, a long plain field needs no encoding: raw is the smallest.
+        colenc = "B" if _CONTROL.search(b"".join(_chain(params))) else None
         body = tsv.encode_tsv(params, colenc)
         if len(body) > HTTP_BODY_MAX:
             raise InvalidArgument(f"request of {len(body)} bytes exceeds the HTTP body limit")
         return http.encode_request(
             "POST",
             "/rpc/" + name,
-            [("Host", self._host_header), ("Content-Type", tsv.content_type_for(colenc))],
+            [("Host", self._host_header), ("Content-Type", _CTYPES[colenc])],
             body,
         )
 
@@ -324,7 +331,12 @@ class KyotoTycoon(LuaMethods):
         name: str, status: int, headers: Any, body: bytes, allowed: tuple[int, ...]
     ) -> tuple[int, dict[bytes, bytes]]:
         ctype = headers.get("content-type", "") if headers else ""
-        media, colenc = tsv.parse_content_type(ctype) if ctype else ("", None)
+        parsed = _parsed_ctypes.get(ctype)
+        if parsed is None:
+            parsed = tsv.parse_content_type(ctype) if ctype else ("", None)
+            if len(_parsed_ctypes) < 64:  # a handful of distinct values in practice
+                _parsed_ctypes[ctype] = parsed
+        media, colenc = parsed
         if media == "text/tab-separated-values":
             out = dict(tsv.decode_tsv(body, colenc))
         else:

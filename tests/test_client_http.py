@@ -41,6 +41,9 @@ def test_http_writes_with_binary_data_and_expiry(kt):
     assert kt.get_bytes(b"\x00\tk\n") == value
     assert kt.replace(b"\x00\tk\n", "é\r\n", expire_time=100) is True
     assert kt.get(b"\x00\tk\n") == "é\r\n"
+    long_text = "plain text ☃ " * 500  # long, no control bytes: sent as raw TSV
+    assert kt.add("long", long_text) is True
+    assert kt.seize("long") == long_text
     (rec,) = kt.get_bulk_details([(0, b"\x00\tk\n")])
     assert rec[3] < 2**40 - 1
 
