@@ -285,3 +285,31 @@ def test_play_script_error_keeps_the_socket(kt_server):
     assert kt.get("k") == "v"
     assert kt.pool._idle == [conn]
     kt.close_all()
+
+
+def test_idle_connections_older_than_max_age_are_replaced(kt_server):
+    kt = KyotoTycoon(kt_server.host, kt_server.port, timeout=5, max_age=0.05)
+    kt.set("k", "v")
+    (first,) = kt.pool._idle
+    assert kt.get("k") == "v"
+    assert kt.pool._idle == [first]  # young enough: reused
+    time.sleep(0.08)
+    assert kt.get("k") == "v"
+    (second,) = kt.pool._idle
+    assert second is not first and first.closed
+    kt.close_all()
+
+
+def test_write_is_retried_when_nothing_was_sent(kt_server):
+    kt = KyotoTycoon(kt_server.host, kt_server.port, timeout=5)
+    kt.set("k", "v1")
+    (conn,) = kt.pool._idle
+    # Break the socket under the pool's feet and make it look freshly used, so the
+    # staleness poll is skipped and the failure happens at send time, before any byte
+    # left: then even a write may be retried, on a new connection.
+    conn.sock.close()
+    conn.last_used = time.monotonic()
+    assert kt.set("k", "v2") == 1
+    assert kt.get("k") == "v2"
+    assert conn not in kt.pool._idle
+    kt.close_all()
