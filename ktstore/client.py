@@ -395,12 +395,22 @@ class KyotoTycoon(LuaMethods):
 
     def get(self, key: Any, db: int | None = None, decode_value: bool = True) -> Any:
         """The value at ``key`` (deserialized unless ``decode_value=False``), or ``None``."""
-        request = _encode_get_bulk(((self._db(db), self.encode_key(key)),))
+        # The single-key paths inline the common cases (str key, default db, KT_BINARY)
+        # to keep the per-call overhead minimal; everything else takes the checked path.
+        if type(key) is str:
+            try:
+                bkey = key.encode("utf-8", "surrogateescape")
+            except UnicodeEncodeError:
+                bkey = self.encode_key(key)  # raises InvalidArgument
+        else:
+            bkey = self.encode_key(key)  # (sizes are checked by the frame encoder)
+        dbidx = self.default_db if db is None else self._db(db)
+        request = _encode_get_bulk(((dbidx, bkey),))
         records = self._pool.request(request, _parse_get_bulk_reply, _NO_ARGS, True)
-        if records is _ERROR_REPLY:
-            raise self._binary_error("get_bulk")
         if not records:
             return None
+        if records is _ERROR_REPLY:
+            raise self._binary_error("get_bulk")
         value = records[0][2]
         return self._decode_value(value) if decode_value else value
 
@@ -476,10 +486,33 @@ class KyotoTycoon(LuaMethods):
         encode_value: bool = True,
     ) -> int | None:
         """Store one record; return the number stored (1), or ``None`` with ``no_reply``."""
-        bvalue = self._encode_value(value) if encode_value else _raw_value(value)
+        if encode_value:
+            if self._utf8_values and type(value) is str:
+                try:
+                    bvalue = value.encode("utf-8")
+                except UnicodeEncodeError:
+                    bvalue = self._encode_value(value)  # raises SerializationError
+            else:
+                bvalue = self._encode_value(value)
+        else:
+            bvalue = _raw_value(value)
+        if type(key) is str:
+            try:
+                bkey = key.encode("utf-8", "surrogateescape")
+            except UnicodeEncodeError:
+                bkey = self.encode_key(key)  # raises InvalidArgument
+        else:
+            bkey = self.encode_key(key)  # (sizes are checked by the frame encoder)
+        dbidx = self.default_db if db is None else self._db(db)
         xt = INT64MAX if expire_time is None else self._xt(expire_time)
-        request = _encode_set_bulk(((self._db(db), self.encode_key(key), bvalue, xt),), no_reply)
-        return self._set_request(request, no_reply)
+        request = _encode_set_bulk(((dbidx, bkey, bvalue, xt),), no_reply)
+        if no_reply:
+            self._pool.send_only(request)
+            return None
+        n = self._pool.request(request, _parse_count_reply, _SET_ARGS, False)
+        if n is _ERROR_REPLY:
+            raise self._binary_error("set_bulk")
+        return n
 
     def set_bytes(
         self,
@@ -568,7 +601,15 @@ class KyotoTycoon(LuaMethods):
 
     def remove(self, key: Any, db: int | None = None, no_reply: bool = False) -> int | None:
         """Remove one key; return the number removed (1 or 0)."""
-        request = _encode_remove_bulk(((self._db(db), self.encode_key(key)),), no_reply)
+        if type(key) is str:
+            try:
+                bkey = key.encode("utf-8", "surrogateescape")
+            except UnicodeEncodeError:
+                bkey = self.encode_key(key)  # raises InvalidArgument
+        else:
+            bkey = self.encode_key(key)  # (sizes are checked by the frame encoder)
+        dbidx = self.default_db if db is None else self._db(db)
+        request = _encode_remove_bulk(((dbidx, bkey),), no_reply)
         return self._remove_request(request, no_reply)
 
     def remove_bulk(
