@@ -66,7 +66,9 @@ def test_scr_is_passed_when_kt_lua_exists():
 
 
 def test_failing_server_raises():
-    server = EmbeddedServer(server=sys.executable, server_args=["-c", "raise SystemExit(3)"])
+    server = EmbeddedServer(
+        server=sys.executable, server_args=["-c", "raise SystemExit(3)"], quiet=True
+    )
     # python -c ... exits at once: run() must report it, not hang
     with pytest.raises(KTConnectionError):
         server.run()
