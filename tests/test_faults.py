@@ -313,3 +313,19 @@ def test_write_is_retried_when_nothing_was_sent(kt_server):
     assert kt.get("k") == "v2"
     assert conn not in kt.pool._idle
     kt.close_all()
+
+
+def test_interrupt_mid_read_drops_the_connection(kt_server):
+    kt = KyotoTycoon(kt_server.host, kt_server.port, timeout=5)
+    kt.set("k", "v")
+    (conn,) = kt.pool._idle
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    conn._recv_into = interrupted  # the request is sent, then ^C arrives while reading
+    with pytest.raises(KeyboardInterrupt):
+        kt.get("k")
+    assert conn.closed and kt.pool.stats == (0, 0, 0)
+    assert kt.get("k") == "v"  # a fresh connection, no stale reply in the way
+    kt.close_all()
