@@ -291,3 +291,14 @@ def test_commit_hook_sees_each_request_once() -> None:
         (False, [(b"b", None), (b"d", (b"4", XTMAX))]),
         (True, []),
     ]
+
+
+def test_posix_classes_and_counter_overflow() -> None:
+    db = Database("%")
+    for k in [b"ab", b"1b", b" b", b"Zb"]:
+        db.set(k, b"v")
+    assert db.match_regex(b"[[:alpha:]]b") == [b"Zb", b"ab"]
+    assert db.match_regex(b"[^[:lower:][:upper:]]b") == [b" b", b"1b"]
+    assert db.increment(b"n", INT64MAX) == INT64MAX
+    assert db.increment(b"n", 1) is None and db.error()[0] == ERR_LOGIC  # KC refuses to wrap
+    assert db.increment(b"n", 0) == INT64MAX

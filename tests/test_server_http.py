@@ -165,3 +165,10 @@ def test_signal_broadcast_counts_waiters(server: Server, c: RawClient) -> None:
     for t in threads:
         t.join(5)
     assert total == 3 and results == [200, 200, 200]
+
+
+def test_synchronize_command_is_refused_like_a_failed_command(c: RawClient) -> None:
+    assert c.rpc("synchronize", {"hard": ""}) == (200, {})
+    status, out = c.rpc("synchronize", {"command": "backup"})
+    assert status == 500
+    assert out == {b"ERROR": b"DB: 8: logical inconsistency: postprocessing failed"}

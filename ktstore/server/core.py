@@ -153,6 +153,7 @@ class Server:
         self._conns_lock = threading.Lock()
         self._stopping = threading.Event()
         self._port = cfg.port
+        self._server_name: str | None = None
         self._script_host: Any = None
         self._script_lock = threading.Lock()
         self._script_failed = False
@@ -194,6 +195,25 @@ class Server:
 
     def db_index_by_name(self, name: bytes) -> int:
         return self._names.get(name, -1)
+
+    def server_name(self) -> str:
+        """``host:port`` as ktserver names itself (e.g. in RESTful ``Location`` headers).
+
+        The bind address is turned into a host name the way ktserver does
+        (127.0.0.1 -> ``localhost``); resolved once, on first use.
+        """
+        name = self._server_name
+        if name is None:
+            host = self.config.host
+            try:
+                if host in ("", "0.0.0.0", "::"):
+                    host = socket.gethostname()
+                else:
+                    host = socket.gethostbyaddr(host)[0]
+            except OSError:
+                pass
+            name = self._server_name = f"{host}:{self._port}"
+        return name
 
     def connection_count(self) -> int:
         return len(self._conns)

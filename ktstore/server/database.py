@@ -146,6 +146,24 @@ _FORMAT = "ktstore-sqlite-1"
 _GC_STEP = 4  # expired records examined per write
 
 
+# POSIX bracket classes (KC's regexes are POSIX EREs) as Python character ranges.
+_POSIX_CLASSES = {
+    b"alpha": rb"a-zA-Z",
+    b"digit": rb"0-9",
+    b"alnum": rb"a-zA-Z0-9",
+    b"upper": rb"A-Z",
+    b"lower": rb"a-z",
+    b"space": rb" \t\n\r\x0b\x0c",
+    b"blank": rb" \t",
+    b"punct": rb"!-/:-@\[-`{-~",
+    b"xdigit": rb"0-9A-Fa-f",
+    b"cntrl": rb"\x00-\x1f\x7f",
+    b"print": rb"\x20-\x7e",
+    b"graph": rb"\x21-\x7e",
+}
+_POSIX_CLASS = re.compile(rb"\[:(" + b"|".join(_POSIX_CLASSES) + rb"):\]")
+
+
 class DatabaseOpenError(Exception):
     """A database spec could not be opened (bad type, foreign file, I/O error)."""
 
@@ -586,7 +604,9 @@ class Database:
                     result = num
                 else:
                     result = dumps.decode_int_counter(rec[0]) + num
-            result = (result + (1 << 63)) % (1 << 64) - (1 << 63)
+            if not INT64MIN <= result <= INT64MAX:  # KC refuses to overflow
+                self.set_error(ERR_LOGIC)
+                return None
             self._write(key, dumps.encode_int_counter(result), xt)
             self._changed()
             return result
@@ -823,7 +843,7 @@ class Database:
     def match_regex(self, regex: bytes, max: int = -1) -> list[bytes] | None:
         """Keys where ``regex`` matches somewhere; ``None`` if it does not compile."""
         try:
-            pattern = re.compile(regex)
+            pattern = re.compile(_POSIX_CLASS.sub(lambda m: _POSIX_CLASSES[m.group(1)], regex))
         except (re.error, OverflowError, RecursionError):
             self.set_error(ERR_LOGIC, "compilation failed")
             return None

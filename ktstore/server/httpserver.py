@@ -91,7 +91,7 @@ def handle_http(server: Server, reader: Reader, session: Session) -> bool:
     if path.startswith("/rpc/"):
         data = _rpc(server, session, path, head.query, headers, body, keep)
     else:
-        data = _rest(server, method, path, headers, body, keep)
+        data = _rest(server, method, path, head.target, headers, body, keep)
     _send(reader.sock, data)
     return keep
 
@@ -141,7 +141,13 @@ def _rpc(
 
 
 def _rest(
-    server: Server, method: str, path: str, headers: dict[str, str], body: bytes, keep: bool
+    server: Server,
+    method: str,
+    path: str,
+    target: str,
+    headers: dict[str, str],
+    body: bytes,
+    keep: bool,
 ) -> bytes:
     raw = path[1:] if path.startswith("/") else path
     dbidx = 0
@@ -184,8 +190,8 @@ def _rest(
             code = db.error()[0]
             status = 450 if code in (6, 7, 8) else 500
             return _finish(status, [("X-Kt-Error", db.error_text())], b"", keep)
-        host = _header(headers, "host") or f"{server.config.host}:{server.port}"
-        return _finish(201, [("Location", f"http://{host}{path}")], b"", keep)
+        # like ktserver: the server's own name and the request target as sent
+        return _finish(201, [("Location", f"http://{server.server_name()}{target}")], b"", keep)
     if method == "DELETE":
         stats["remove"] += 1
         if db.remove(key):

@@ -127,7 +127,9 @@ def _fmt_float(x: float) -> bytes:
         return b"nan" if math.copysign(1, x) > 0 else b"-nan"
     if math.isinf(x):
         return b"inf" if x > 0 else b"-inf"
-    return b"%f" % x
+    text = b"%f" % x
+    # KC's own printf keeps at most 127 characters of a number and marks the cut
+    return text if len(text) <= 127 else text[:127] + b"*"
 
 
 def _xt_out(call: _Call, xt: int) -> None:
@@ -305,6 +307,11 @@ def _synchronize(call: _Call) -> int:
         return _no_db(call)
     call.server.stats["misc"] += 1
     db.synchronize(b"hard" in call.params)
+    if call.params.get(b"command"):
+        # ktserver runs <-cmd dir>/<command> after syncing; we run no commands, and
+        # answer as ktserver does when the command fails
+        call.out.append((b"ERROR", b"DB: 8: logical inconsistency: postprocessing failed"))
+        return RV_INTERNAL
     return RV_SUCCESS
 
 
