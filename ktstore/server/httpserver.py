@@ -153,6 +153,8 @@ def _rest(
     dbidx = 0
     if "/" in raw:
         dbname, _, raw = raw.partition("/")
+        if raw.startswith("/"):  # ktserver skips one more slash: /0//key is key "key"
+            raw = raw[1:]
         dbidx = rpc.resolve_db(server, tsv.url_decode(dbname.encode("latin-1")))
     if dbidx < 0:
         return _finish(400, [], b"no such database\n", keep)
