@@ -27,7 +27,9 @@ from ktstore.serializers import KT_BINARY, KT_JSON, KT_MSGPACK, KT_NONE, KT_PICK
 if TYPE_CHECKING:
     from ktstore.client import KyotoTycoon
     from ktstore.cursor import Cursor, CursorNotSupported
+    from ktstore.containers import Hash, List, Queue, Schedule, Set
     from ktstore.embedded import EmbeddedServer
+    from ktstore.store import Store
 
 __version__ = "0.1.0"
 
@@ -36,6 +38,12 @@ __all__ = [
     "Cursor",
     "CursorNotSupported",
     "EmbeddedServer",
+    "Store",
+    "Hash",
+    "List",
+    "Set",
+    "Queue",
+    "Schedule",
     "KT_BINARY",
     "KT_JSON",
     "KT_MSGPACK",
@@ -58,6 +66,12 @@ _LAZY = {
     "Cursor": "ktstore.cursor",
     "CursorNotSupported": "ktstore.cursor",
     "EmbeddedServer": "ktstore.embedded",
+    "Store": "ktstore.store",
+    "Hash": "ktstore.containers",
+    "List": "ktstore.containers",
+    "Set": "ktstore.containers",
+    "Queue": "ktstore.containers",
+    "Schedule": "ktstore.containers",
 }
 
 
