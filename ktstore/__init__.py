@@ -26,8 +26,8 @@ from ktstore.serializers import KT_BINARY, KT_JSON, KT_MSGPACK, KT_NONE, KT_PICK
 
 if TYPE_CHECKING:
     from ktstore.client import KyotoTycoon
-    from ktstore.cursor import Cursor, CursorNotSupported
     from ktstore.containers import Hash, List, Queue, Schedule, Set
+    from ktstore.cursor import Cursor, CursorNotSupported
     from ktstore.embedded import EmbeddedServer
     from ktstore.store import Store
 
