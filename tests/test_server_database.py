@@ -302,3 +302,20 @@ def test_posix_classes_and_counter_overflow() -> None:
     assert db.increment(b"n", INT64MAX) == INT64MAX
     assert db.increment(b"n", 1) is None and db.error()[0] == ERR_LOGIC  # KC refuses to wrap
     assert db.increment(b"n", 0) == INT64MAX
+
+
+def test_tree_cursor_keeps_its_direction() -> None:
+    # KC's tree cursors remember whether they scan backward (jump_back/step_back):
+    # stepping reads and removals then move to the previous record.
+    db = Database("%")
+    for k in (b"a", b"b", b"c", b"d"):
+        db.set(k, b"v")
+    cur = db.cursor()
+    assert cur.jump_back() and cur.get(step=True)[0] == b"d" and cur.get_key() == b"c"
+    assert cur.seize()[0] == b"c" and cur.get_key() == b"b"
+    assert cur.remove() and cur.get_key() == b"a"
+    assert cur.get(step=True)[0] == b"a" and cur.get() is None
+    db.set_bulk([(b"b", b"v"), (b"c", b"v")])
+    assert cur.jump(b"b") and cur.seize()[0] == b"b" and cur.get_key() == b"c"
+    assert cur.jump_back(b"c") and cur.step() and cur.get(step=True)[0] == b"d"
+    assert cur.get() is None

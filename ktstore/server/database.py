@@ -1044,6 +1044,7 @@ class DBCursor:
         self._key: bytes | None = None
         self._snapshot: list[bytes] | None = None  # hash databases
         self._index = 0
+        self._back = False  # scanning backward (after jump_back/step_back)
         self.disabled = False
 
     # --- positioning helpers (caller holds the lock)
@@ -1095,6 +1096,7 @@ class DBCursor:
     def jump(self, key: bytes | None = None) -> bool:
         """Go to the first record, or (tree) the first key >= ``key`` / (hash) that key."""
         db = self.db
+        self._back = False
         with db.lock:
             if db._keys is not None:
                 keys = db._keys
@@ -1125,6 +1127,8 @@ class DBCursor:
         """Go to the last record, or the last key <= ``key`` (tree databases only)."""
         db = self.db
         with db.lock:
+            if db._keys is not None:
+                self._back = True
             if db._keys is None:
                 db.set_error(ERR_NOIMPL)
                 return False
@@ -1139,6 +1143,7 @@ class DBCursor:
     def step(self) -> bool:
         """Move to the next live record (error no record at the end)."""
         db = self.db
+        self._back = False
         with db.lock:
             if self._key is None or not self._settle():
                 return self._fail()
@@ -1165,6 +1170,7 @@ class DBCursor:
             if db._keys is None:
                 db.set_error(ERR_NOIMPL)
                 return False
+            self._back = True
             if self._key is None or not self._settle():
                 return self._fail()
             keys = db._keys
@@ -1190,8 +1196,18 @@ class DBCursor:
             return key, value, xt
 
     def _advance(self) -> None:
-        """Step after a read/removal; running off the end just invalidates."""
+        """Step after a read (``step=True``), in the cursor's direction: backward after
+        ``jump_back``/``step_back``, as KC's tree cursors do.  Running off the end just
+        invalidates the cursor."""
         db = self.db
+        if db._keys is not None and self._back:
+            i = db._keys.bisect_left(self._key) - 1
+            if i < 0:
+                self._invalid()
+                return
+            self._key = db._keys[i]
+            self._settle(forward=False)
+            return
         if db._keys is not None:
             keys = db._keys
             i = keys.bisect_right(self._key)
@@ -1245,10 +1261,25 @@ class DBCursor:
             assert key is not None
             value, xt = db._data[key]
             db._erase(key)
-            if db._keys is None:
-                self._index += 1
-            self._settle()
+            self._after_removal()
             return key, value, xt
+
+    def _after_removal(self) -> None:
+        """The current record is gone: move to the next one (the previous one when the
+        cursor scans backward), as KC does."""
+        db = self.db
+        if db._keys is None:
+            self._index += 1
+            self._settle()
+        elif self._back:
+            i = db._keys.bisect_left(self._key) - 1
+            if i < 0:
+                self._invalid()
+                return
+            self._key = db._keys[i]
+            self._settle(forward=False)
+        else:
+            self._settle()
 
     def accept(self, visitor: Visitor, writable: bool = True, step: bool = False) -> bool:
         """Show the current record to ``visitor``, apply its result, step if asked."""
@@ -1260,7 +1291,9 @@ class DBCursor:
             assert key is not None
             rec = db._data[key]
             db._apply(key, rec, visitor(key, rec[0], rec[1]), writable)
-            if step:
+            if key not in db._data:  # the visitor removed it: that already moves on
+                self._after_removal()
+            elif step:
                 self._advance()
             return True
 
