@@ -1171,8 +1171,9 @@ class DBCursor:
                 db.set_error(ERR_NOIMPL)
                 return False
             self._back = True
-            if self._key is None or not self._settle():
+            if self._key is None:
                 return self._fail()
+            # the last key before the position, even if that record is gone (as KC)
             keys = db._keys
             i = keys.bisect_left(self._key) - 1
             if i < 0:
