@@ -57,6 +57,20 @@ def test_cli_errors(tmp_path: Path) -> None:
     assert r.returncode == 0 and "ktstore" in r.stdout
 
 
+_LIVE: list[subprocess.Popen] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_servers():
+    """Kill any server subprocess a failed test left running."""
+    yield
+    while _LIVE:
+        proc = _LIVE.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 class Proc:
     """A ``python -m ktstore.server`` subprocess on a free port."""
 
@@ -68,6 +82,7 @@ class Proc:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
+        _LIVE.append(self.proc)
         try:
             wait_for_port("127.0.0.1", self.port, timeout=20)
         except OSError:
