@@ -27,6 +27,9 @@ __all__ = ["handle_http"]
 
 _NO_BODY_METHODS = frozenset({"GET", "HEAD", "DELETE"})
 _TSV = tsv.TSV_MEDIA_TYPE
+# per-process caches for the hot path: decoded procedure paths, parsed Content-Types
+_NAMES: dict[str, bytes] = {}
+_CTYPES: dict[str, tuple[str, str | None]] = {}
 _FORM = tsv.FORM_MEDIA_TYPE
 
 
@@ -114,14 +117,23 @@ def _rpc(
     body: bytes,
     keep: bool,
 ) -> bytes:
-    name = tsv.url_decode(path[5:].encode("latin-1"))
+    name = _NAMES.get(path)
+    if name is None:
+        name = tsv.url_decode(path[5:].encode("latin-1"))
+        if name in rpc.PROCEDURES:  # cache only real procedures: the cache stays small
+            _NAMES[path] = name
     params: dict[bytes, bytes] = {}
     if query:
         params.update(tsv.decode_form(query.encode("latin-1")))
     if body:
-        ctype = _header(headers, "content-type")
+        ctype = headers.get("content-type")
         if ctype:
-            media, colenc = tsv.parse_content_type(ctype)
+            parsed = _CTYPES.get(ctype)
+            if parsed is None:
+                parsed = tsv.parse_content_type(ctype)
+                if len(_CTYPES) < 64:
+                    _CTYPES[ctype] = parsed
+            media, colenc = parsed
             if media.startswith(_TSV):
                 params.update(tsv.decode_tsv(body, colenc))
             elif media.startswith(_FORM):
