@@ -194,14 +194,24 @@ class Store(MutableMapping):
     def _scan(
         self, values: bool = True, prefix: Any = b"", page: int = 500
     ) -> Iterator[tuple[Any, Any]]:
-        """(key, raw value) pairs in key order, a page per round trip.  Uses the
-        ``modelscan`` procedure of kt.lua on a tree database, a server cursor otherwise
-        (or when the script is not loaded)."""
+        """(key, raw value) pairs in key order, a page per round trip (see _scan_raw)."""
+        decode = self.client.decode_key
+        for key, value in self._scan_raw(values, prefix, page):
+            yield decode(key), value
+
+    def _scan_raw(
+        self, values: bool = True, prefix: Any = b"", page: int = 500
+    ) -> Iterator[tuple[bytes, bytes | None]]:
+        """(key bytes, raw value) pairs of the keys starting with ``prefix``, in key order
+        (``None`` values when ``values`` is false and the script answers).  Uses the
+        ``modelscan`` procedure of kt.lua on a tree database, one page per round trip;
+        a server cursor otherwise (or when the script is not loaded)."""
         from ktstore.models import keycodec
 
         client = self.client
         pre = client.encode_key(prefix) if prefix else b""
-        if self.is_tree():
+        tree = self.is_tree()
+        if tree:
             hi = keycodec.prefix_successor(pre) if pre else None
             after = None
             try:
@@ -219,7 +229,7 @@ class Store(MutableMapping):
                         params.append((b"keys", b"1"))
                     out = dict(client._play_script("modelscan", params) or [])
                     for i in range(1, int(out.get(b"n", b"0")) + 1):
-                        yield client.decode_key(out[b"k%d" % i]), out.get(b"v%d" % i)
+                        yield out[b"k%d" % i], out.get(b"v%d" % i)
                     if out.get(b"done") == b"1" or b"last" not in out:
                         return
                     after = out[b"last"]
@@ -228,21 +238,19 @@ class Store(MutableMapping):
                     raise
         cur = client.cursor(db=self.db, decode_values=False)
         try:
-            ok = cur.jump(prefix) if prefix and self.is_tree() else cur.jump()
+            ok = cur.jump(pre) if pre and tree else cur.jump()
             if not ok:
                 return
             while True:
                 item = cur.get(step=True)
                 if item is None:
                     return
-                k, v = item
-                if pre:
-                    kb = client.encode_key(k)
-                    if not kb.startswith(pre):
-                        if self.is_tree():
-                            return
-                        continue
-                yield k, v
+                kb = client.encode_key(item[0])
+                if pre and not kb.startswith(pre):
+                    if tree:
+                        return  # past the prefix: nothing further can match
+                    continue
+                yield kb, item[1]
         finally:
             cur.close()
 

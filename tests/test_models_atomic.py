@@ -193,7 +193,12 @@ def test_sigkill_during_writes_never_breaks_indexes(tmp_path):
 
             t = threading.Thread(target=writer)
             t.start()
-            time.sleep(0.3 + rnd.random() * 0.4)
+            # kill at a random moment once the writer is busy (on a loaded machine the
+            # first writes may take a while: wait for them rather than for a fixed time)
+            deadline = time.monotonic() + 30
+            while done[0] <= 5 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            time.sleep(rnd.random() * 0.4)
             proc.send_signal(signal.SIGKILL)
             proc.wait()
             stop.set()

@@ -70,3 +70,26 @@ def test_check_reports_and_rebuild_repairs_damage(store):
     assert Tag.query(Tag.uses == 1).first().id == tags[1].id
     assert Tag.count() == 9
     assert list(Tag[tags[0].id].items) == ["x"]  # live containers untouched
+
+
+def test_rebuild_and_check_page_through_many_records(store):
+    """More records than one page of the record scan (200) and of a rebuild batch."""
+
+    class Reading(Model, store=store, prefix="reading"):
+        n = fields.Integer(primary_key=True)
+        value = fields.Float(index=True)
+
+    Reading.create_many([{"n": i, "value": i / 7} for i in range(-250, 250)])
+    b = Reading._binding()
+    base = b.index_base("value")
+    lost = [
+        base + Reading.value.encode_key(i / 7) + Reading.n.encode_key(i)
+        for i in range(-250, 250, 3)
+    ]
+    store.client.remove_bulk(lost, db=b.idb)
+    report = Reading.check()
+    assert report.records == 500 and len(report.missing_entries) == len(lost)
+    fixed = Reading.rebuild()
+    assert fixed.records == 500 and fixed.rewritten == 500 and not fixed.unreadable
+    assert Reading.check().ok
+    assert Reading.query(Reading.value >= 0).count() == 250

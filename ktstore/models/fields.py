@@ -269,29 +269,37 @@ class Field:
         return f"<{type(self).__name__} {owner}.{self.name}>"
 
 
-class Text(Field):
+class _Binary(Field):
+    """Text and bytes: indexed as their bytes (UTF-8 for text, whose byte order is code
+    point order), which also gives ``startswith`` a key prefix."""
+
+    def _raw(self, value: Any) -> bytes:
+        return value  # type: ignore[no-any-return]
+
+    def _encode_key(self, value: Any) -> bytes:
+        return keycodec.encode_bytes(self._raw(value))
+
+    def prefix_key(self, value: Any) -> bytes:
+        value = self.convert(value)
+        if not isinstance(value, self.python_types):
+            raise ValidationError(f"{self._where()}: startswith needs {self.kind}, got {value!r}")
+        return keycodec.encode_bytes_prefix(self._raw(value))
+
+
+class Text(_Binary):
     kind = "text"
     python_types = (str,)
 
-    def _encode_key(self, value: Any) -> bytes:
-        return keycodec.encode_text(value)
-
-    def prefix_key(self, value: Any) -> bytes:
-        return keycodec.encode_text_prefix(value)
+    def _raw(self, value: Any) -> bytes:
+        return value.encode("utf-8")  # type: ignore[no-any-return]
 
 
-class Bytes(Field):
+class Bytes(_Binary):
     kind = "bytes"
     python_types = (bytes,)
 
     def convert(self, value: Any) -> Any:
         return bytes(value) if isinstance(value, (bytearray, memoryview)) else value
-
-    def _encode_key(self, value: Any) -> bytes:
-        return keycodec.encode_bytes(value)
-
-    def prefix_key(self, value: Any) -> bytes:
-        return keycodec.encode_bytes_prefix(value)
 
 
 class Integer(Field):

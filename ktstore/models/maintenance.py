@@ -54,31 +54,9 @@ def _records(
     """Every record of the model as ``(key, raw, xt)``, found *without* the indexes
     (or, with ``containers``, every container record)."""
     lo = b.record_prefix
-    hi = keycodec.prefix_successor(lo)
-
-    def wanted(key: bytes) -> bool:
-        return (b"\x00" in key[len(lo) :]) == containers
-
-    if b.store.is_tree(b.rdb):
-        for key, value, _r, _x in b.scan_all(b.rdb, lo, hi, page=200, keys_only=containers):
-            if wanted(key):
-                yield key, value, 0
-        return
-    # a hash database has no key order to page by: walk it with a cursor
-    cur = b.client.cursor(db=b.rdb, decode_values=False)
-    try:
-        if not cur.jump():
-            return
-        while True:
-            item = cur.get(step=True)
-            if item is None:
-                return
-            k, v = item
-            kb = k if isinstance(k, bytes) else k.encode("utf-8", "surrogateescape")
-            if kb.startswith(lo) and wanted(kb):
-                yield kb, v, 0
-    finally:
-        cur.close()
+    for key, value in b.store._scan_raw(values=not containers, prefix=lo, page=200):
+        if (b"\x00" in key[len(lo) :]) == containers:
+            yield key, value or b"", 0
 
 
 def check(model: type[Model]) -> CheckReport:
@@ -156,21 +134,30 @@ def rebuild(model: type[Model]) -> RebuildReport:
     how a new ``index=True`` on an existing field gets its entries."""
     b = model._binding()
     report = RebuildReport()
-    for key, _raw, _xt in list(_records_lazy(model, b)):
-        report.records += 1
-        pkstr = key[len(b.record_prefix) :].decode("utf-8", "surrogateescape")
-        got = b.get_records([key]).get(key)
-        if got is None:
-            continue
-        try:
-            inst = model._from_record(*got)
-        except Exception:  # noqa: BLE001
-            report.unreadable.append(pkstr)
-            continue
-        spec, _record = inst._spec(b, mode="update", cas=got[0], overrides=_keep_version(inst))
-        out = b.save([spec])
-        if out.get(b"err") is None:
-            report.rewritten += 1
+    keys: Iterator[bytes] = (key for key, _raw, _xt in _records(model, b))
+    if not b.store.is_tree(b.rdb):
+        # a hash database is walked with a cursor, which may skip or revisit records
+        # rewritten under it: take the keys first (a tree scan resumes after a key, so
+        # it streams)
+        keys = iter(list(keys))
+    for batch in _batches(keys):
+        found = b.get_records(batch)
+        for key in batch:
+            report.records += 1
+            got = found.get(key)
+            if got is None:
+                continue  # deleted or expired since the scan
+            pkstr = key[len(b.record_prefix) :].decode("utf-8", "surrogateescape")
+            try:
+                inst = model._from_record(*got)
+                keep = _keep_version(inst)
+                spec, _record = inst._spec(b, mode="update", cas=got[0], overrides=keep)
+            except Exception:  # noqa: BLE001 - reported, not fatal (undecodable, unindexable)
+                report.unreadable.append(pkstr)
+                continue
+            if b.save([spec]).get(b"err") is None:
+                report.rewritten += 1
+            # a conflict means a concurrent save rewrote the entries itself
     report.removed_entries = sweep(model)
     return report
 
@@ -178,11 +165,3 @@ def rebuild(model: type[Model]) -> RebuildReport:
 def _keep_version(inst: Any) -> dict[str, Any]:
     vf = inst._kt.version
     return {} if vf is None else {vf.name: getattr(inst, vf.name)}
-
-
-def _records_lazy(model: type[Model], b: Binding) -> Iterator[tuple[bytes, bytes, int]]:
-    # Materialise keys only (values are re-read one by one): rewriting records while a
-    # scan of the same range is open would be fine for tree pages, but a hash cursor
-    # may revisit records it already passed.
-    for key, _raw, xt in _records(model, b):
-        yield key, b"", xt

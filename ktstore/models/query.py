@@ -211,38 +211,62 @@ class In(Expr):
         return self.field, [(k, keycodec.prefix_successor(k)) for k in keys]
 
 
-class And(Expr):
+class _Combined(Expr):
+    """``&`` / ``|`` of several expressions, flattened (``a & (b & c)`` has three parts)."""
+
+    symbol = ""
+
     def __init__(self, parts: list[Expr]) -> None:
         self.parts: list[Expr] = []
         for p in parts:
-            self.parts.extend(p.parts if isinstance(p, And) else [p])
+            self.parts.extend(p.parts if isinstance(p, type(self)) else [p])
 
     def __repr__(self) -> str:
-        return "(" + " & ".join(map(repr, self.parts)) + ")"
+        return "(" + f" {self.symbol} ".join(map(repr, self.parts)) + ")"
+
+
+class And(_Combined):
+    symbol = "&"
 
     def matches(self, instance: Any) -> bool:
         return all(p.matches(instance) for p in self.parts)
 
     def ranges(self) -> tuple[Field, list[Range]] | None:
-        # Prefer the most selective kind of predicate: equality, then the others.
-        ranked = sorted(
-            (p for p in self.parts if p.ranges() is not None),
-            key=lambda p: 0 if isinstance(p, (In,)) or getattr(p, "op", "") == "==" else 1,
-        )
-        return ranked[0].ranges() if ranked else None
+        # Prefer the most selective kind of predicate (equality, then the others), and
+        # narrow its ranges by every other predicate on the same field: a >= 10 & a < 20
+        # scans [10, 20), not [10, end).
+        narrowing = [(p, r) for p in self.parts if (r := p.ranges()) is not None]
+        if not narrowing:
+            return None
+        best = min(narrowing, key=lambda pr: 0 if _is_equality(pr[0]) else 1)
+        field = best[1][0]
+        ranges: list[Range] = [(b"", None)]
+        for _p, (f, rs) in narrowing:
+            if f is field:
+                ranges = _intersect(ranges, rs)
+        return field, ranges
 
 
-class Or(Expr):
-    def __init__(self, parts: list[Expr]) -> None:
-        self.parts: list[Expr] = []
-        for p in parts:
-            self.parts.extend(p.parts if isinstance(p, Or) else [p])
+def _is_equality(expr: Expr) -> bool:
+    return isinstance(expr, In) or getattr(expr, "op", "") == "=="
 
-    def __repr__(self) -> str:
-        return "(" + " | ".join(map(repr, self.parts)) + ")"
+
+class Or(_Combined):
+    symbol = "|"
 
     def matches(self, instance: Any) -> bool:
         return any(p.matches(instance) for p in self.parts)
+
+    def ranges(self) -> tuple[Field, list[Range]] | None:
+        # Every branch narrowed by the same index: one scan of the union of their ranges
+        # (merged, so an instance in two branches is read once), in index order.
+        branches = [p.ranges() for p in self.parts]
+        if not branches or any(b is None for b in branches):
+            return None
+        field = branches[0][0]  # type: ignore[index]
+        if any(b[0] is not field for b in branches):  # type: ignore[index]
+            return None
+        return field, _union([r for b in branches for r in b[1]])  # type: ignore[index]
 
 
 class Not(Expr):
@@ -297,6 +321,18 @@ def _intersect(a: list[Range], b: list[Range]) -> list[Range]:
             if hi is None or lo < hi:
                 out.append((lo, hi))
     return sorted(out)
+
+
+def _union(ranges: list[Range]) -> list[Range]:
+    """Sorted, non-overlapping ranges covering the same keys as ``ranges``."""
+    out: list[Range] = []
+    for lo, hi in sorted(ranges):
+        if out and (out[-1][1] is None or lo <= out[-1][1]):  # type: ignore[operator]
+            plo, phi = out[-1]
+            out[-1] = (plo, None if hi is None or phi is None else max(phi, hi))
+        else:
+            out.append((lo, hi))
+    return out
 
 
 class Query:
@@ -403,10 +439,14 @@ class Query:
             r = where.ranges()
             if r is not None:
                 return [(r[0], r[1], None)]
-            if isinstance(where, Or):
-                branches = [(p, p.ranges()) for p in where.parts]
-                if all(br is not None for _, br in branches):
-                    return [(br[0], br[1], p) for p, br in branches]  # type: ignore[index]
+            # an | over different indexes (at the top, or inside an & that nothing else
+            # narrows): one scan per branch, each instance taken from the first it matches
+            parts = where.parts if isinstance(where, And) else [where]
+            for part in parts:
+                if isinstance(part, Or):
+                    branches = [(p, p.ranges()) for p in part.parts]
+                    if all(br is not None for _, br in branches):
+                        return [(br[0], br[1], p) for p, br in branches]  # type: ignore[index]
         return [(meta.pk, [(b"", None)], None)]
 
     def uses_full_scan(self) -> bool:
