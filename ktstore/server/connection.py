@@ -113,6 +113,8 @@ def serve_connection(server: Server, sock: socket.socket, session: Session) -> N
     try:
         while not server.stopping:
             if reader.pos >= len(reader.buf):
+                reader.buf = b""  # do not keep a consumed (maybe huge) request alive
+                reader.pos = 0
                 reader.fill(1)
             first = reader.buf[reader.pos]
             if first == 0 or first >= 0x80:
