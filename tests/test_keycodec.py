@@ -147,3 +147,13 @@ def test_prefix_successor(p: bytes) -> None:
     else:
         assert succ > p and not succ.startswith(p) or p == b""
         assert (p + b"\xff" * 5) < succ
+
+
+def test_int_encodings_stay_above_none():
+    """Every int that can be indexed encodes above NONE (so ranges never include None)."""
+    biggest = 256**126 - 1
+    assert kc.encode_int(-biggest)[:1] > kc.NONE
+    assert kc.decode_int(kc.encode_int(-biggest))[0] == -biggest
+    for bad in (256**126, -(256**126)):
+        with pytest.raises(OverflowError):
+            kc.encode_int(bad)

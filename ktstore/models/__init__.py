@@ -9,7 +9,8 @@
 
 See :mod:`ktstore.models.base` (models), :mod:`ktstore.models.fields` (fields),
 :mod:`ktstore.models.query` (queries), :mod:`ktstore.models.maintenance` (check,
-sweep, rebuild) and the key layout in :mod:`ktstore.models.backend`.
+sweep, rebuild) and the key layout in :mod:`ktstore.models.backend`; the user guide is
+docs/models.md.
 """
 
 from ktstore.models import fields

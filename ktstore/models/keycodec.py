@@ -70,15 +70,16 @@ def encode_bool(value: bool) -> bytes:
 
 
 def encode_int(value: int) -> bytes:
-    """Order-preserving bytes for any Python int (|value| < 256**127)."""
+    """Order-preserving bytes for any Python int with |value| < 256**126 (the header
+    of a longer negative one would reach 0x01, the byte of ``None``)."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"expected int, got {type(value).__name__}")
     if value == 0:
         return b"\x80"
     mag = abs(value)
     n = (mag.bit_length() + 7) // 8
-    if n > 127:
-        raise OverflowError("integer too large to index")
+    if n > 126:
+        raise OverflowError("integer too large to index (more than 126 bytes)")
     raw = mag.to_bytes(n, "big")
     if value > 0:
         return bytes([0x80 + n]) + raw

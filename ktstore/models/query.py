@@ -13,15 +13,20 @@ combined with ``&`` and ``|``, negated with ``~``) is evaluated two ways:
 
 Planning is deliberately simple and predictable:
 
-* ``order_by(field)`` scans that field's index (narrowed by any range on the same
-  field at the top level of an ``&``), in ascending or descending order;
-* otherwise the first indexed predicate of an ``&`` drives the scan, and an ``|``
-  whose branches all have one scans each branch in turn (an instance is yielded
-  by the first branch it matches, so nothing comes twice and nothing is held in
-  memory);
-* a predicate on an **unindexed** field is answered by scanning every instance of
-  the model (through the primary key index) and filtering -- correct, but it
-  reads the whole model: index fields you query often.
+* ``order_by(field)`` scans that field's index (narrowed by every range on the same
+  field at the top level of an ``&``), in ascending or descending order; the other
+  predicates filter what it yields;
+* otherwise an ``&`` scans one index: an equality (``==``, ``in_``) if there is
+  one, else the first indexed predicate, narrowed by every other predicate on the
+  same field (``(a >= 10) & (a < 20)`` reads ``[10, 20)``);
+* an ``|`` whose branches all use one index is one scan of the union of their
+  ranges; an ``|`` over different indexes (at the top, or inside an ``&`` that
+  nothing else narrows) scans each branch in turn (an instance is yielded by the
+  first branch it matches, so nothing comes twice and nothing is held in memory);
+* a predicate on an **unindexed** field, a ``~``, or an ``|`` with an unindexed
+  branch, is answered by scanning every instance of the model (through the primary
+  key index) and filtering -- correct, but it reads the whole model: index fields
+  you query often.  ``uses_full_scan()`` tells.
 
 Iteration holds one page (``page_size`` records, default 100) in memory whatever
 the size of the result; ``limit``/``offset`` are applied while iterating, so there
