@@ -23,6 +23,7 @@ from ktstore.models import (
     ValidationError,
     fields,
 )
+from ktstore.models.backend import mapload
 from ktstore.store import Store
 
 
@@ -246,6 +247,13 @@ def test_incr_is_atomic_and_reindexes(store):
     assert u.decr("age", 10) == 95
     u.update(name="zed")
     assert User[u.id].name == "zed" and User.query(User.name == "zed").count() == 1
+    with pytest.raises(ModelError, match="no field 'nmae'"):
+        u.update(nmae="typo")  # refused before anything is written
+    with pytest.raises(ModelError, match="not a number field"):
+        u.incr("name")
+    with pytest.raises(ValidationError):
+        u.update(age="old")  # validated like an assignment; nothing written
+    assert User[u.id].age == 95
     assert User.check().ok
     for c in clients:
         c.close_all()
@@ -319,8 +327,26 @@ def test_added_field_reads_old_records(store):
 
     back = V2[old.id]
     assert back.level == 7 and back.extra is None and back.name == "old"
+    assert [v.level for v in V2.query()] == [7]
     back.save()
     assert V2[old.id].level == 7
+
+    class V3(Model, store=store, prefix="evolve"):  # a field dropped, a factory added
+        name = fields.Text()
+        notes = fields.JSON(factory=dict)
+
+    assert V3[old.id].notes == {} and V3[old.id].name == "old"
+    V3[old.id].save()
+    b = V3._binding()
+    stored = mapload(store.client.get_bytes(b.record_key(old.id), db=b.rdb))
+    assert b"level" not in stored and b"notes" in stored  # dropped on the next save
+
+    class V4(Model, store=store, prefix="evolve"):  # a required field, no default
+        name = fields.Text()
+        owner = fields.Text()
+
+    with pytest.raises(ModelError, match="lacks required field 'owner'"):
+        V4[old.id]
 
 
 def test_abstract_base_and_inheritance(store):

@@ -112,3 +112,37 @@ def test_iteration_without_the_lua_script_uses_a_cursor(server_factory):
     assert list(s) == ["a", "b", "c"] and dict(s.items()) == {"a": 1, "b": 2, "c": [3]}
     assert list(s.keys_with_prefix("b")) == ["b"]
     c.close_all()
+
+
+def test_iteration_is_lazy_and_survives_writes(client, monkeypatch):
+    s = Store(client, db=1)
+    s.update({f"k{i:05d}": i for i in range(1100)})
+    pages = []
+    real = client._play_script
+
+    def spy(name, params, *a, **kw):
+        out = real(name, params, *a, **kw)
+        pages.append(name)
+        return out
+
+    monkeypatch.setattr(client, "_play_script", spy)
+    it = iter(s)
+    assert next(it) == "k00000" and pages == ["modelscan"]  # one page, not everything
+    # deleting every key while iterating still visits each key once, in order
+    seen = ["k00000"]
+    del s["k00000"]
+    for key in it:
+        seen.append(key)
+        del s[key]
+    assert seen == [f"k{i:05d}" for i in range(1100)] and len(s) == 0
+    assert pages.count("modelscan") == 3  # 1100 keys, 500 a page
+
+
+def test_hash_database_iterates_every_key_and_prefix(client):
+    s = Store(client, db=0)  # no key order: a server cursor
+    s.update({f"k{i:04d}": i for i in range(700)})
+    s[b"\xff\x00raw"] = 1
+    keys = list(s)
+    assert len(keys) == 701 and set(keys) >= {f"k{i:04d}" for i in range(700)}
+    assert sorted(s.keys_with_prefix("k001")) == [f"k001{i}" for i in range(10)]
+    assert sum(v for _k, v in s.items()) == sum(range(700)) + 1

@@ -50,7 +50,9 @@ from ktstore.models.errors import (
 )
 from ktstore.models.fields import (
     ContainerField,
+    Decimal,
     Field,
+    Float,
     Integer,
     Text,
     Version,
@@ -575,14 +577,25 @@ class Model(metaclass=ModelType):
     def update(self, **changes: Any) -> Model:
         """Apply ``changes`` to the *stored* record atomically (read, change, write back
         only if nobody changed it meanwhile, else retry) and return self, refreshed."""
+        for name in changes:
+            self._field_named(name)
         return self._atomic(lambda fresh: changes)
+
+    def _field_named(self, name: str) -> Field:
+        try:
+            return self._kt.fields[name]
+        except KeyError:
+            raise ModelError(f"{type(self).__name__} has no field {name!r}") from None
 
     def incr(self, field: str | Field, n: int | float = 1) -> Any:
         """Atomically add ``n`` to a numeric field (re-indexing it) and return the new
         value; concurrent increments never lose an update."""
         name = field if isinstance(field, str) else field.name
-        if name not in self._kt.fields:
-            raise ModelError(f"{type(self).__name__} has no field {name!r}")
+        f = self._field_named(name)
+        if not isinstance(f, (Integer, Float, Decimal)) or isinstance(f, Version):
+            raise ModelError(
+                f"{f._where()} is not a number field: incr needs Integer/Float/Decimal"
+            )
         self._atomic(lambda fresh: {name: (getattr(fresh, name) or 0) + n})
         return getattr(self, name)
 
