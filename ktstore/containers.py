@@ -24,31 +24,22 @@ from typing import Any
 
 from ktstore.errors import InvalidArgument, ScriptError
 from ktstore.lua_api import _integer, _number, _raw
+from ktstore.protocol import dumps as _dumps_module
 
 __all__ = ["Hash", "List", "Queue", "Schedule", "Set"]
 
 
 def _dumps() -> Any:
-    from ktstore.protocol import dumps
-
-    return dumps
+    return _dumps_module
 
 
-class _Container:
-    """Shared plumbing: the container's key, database and (de)serialization."""
+class _Keyed:
+    """Shared plumbing of every container: its client, key and database, and the call
+    of a kt.lua procedure on it (one binary ``PLAY_SCRIPT`` round trip)."""
 
-    def __init__(
-        self,
-        kt: Any,
-        key: Any,
-        encode_values: bool = True,
-        decode_values: bool = True,
-        db: int | None = None,
-    ) -> None:
+    def __init__(self, kt: Any, key: Any, db: int | None = None) -> None:
         self.kt = kt
         self.key = key
-        self.encode_values = encode_values
-        self.decode_values = decode_values
         self.db = db
 
     def __repr__(self) -> str:
@@ -58,14 +49,38 @@ class _Container:
     def _bkey(self) -> bytes:
         return self.kt.encode_key(self.key)
 
+    def _call(self, proc: str, *params: tuple[bytes, bytes]) -> dict[bytes, bytes]:
+        return self.kt._lua_call(proc, [(b"key", self._bkey), *params], self.db)
+
+    def _items(self, out: dict[bytes, bytes]) -> list[Any]:
+        """The values of a ``data`` output (an arraydump), deserialized."""
+        data = out.get(b"data")
+        if not data:
+            return []
+        dec = self.kt._decode_value
+        return [dec(v) for v in _dumps().arrayload(data)]
+
+
+class _Container(_Keyed):
+    """A container kept in one record, with optional (de)serialization of values."""
+
+    def __init__(
+        self,
+        kt: Any,
+        key: Any,
+        encode_values: bool = True,
+        decode_values: bool = True,
+        db: int | None = None,
+    ) -> None:
+        super().__init__(kt, key, db)
+        self.encode_values = encode_values
+        self.decode_values = decode_values
+
     def _enc(self, value: Any) -> bytes:
         return self.kt._encode_value(value) if self.encode_values else _raw(value)
 
     def _dec(self, data: bytes) -> Any:
         return self.kt._decode_value(data) if self.decode_values else data
-
-    def _call(self, proc: str, *params: tuple[bytes, bytes]) -> dict[bytes, bytes]:
-        return self.kt._lua_call(proc, [(b"key", self._bkey), *params], self.db)
 
     def _other_key(self, other: Any) -> bytes:
         if isinstance(other, _Container):
@@ -509,26 +524,11 @@ class Set(_Container):
 BPOP_SLICE = 1.0
 
 
-class Queue:
+class Queue(_Keyed):
     """A priority queue: higher scores come out first, equal scores in arrival order.
 
     Items are serialized with the client's serializer.
     """
-
-    def __init__(self, client: Any, key: Any, db: int | None = None) -> None:
-        self.kt = client
-        self.key = key
-        self.db = db
-
-    def __repr__(self) -> str:
-        return f"<Queue {self.key!r} db={self.db}>"
-
-    @property
-    def _bkey(self) -> bytes:
-        return self.kt.encode_key(self.key)
-
-    def _call(self, proc: str, *params: tuple[bytes, bytes]) -> dict[bytes, bytes]:
-        return self.kt._lua_call(proc, [(b"key", self._bkey), *params], self.db)
 
     @property
     def _condition(self) -> bytes:
@@ -539,13 +539,6 @@ class Queue:
         if out.get(b"signal") == b"1":
             self.kt._signal(self._condition, self.db)
 
-    def _items(self, out: dict[bytes, bytes]) -> list[Any]:
-        data = out.get(b"data")
-        if not data:
-            return []
-        dec = self.kt._decode_value
-        return [dec(v) for v in _dumps().arrayload(data)]
-
     @staticmethod
     def _one_or_list(items: list[Any], n: int) -> Any:
         if n == 1:
@@ -554,21 +547,22 @@ class Queue:
 
     def add(self, item: Any, score: int | float | None = None) -> int:
         """Enqueue ``item`` with ``score`` (default 0); return its id."""
-        return self._add([item], score, want_id=True)
+        params = [(b"key", self._bkey), (b"value", self.kt._encode_value(item))]
+        if score is not None:
+            params.append((b"score", _number(score, "score")))
+        out = self.kt._lua_call("queueadd", params, self.db)
+        if b"signal" in out:
+            self._signal_if(out)
+        return int(out[b"id"])
 
     def extend(self, items: Iterable[Any], score: int | float | None = None) -> int:
         """Enqueue several items with one score; return how many were added."""
-        return self._add(list(items), score, want_id=False)
-
-    def _add(self, items: list[Any], score: Any, want_id: bool) -> int:
         enc = self.kt._encode_value
         params = [(b"data", _dumps().arraydump([enc(i) for i in items]))]
         if score is not None:
             params.append((b"score", _number(score, "score")))
         out = self._call("queueadd", *params)
         self._signal_if(out)
-        if want_id:
-            return int(out[b"id"])
         return int(out[b"num"])
 
     def _read(self, n: int, min_score: Any, tail: bool, peek: bool) -> Any:
@@ -692,27 +686,9 @@ class Queue:
         return int(self._call("queueclear")[b"num"])
 
 
-class Schedule:
+class Schedule(_Keyed):
     """Items ordered by a score such as an arrival time, lowest first (equal scores in
     arrival order); :meth:`read` takes the items that are due."""
-
-    def __init__(self, client: Any, key: Any, db: int | None = None) -> None:
-        self.kt = client
-        self.key = key
-        self.db = db
-
-    def __repr__(self) -> str:
-        return f"<Schedule {self.key!r} db={self.db}>"
-
-    def _call(self, proc: str, *params: tuple[bytes, bytes]) -> dict[bytes, bytes]:
-        return self.kt._lua_call(proc, [(b"key", self.kt.encode_key(self.key)), *params], self.db)
-
-    def _items(self, out: dict[bytes, bytes]) -> list[Any]:
-        data = out.get(b"data")
-        if not data:
-            return []
-        dec = self.kt._decode_value
-        return [dec(v) for v in _dumps().arrayload(data)]
 
     def add(self, item: Any, score: int | float = 0) -> int:
         """Schedule ``item`` at ``score``; return its id."""

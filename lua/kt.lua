@@ -196,6 +196,36 @@ local function updatearray(db, key, fn)
   end)
 end
 
+-- Apply change(map, name) to each of `names` in one atomic update of the
+-- mapdump record `key`; change returns true when it changed the map.
+-- Returns how many names changed it.
+local function mapeach(db, key, names, change)
+  local n = 0
+  if #names == 0 then return 0 end
+  updatemap(db, key, function(m)
+    for _, name in ipairs(names) do
+      if change(m, name) then n = n + 1 end
+    end
+    return n > 0
+  end)
+  return n
+end
+
+local function dropname(m, name)
+  if m[name] == nil then return false end
+  m[name] = nil
+  return true
+end
+
+-- A change for mapeach: set absent names to value.
+local function putnew(value)
+  return function(m, name)
+    if m[name] ~= nil then return false end
+    m[name] = value
+    return true
+  end
+end
+
 local function readmap(db, key)
   local v = db:get(key)
   if v == nil then return {} end
@@ -291,23 +321,31 @@ local function visitorxt(s)
   return math.floor(n)
 end
 
--- touchbulk: set the expiration of several records.
--- in: keys (arraydump), xt (absent = no expiration)
--- out: data = mapdump {key = old absolute xt} for the records that exist
-procedure("touchbulk", function(inmap, outmap)
-  local db = getdb(inmap)
-  local keys = distinctkeys(inmap, "keys")
-  local xt = visitorxt(inmap.xt)
-  local old = {}
+-- Retime the records among `keys` (distinct) that exist, in one atomic
+-- accept_bulk: fn(value, oldxt) returns the xt to report and the xt for the
+-- visitor (nil: keep).  out: data = mapdump {key = reported xt}
+local function retime(db, keys, outmap, fn)
+  local report = {}
   if #keys > 0 then
     local ok = db:accept_bulk(keys, function(k, v, oxt)
       if v == nil then return kt.Visitor.NOP end
-      old[k] = istr(oxt)
+      local shown, xt = fn(v, oxt)
+      report[k] = istr(shown)
+      if xt == nil then return v end
       return v, xt
     end, true)
     if not ok then dberror(db, "cannot update records") end
   end
-  outmap.data = kt.mapdump(old)
+  outmap.data = kt.mapdump(report)
+end
+
+-- touchbulk: set the expiration of several records.
+-- in: keys (arraydump), xt (absent = no expiration)
+-- out: data = mapdump {key = old absolute xt} for the records that exist
+procedure("touchbulk", function(inmap, outmap)
+  local db, keys = getdb(inmap), distinctkeys(inmap, "keys")
+  local xt = visitorxt(inmap.xt)
+  retime(db, keys, outmap, function(v, oxt) return oxt, xt end)
 end)
 
 -- touchbulkrelative: move the expiration of several records by n seconds.
@@ -315,23 +353,14 @@ end)
 -- in: keys (arraydump), n (integer seconds, may be negative)
 -- out: data = mapdump {key = new absolute xt}
 procedure("touchbulkrelative", function(inmap, outmap)
-  local db = getdb(inmap)
-  local keys = distinctkeys(inmap, "keys")
+  local db, keys = getdb(inmap), distinctkeys(inmap, "keys")
   local n = toint(inmap, "n", nil)
   if n == nil then need(inmap, "n") end
-  local new = {}
-  if #keys > 0 then
-    local ok = db:accept_bulk(keys, function(k, v, oxt)
-      if v == nil then return kt.Visitor.NOP end
-      local nxt = oxt + n
-      new[k] = istr(nxt)
-      if oxt >= XTMAX then return v end
-      if nxt < 1 then nxt = 1 end
-      return v, -nxt
-    end, true)
-    if not ok then dberror(db, "cannot update records") end
-  end
-  outmap.data = kt.mapdump(new)
+  retime(db, keys, outmap, function(v, oxt)
+    local nxt = oxt + n
+    if oxt >= XTMAX then return nxt, nil end
+    return nxt, -math.max(nxt, 1)
+  end)
 end)
 
 -- expiretime: in: key; out: xt (absolute; XTMAX when none), absent if missing
@@ -367,14 +396,7 @@ end)
 procedure("hsetnx", function(inmap, outmap)
   local db = getdb(inmap)
   local key, field, value = need(inmap, "key"), need(inmap, "field"), need(inmap, "value")
-  local n = 0
-  updatemap(db, key, function(m)
-    if m[field] ~= nil then return false end
-    m[field] = value
-    n = 1
-    return true
-  end)
-  outmap.num = tostring(n)
+  outmap.num = tostring(mapeach(db, key, { field }, putnew(value)))
 end)
 
 -- hmset: in: key, data (mapdump of fields); out: num = fields written
@@ -421,47 +443,40 @@ end)
 procedure("hdel", function(inmap, outmap)
   local db = getdb(inmap)
   local key, field = need(inmap, "key"), need(inmap, "field")
-  local n = 0
-  updatemap(db, key, function(m)
-    if m[field] == nil then return false end
-    m[field] = nil
-    n = 1
-    return true
-  end)
-  outmap.num = tostring(n)
+  outmap.num = tostring(mapeach(db, key, { field }, dropname))
 end)
 
 -- hmdel: in: key, fields (arraydump); out: num = fields removed
 procedure("hmdel", function(inmap, outmap)
   local db = getdb(inmap)
   local key = need(inmap, "key")
-  local fields = loadarray(inmap, "fields", true)
-  local n = 0
-  if #fields > 0 then
-    updatemap(db, key, function(m)
-      for _, f in ipairs(fields) do
-        if m[f] ~= nil then m[f] = nil; n = n + 1 end
-      end
-      return n > 0
-    end)
-  end
-  outmap.num = tostring(n)
+  outmap.num = tostring(mapeach(db, key, loadarray(inmap, "fields", true), dropname))
 end)
 
--- hlen: in: key; out: num
-procedure("hlen", function(inmap, outmap)
+-- Procedure bodies hashes and sets share (set members are map keys).
+-- The size of the mapdump record: in: key; out: num
+local function mapsize(inmap, outmap)
   local db = getdb(inmap)
   local n = 0
   for _ in pairs(readmap(db, need(inmap, "key"))) do n = n + 1 end
   outmap.num = tostring(n)
-end)
+end
+
+-- Whether the map holds the name given as input `field`: in: key, field;
+-- out: num = 1 or 0
+local function mapholds(field)
+  return function(inmap, outmap)
+    local db = getdb(inmap)
+    local key, name = need(inmap, "key"), need(inmap, field)
+    outmap.num = readmap(db, key)[name] ~= nil and "1" or "0"
+  end
+end
+
+-- hlen: in: key; out: num
+procedure("hlen", mapsize)
 
 -- hcontains: in: key, field; out: num = 1 or 0
-procedure("hcontains", function(inmap, outmap)
-  local db = getdb(inmap)
-  local key, field = need(inmap, "key"), need(inmap, "field")
-  outmap.num = readmap(db, key)[field] ~= nil and "1" or "0"
-end)
+procedure("hcontains", mapholds("field"))
 
 -- hunpack: write every field as a top-level record prefix .. field.
 -- in: key, prefix (default key .. ":"); out: num
@@ -792,34 +807,14 @@ end)
 procedure("sadd", function(inmap, outmap)
   local db = getdb(inmap)
   local key = need(inmap, "key")
-  local data = loadarray(inmap, "data", true)
-  local n = 0
-  if #data > 0 then
-    updatemap(db, key, function(m)
-      for _, v in ipairs(data) do
-        if m[v] == nil then m[v] = ""; n = n + 1 end
-      end
-      return n > 0
-    end)
-  end
-  outmap.num = tostring(n)
+  outmap.num = tostring(mapeach(db, key, loadarray(inmap, "data", true), putnew("")))
 end)
 
 -- srem: in: key, data (arraydump); out: num removed
 procedure("srem", function(inmap, outmap)
   local db = getdb(inmap)
   local key = need(inmap, "key")
-  local data = loadarray(inmap, "data", true)
-  local n = 0
-  if #data > 0 then
-    updatemap(db, key, function(m)
-      for _, v in ipairs(data) do
-        if m[v] ~= nil then m[v] = nil; n = n + 1 end
-      end
-      return n > 0
-    end)
-  end
-  outmap.num = tostring(n)
+  outmap.num = tostring(mapeach(db, key, loadarray(inmap, "data", true), dropname))
 end)
 
 -- spop: in: key; out: value (absent when empty)
@@ -836,19 +831,10 @@ procedure("spop", function(inmap, outmap)
 end)
 
 -- sismember: in: key, value; out: num = 1 or 0
-procedure("sismember", function(inmap, outmap)
-  local db = getdb(inmap)
-  local key, value = need(inmap, "key"), need(inmap, "value")
-  outmap.num = readmap(db, key)[value] ~= nil and "1" or "0"
-end)
+procedure("sismember", mapholds("value"))
 
 -- scard: in: key; out: num
-procedure("scard", function(inmap, outmap)
-  local db = getdb(inmap)
-  local n = 0
-  for _ in pairs(readmap(db, need(inmap, "key"))) do n = n + 1 end
-  outmap.num = tostring(n)
-end)
+procedure("scard", mapsize)
 
 -- smembers: in: key; out: data (arraydump of members)
 procedure("smembers", function(inmap, outmap)
@@ -1207,117 +1193,186 @@ local function acceptbulk(db, keys, visit)
   if not ok then dberror(db, "cannot update queue records") end
 end
 
--- Append values (with their score fields) at the ends of their groups.
--- Returns the first item's key suffix and whether a blocked reader waits.
-local function qadd(db, key, values, sfs)
-  if #values == 0 then return nil, false end
-  for _ = 1, 1000 do
-    local seen = qload(db:get(key))
-    local expect, next_, keys, recs = {}, {}, {}, {}
-    for i, v in ipairs(values) do
-      local sf = sfs[i]
-      if next_[sf] == nil then
-        local g = qgroup(seen, sf)
-        expect[sf] = g and g.tail or -1
-        next_[sf] = g and g.tail or 0
-      end
-      local k = qitem(key, sf, next_[sf])
-      next_[sf] = next_[sf] + 1
-      keys[#keys + 1] = k
-      recs[k] = v
+-- Whether a group's score field qualifies for the limit (nil = all).
+local function qualifies(g, limit) return limit == nil or g.sf <= limit end
+
+-- The hot paths (qadd, qpop) edit the record as a string: a group is found
+-- with a plain search for its score field (the only '.' characters in the
+-- record are those of score fields, so a match is always a group start) and
+-- only the fields that change are rewritten, instead of parsing every group.
+
+local NOWAITER = string.rep("0", HEADER)
+local HEADF, TAILF, COUNTF = SCOREW, SCOREW + 16, SCOREW + 32   -- field offsets
+
+-- Position of the group with score field sf in the queue record v, or nil.
+local function qfind(v, sf)
+  if v == nil then return nil end
+  return (string.find(v, sf, HEADER + 1, true))
+end
+
+local function qfield(v, p, off) return tonumber(string.sub(v, p + off, p + off + 15)) end
+
+-- v with the group at p given new head, tail and count; the group is cut
+-- when it holds no live item, the record removed (false) when nothing is left
+-- and no blocked reader waits.
+local function qpatch(v, p, head, tail, n)
+  if n <= 0 or head >= tail then
+    v = string.sub(v, 1, p - 1) .. string.sub(v, p + QGROUP)
+    if #v <= HEADER and (string.sub(v, 1, HEADER) == NOWAITER
+        or tonumber(string.sub(v, 1, HEADER)) < nowsec()) then
+      return false
     end
-    table.insert(keys, 1, key)
-    local claimed, waiting = false, false
+    return v
+  end
+  return string.sub(v, 1, p + HEADF - 1) .. string.format("%016.0f%016.0f%016.0f", head, tail, n)
+    .. string.sub(v, p + QGROUP)
+end
+
+-- Whether the record's header registers a blocked reader that still waits.
+local function qwaiting(v)
+  local h = string.sub(v, 1, HEADER)
+  return h ~= NOWAITER and tonumber(h) >= nowsec()
+end
+
+-- Append values (with their score fields) at the ends of their groups: one
+-- accept_bulk writes the items and the record together.  The sequence numbers
+-- are read beforehand; when another add got there first, the visitor's view
+-- of the record is the next attempt's snapshot (no extra read).  Returns the
+-- first item's id and whether a blocked reader waits.
+local function qadd(db, key, values, sfs)
+  local total = #values
+  if total == 0 then return nil, false end
+  local order, count = {}, {}
+  for i = 1, total do
+    local sf = sfs[i]
+    if count[sf] == nil then order[#order + 1] = sf; count[sf] = 0 end
+    count[sf] = count[sf] + 1
+  end
+  local snap = db:get(key)
+  for _ = 1, 1000 do
+    local seen, nextseq, keys, recs = {}, {}, { key }, {}
+    for _, sf in ipairs(order) do
+      local p = qfind(snap, sf)
+      seen[sf] = p and string.sub(snap, p + TAILF, p + TAILF + 15) or false
+      nextseq[sf] = p and tonumber(seen[sf]) or 0
+    end
+    local firstid
+    for i = 1, total do
+      local sf = sfs[i]
+      local seq = string.format("%016.0f", nextseq[sf])
+      nextseq[sf] = nextseq[sf] + 1
+      local k = key .. "\t" .. sf .. seq
+      keys[i + 1] = k
+      recs[k] = values[i]
+      if i == 1 then firstid = string.sub(sf, 1, 13) .. string.sub(sf, 15) .. seq end
+    end
+    local claimed, waiting, cur = false, false, nil
     acceptbulk(db, keys, function(k, v)
       if k ~= key then
         if claimed then return recs[k] end
         return nil
       end
-      local m = qload(v)
-      for sf, tail in pairs(expect) do
-        local g = qgroup(m, sf)
-        if (g and g.tail or -1) ~= tail then return nil end
+      cur = v
+      for _, sf in ipairs(order) do
+        local p = qfind(v, sf)
+        if (p and string.sub(v, p + TAILF, p + TAILF + 15) or false) ~= seen[sf] then return nil end
       end
-      for sf, tail in pairs(next_) do
-        local g = qgroup(m, sf) or qnewgroup(m, sf)
-        g.n = g.n + (tail - g.tail)
-        g.tail = tail
+      local nv = v or NOWAITER
+      for _, sf in ipairs(order) do
+        local p, c = qfind(nv, sf), count[sf]
+        if p then
+          nv = string.sub(nv, 1, p + TAILF - 1)
+            .. string.format("%016.0f%016.0f", qfield(nv, p, TAILF) + c, qfield(nv, p, COUNTF) + c)
+            .. string.sub(nv, p + QGROUP)
+        else
+          local at = #nv + 1
+          for q = HEADER + 1, #nv, QGROUP do
+            if string.sub(nv, q, q + SCOREW - 1) > sf then at = q; break end
+          end
+          nv = string.sub(nv, 1, at - 1) .. sf .. string.format("%016.0f%016.0f%016.0f", 0, c, c)
+            .. string.sub(nv, at)
+        end
       end
       claimed = true
-      waiting = m.waituntil >= nowsec()
-      return qstore(m)
+      waiting = qwaiting(nv)
+      return nv
     end)
-    if claimed then return string.sub(keys[2], #key + 2), waiting end
+    if claimed then return firstid, waiting end
+    snap = cur
   end
   fail(kt.RVEINTERNAL, "too much contention on the queue, try again")
 end
 
--- Whether a group's score field qualifies for the limit (nil = all).
-local function qualifies(g, limit) return limit == nil or g.sf <= limit end
-
 -- Remove and return up to n items ({value, sf}) from the head (or the tail)
--- of the groups within limit.  With waitsecs, an empty result registers a
--- blocked reader until now + waitsecs.
+-- of the groups within limit (score field <= limit; nil = all).  Each round
+-- takes the next candidates of the snapshot in one accept_bulk: the item
+-- visitors remove the items still there (a missing one is a hole left by
+-- queueremove or an item another popper took), then the record's visitor
+-- moves the group ends past the candidates.  With waitsecs, an empty result
+-- registers a blocked reader until now + waitsecs.
 local function qpop(db, key, n, limit, fromtail, waitsecs)
   local got = {}
-  local m = qload(db:get(key))
+  local snap = db:get(key)
   local rounds = 0
-  while #got < n do
+  while #got < n and snap do
     rounds = rounds + 1
     if rounds > 100000 then fail(kt.RVEINTERNAL, "queue record inconsistent with its items") end
-    -- Candidates: the next sequence numbers from the chosen end.
-    local cands = {}
-    local need = n - #got
-    local first, last, step = 1, #m.groups, 1
-    if fromtail then first, last, step = #m.groups, 1, -1 end
+    local want = n - #got
+    local cands, keys = {}, {}
+    local ngroups = math.floor((#snap - HEADER) / QGROUP)
+    local first, last, step = 1, ngroups, 1
+    if fromtail then first, last, step = ngroups, 1, -1 end
     for gi = first, last, step do
-      local g = m.groups[gi]
-      if qualifies(g, limit) and g.n > 0 then
-        if fromtail then
-          for seq = g.tail - 1, g.head, -1 do
-            if #cands >= need then break end
-            cands[#cands + 1] = { sf = g.sf, seq = seq }
-          end
-        else
-          for seq = g.head, g.tail - 1 do
-            if #cands >= need then break end
-            cands[#cands + 1] = { sf = g.sf, seq = seq }
-          end
+      local p = HEADER + (gi - 1) * QGROUP + 1
+      local sf = string.sub(snap, p, p + SCOREW - 1)
+      if limit ~= nil and sf > limit then
+        if not fromtail then break end
+      else
+        local head, tail = qfield(snap, p, HEADF), qfield(snap, p, TAILF)
+        local a, b, s = head, tail - 1, 1
+        if fromtail then a, b, s = tail - 1, head, -1 end
+        for seq = a, b, s do
+          if #cands >= want then break end
+          local k = key .. "\t" .. sf .. string.format("%016.0f", seq)
+          cands[#cands + 1] = { key = k, sf = sf, seq = seq }
+          keys[#keys + 1] = k
         end
       end
-      if #cands >= need then break end
+      if #cands >= want then break end
     end
     if #cands == 0 then break end
-    local keys, index = {}, {}
-    for i, c in ipairs(cands) do
-      c.key = qitem(key, c.sf, c.seq)
-      keys[i] = c.key
-      index[c.key] = c
-    end
+    local values = {}
     keys[#keys + 1] = key
+    local after = nil
     acceptbulk(db, keys, function(k, v)
       if k ~= key then
         if v == nil then return nil end
-        index[k].value = v
+        values[k] = v
         return false
       end
-      local cur = qload(v)
+      if v == nil then return nil end
+      local nv = v
       for _, c in ipairs(cands) do
-        local g = qgroup(cur, c.sf)
-        if g ~= nil then
-          if c.value ~= nil then g.n = g.n - 1 end
+        local p = qfind(nv, c.sf)
+        if p ~= nil then
+          local head, tail, cnt = qfield(nv, p, HEADF), qfield(nv, p, TAILF), qfield(nv, p, COUNTF)
+          if values[c.key] ~= nil then cnt = cnt - 1 end
           if fromtail then
-            if g.tail == c.seq + 1 then g.tail = math.max(c.seq, g.head) end
-          elseif c.seq >= g.head then
-            g.head = math.min(c.seq + 1, g.tail)
+            if tail == c.seq + 1 then tail = math.max(c.seq, head) end
+          elseif c.seq >= head then
+            head = math.min(c.seq + 1, tail)
           end
+          nv = qpatch(nv, p, head, tail, cnt)
+          if nv == false then break end
         end
       end
-      m = cur
-      return qstore(cur)
+      after = nv or nil
+      return nv
     end)
+    snap = after
     for _, c in ipairs(cands) do
-      if c.value ~= nil then got[#got + 1] = { value = c.value, sf = c.sf } end
+      local v = values[c.key]
+      if v ~= nil then got[#got + 1] = { value = v, sf = c.sf } end
     end
   end
   if #got == 0 and waitsecs then
@@ -1397,17 +1452,19 @@ local function qfind(db, key, value, n, limit, fromtail, skipsf)
   return found
 end
 
--- queueadd: in: key, data (arraydump of values), score (default 0)
--- out: id (of the first item), num, signal ("1" when a blocked reader waits)
+-- queueadd: in: key, value (one item) or data (arraydump of values), score
+-- (default 0).  out: id (of the first item), num, signal ("1" when a blocked
+-- reader waits)
 procedure("queueadd", function(inmap, outmap)
   local db = getdb(inmap)
   local key = need(inmap, "key")
-  local values = loadarray(inmap, "data", true)
+  local values
+  if inmap.value ~= nil then values = { inmap.value } else values = loadarray(inmap, "data", true) end
   local sf = scorefield(tonum(inmap, "score", 0), true)
   local sfs = {}
   for i = 1, #values do sfs[i] = sf end
   local id, waiting = qadd(db, key, values, sfs)
-  if id ~= nil then outmap.id = string.gsub(id, "%D", "") end
+  if id ~= nil then outmap.id = id end
   outmap.num = tostring(#values)
   if waiting then outmap.signal = "1" end
 end)
