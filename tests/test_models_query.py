@@ -171,27 +171,6 @@ def test_query_by_keywords_and_unknown(env):
         bool(Item.n == 1)
 
 
-def test_paging_is_lazy(env, monkeypatch):
-    Item, rows = env
-    binding = Item._binding()
-    calls = []
-    real = binding.scan
-
-    def spy(*a, **kw):
-        page = real(*a, **kw)
-        calls.append(len(page.entries))
-        return page
-
-    monkeypatch.setattr(binding, "scan", spy)
-    it = iter(Item.query().paged(10))
-    next(it)
-    assert calls == [10]  # one page read for the first result
-    for _ in range(15):
-        next(it)
-    assert calls == [10, 10]
-    assert max(calls) <= 10
-
-
 def _spy_scans(monkeypatch, binding):
     calls: list[int] = []
     real = binding.scan
@@ -203,6 +182,18 @@ def _spy_scans(monkeypatch, binding):
 
     monkeypatch.setattr(binding, "scan", spy)
     return calls
+
+
+def test_paging_is_lazy(env, monkeypatch):
+    Item, rows = env
+    calls = _spy_scans(monkeypatch, Item._binding())
+    it = iter(Item.query().paged(10))
+    next(it)
+    assert calls == [10]  # one page read for the first result
+    for _ in range(15):
+        next(it)
+    assert calls == [10, 10]
+    assert max(calls) <= 10
 
 
 @pytest.mark.parametrize(
@@ -315,6 +306,9 @@ def test_stored_order_is_value_order(prop_model, values, pivot):
         lambda M: M.query((M.n < -500) | (M.name.startswith("b"))),
         lambda M: M.query(M.n.in_([1, 5, 7, 9, -3])),
         lambda M: M.query(M.color == "red"),
+        lambda M: M.query(((M.n < -500) | (M.flag == True)) & (M.color == "red")),  # noqa: E712
+        lambda M: M.query((M.n < 0) | (M.n < 100)).order_by(M.n.desc()),
+        lambda M: M.query((M.n != 3) & (M.n.in_(range(-200, 200)))).order_by("-n"),
     ],
 )
 def test_page_tokens_walk_the_whole_result(env, make):
