@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ktstore.client import KyotoTycoon
-from ktstore.models import Model, fields
+from ktstore.models import Model, ModelError, UniqueViolation, fields
 from ktstore.store import Store
 
 
@@ -33,9 +33,22 @@ def test_new_index_on_existing_field_is_built_by_rebuild(store):
 
     report = V2.check()
     assert not report.ok and len(report.missing_entries) == 3 and not report.orphan_entries
-    assert V2.query(V2.population > 0).count() == 0  # no entries yet: nothing found
-    result = V2.rebuild()
-    assert result.records == 3 and result.rewritten == 3
+    # no entries yet: a query would silently miss the old records, so it says so
+    with pytest.raises(ModelError, match=r"V2.population: index=True .* run V2.rebuild\(\)"):
+        V2.query(V2.population > 0).count()
+    with pytest.raises(ModelError):
+        V2.query().order_by("population").first()
+    assert V2.query(V2.name == "a").count() == 1  # other indexes are fine
+    V2.create(name="d", population=1)  # so are saves (no unique index involved)
+
+    class Other(Model, store=store, prefix="city"):  # e.g. another process
+        name = fields.Text(primary_key=True)
+        population = fields.Integer(default=0, index=True)
+
+    result = Other.rebuild()
+    assert result.ok and result.records == 4 and result.rewritten == 4
+    assert V2.query(V2.population > 0).count() == 3  # V2 sees the rebuild
+    V2.get("d").delete()
     assert V2.check().ok
     assert [c.name for c in V2.query(V2.population > -5).order_by(V2.population)] == ["b", "a", "c"]
     # dropping the index again: rebuild removes the entries nobody owns any more
@@ -93,3 +106,53 @@ def test_rebuild_and_check_page_through_many_records(store):
     assert fixed.records == 500 and fixed.rewritten == 500 and not fixed.unreadable
     assert Reading.check().ok
     assert Reading.query(Reading.value >= 0).count() == 250
+
+
+def test_unique_added_over_existing_records(store):
+    class Plain(Model, store=store, prefix="acct"):
+        email = fields.Text()
+
+    a = Plain.create(email="a@x")
+    b1 = Plain.create(email="b@x")
+    b2 = Plain.create(email="b@x")  # a duplicate, legal while not unique
+
+    class Strict(Model, store=store, prefix="acct"):
+        email = fields.Text(unique=True)
+
+    # the claims of the old records are missing: a save could let a duplicate in
+    with pytest.raises(ModelError, match=r"Strict.email: unique=True .*Strict.rebuild"):
+        Strict.create(email="a@x")
+    report = Strict.rebuild()
+    assert not report.ok and len(report.unique_conflicts) == 1
+    assert report.unique_conflicts[0][1] == "email"
+    with pytest.raises(ModelError):  # still refused: the duplicate is unresolved
+        Strict.create(email="c@x")
+    loser = report.unique_conflicts[0][0]
+    Strict.delete_pk(loser)  # deleting needs no complete index
+    assert {b1.id, b2.id} - {loser}
+    assert Strict.rebuild().ok
+    with pytest.raises(UniqueViolation):
+        Strict.create(email="a@x")
+    assert Strict.create(email="c@x").email == "c@x"
+    assert Strict.check().ok and a.id in Strict
+
+
+def test_fresh_models_and_legacy_data_need_no_rebuild(store):
+    class Fresh(Model, store=store, prefix="fresh"):
+        n = fields.Integer(index=True)
+
+    Fresh.create(n=1)
+
+    class Fresh2(Model, store=store, prefix="fresh"):  # same indexes: nothing to build
+        n = fields.Integer(index=True)
+
+    assert Fresh2.query(Fresh2.n == 1).count() == 1
+    # records stored before the schema marker existed are trusted as they are
+    b = Fresh._binding()
+    store.client.remove(b.schema_key, db=b.idb)
+
+    class Fresh3(Model, store=store, prefix="fresh"):
+        n = fields.Integer(index=True)
+        m = fields.Integer(index=True, default=0)
+
+    assert Fresh3.query(Fresh3.m == 0).count() == 0  # legacy: no way to know

@@ -95,6 +95,11 @@ class Binding:
         self.index_prefix = self.prefix + b"\x00i\x00"
         self.unique_prefix = self.prefix + b"\x00u\x00"
         self.seq_key = self.prefix + b"\x00seq"
+        self.schema_key = self.prefix + b"\x00schema"
+        # indexed fields whose entries old records lack (index=True added after they
+        # were stored): see check_schema
+        self.unbuilt: frozenset[str] = frozenset()
+        self._indexed: list[str] = []
 
     # ---- keys -------------------------------------------------------------------------
 
@@ -109,6 +114,58 @@ class Binding:
 
     def unique_base(self, field: str) -> bytes:
         return self.unique_prefix + field.encode("utf-8") + b"\x00"
+
+    # ---- schema -----------------------------------------------------------------------
+
+    def check_schema(self, indexed: list[str]) -> None:
+        """Find the indexed fields whose index is incomplete (``self.unbuilt``).
+
+        ``P\\0schema`` lists the fields whose index every stored record has entries in.
+        A field indexed now but not listed there, while records exist, had
+        ``index=True`` added after they were stored: its queries would silently miss
+        them, so they raise until ``rebuild()`` fills the index.  With no records (or
+        records from before the marker existed) every index is complete."""
+        self._indexed = list(indexed)
+        raw = self.client.get_bytes(self.schema_key, db=self.idb)
+        known = {k.decode("utf-8") for k in arrayload(raw)} if raw is not None else None
+        wanted = set(indexed)
+        if known is not None and wanted <= known:
+            self.unbuilt = frozenset()
+            return
+        if known is not None and self._has_records():
+            self.unbuilt = frozenset(wanted - known)
+            return
+        self.mark_built(wanted)
+
+    def mark_built(self, names: set[str]) -> None:
+        """Record that every stored record has entries for the indexes of ``names``."""
+        raw = self.client.get_bytes(self.schema_key, db=self.idb)
+        known = {k.decode("utf-8") for k in arrayload(raw)} if raw is not None else set()
+        self.client.set_bytes(
+            self.schema_key,
+            arraydump(sorted(n.encode("utf-8") for n in names | known)),
+            db=self.idb,
+        )
+        self.unbuilt = frozenset()
+
+    def _has_records(self) -> bool:
+        from ktstore.models import keycodec
+
+        lo = self.index_prefix
+        return bool(
+            self.scan(self.idb, lo, keycodec.prefix_successor(lo), limit=1, keys_only=True).entries
+        )
+
+    def require_built(self, model: str, names: list[str], what: str) -> None:
+        missing = sorted(set(names) & self.unbuilt)
+        if missing:  # another process may have rebuilt since: look again
+            self.check_schema(self._indexed)
+            missing = sorted(set(names) & self.unbuilt)
+        if missing:
+            raise ModelError(
+                f"{model}.{missing[0]}: {what} was declared after records were stored, "
+                f"so their entries are missing; run {model}.rebuild() once to build them"
+            )
 
     # ---- Lua calls --------------------------------------------------------------------
 

@@ -338,9 +338,19 @@ class Model(metaclass=ModelType):
                     "database (%, +, .kct...); range scans need key order. Use "
                     "Store(client, db=..., index_db=<a tree database>)"
                 )
-            info.binding = Binding(store, info.prefix)
+            binding = Binding(store, info.prefix)
+            binding.check_schema([f.name for f in info.indexed])
+            info.binding = binding
             info.binding_store = store
         return info.binding
+
+    @classmethod
+    def _writable(cls) -> Binding:
+        """The binding, once sure that unique checks can see every stored value."""
+        b = cls._binding()
+        if b.unbuilt:
+            b.require_built(cls.__name__, [f.name for f in cls._kt.unique], "unique=True")
+        return b
 
     @classmethod
     def bind(cls, store: Any) -> None:
@@ -507,7 +517,7 @@ class Model(metaclass=ModelType):
         :class:`UniqueViolation` (nothing written), :class:`ConflictError` when a version
         field shows a newer stored copy, :class:`AlreadyExists` with ``only_if_new``.
         """
-        b = type(self)._binding()
+        b = type(self)._writable()
         self._assign_pk(b)
         spec, record = self._spec(b, ttl=ttl, mode="create" if only_if_new else None)
         out = b.save([spec])
@@ -604,7 +614,7 @@ class Model(metaclass=ModelType):
 
     def _atomic(self, change: Any, retries: int = 100) -> Model:
         cls = type(self)
-        b = cls._binding()
+        b = cls._writable()
         pkstr = self._pkstr()
         key = b.record_key(pkstr)
         for attempt in range(retries):
@@ -675,7 +685,7 @@ class Model(metaclass=ModelType):
         insts = [i if isinstance(i, cls) else cls(**i) for i in items]
         if not insts:
             return []
-        b = cls._binding()
+        b = cls._writable()
         specs, records = [], []
         auto = [i for i in insts if getattr(i, cls._kt.pk.name) is None]
         if auto and getattr(cls._kt.pk, "auto", False):

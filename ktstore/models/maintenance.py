@@ -126,12 +126,22 @@ class RebuildReport:
     rewritten: int = 0
     removed_entries: int = 0
     unreadable: list[str] = field(default_factory=list)
+    # (pk, field): records refused because a unique value they hold is taken by another
+    # record (unique=True added over duplicate values); resolve them and rebuild again
+    unique_conflicts: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.unreadable or self.unique_conflicts)
 
 
 def rebuild(model: type[Model]) -> RebuildReport:
     """Re-derive every record's index entries from its values (each record atomically,
     only if it did not change meanwhile), then sweep away entries nobody owns.  Also
-    how a new ``index=True`` on an existing field gets its entries."""
+    how a new ``index=True``/``unique=True`` on an existing field gets its entries:
+    until a rebuild reports ``ok``, queries on such an index and (for ``unique``)
+    saves raise :class:`~ktstore.models.errors.ModelError` instead of silently
+    missing old records or letting a duplicate in."""
     b = model._binding()
     report = RebuildReport()
     keys: Iterator[bytes] = (key for key, _raw, _xt in _records(model, b))
@@ -155,10 +165,15 @@ def rebuild(model: type[Model]) -> RebuildReport:
             except Exception:  # noqa: BLE001 - reported, not fatal (undecodable, unindexable)
                 report.unreadable.append(pkstr)
                 continue
-            if b.save([spec]).get(b"err") is None:
+            out = b.save([spec])
+            if out.get(b"err") is None:
                 report.rewritten += 1
+            elif out[b"err"] == b"unique":
+                report.unique_conflicts.append((pkstr, out.get(b"field", b"").decode()))
             # a conflict means a concurrent save rewrote the entries itself
     report.removed_entries = sweep(model)
+    if report.ok:  # every record now has its entries: the indexes are complete
+        b.mark_built({f.name for f in model._kt.indexed})
     return report
 
 

@@ -428,7 +428,16 @@ class Query:
 
     def plan(self) -> list[tuple[Field, list[Range], Expr | None]]:
         """The scans that answer the query: ``[(index field, ranges, branch)]``.  With
-        several scans (an ``|``), an instance is taken from the first branch it matches."""
+        several scans (an ``|``), an instance is taken from the first branch it matches.
+        Raises :class:`ModelError` when an index it needs is not built yet (``index=True``
+        added after records were stored: run ``rebuild()``)."""
+        plan = self._plan()
+        binding = self.model._binding()
+        if binding.unbuilt:
+            binding.require_built(self.model.__name__, [p[0].name for p in plan], "index=True")
+        return plan
+
+    def _plan(self) -> list[tuple[Field, list[Range], Expr | None]]:
         meta = self.model._kt
         where = self.where
         if self.order is not None:
