@@ -217,6 +217,40 @@ def test_large_results_stay_lazy_and_paged(env, monkeypatch, make):
     assert sum(calls) <= 20 and max(calls) <= 10, calls
 
 
+def test_count_reads_keys_only_when_the_index_answers_alone(env, monkeypatch):
+    Item, rows = env
+    b = Item._binding()
+    seen = []
+    real = b.scan
+
+    def spy(*a, **kw):
+        seen.append((kw.get("join", False), kw.get("limit")))
+        return real(*a, **kw)
+
+    monkeypatch.setattr(b, "scan", spy)
+    exact = [
+        (Item.n >= 0, lambda r: r["n"] >= 0),
+        ((Item.n > -50) & (Item.n != 3), lambda r: r["n"] > -50 and r["n"] != 3),
+        ((Item.n < -900) | (Item.n > 900), lambda r: abs(r["n"]) > 900),
+        (Item.x == None, lambda r: r["x"] is None),  # noqa: E711
+        (Item.name.startswith("ap"), lambda r: r["name"].startswith("ap")),
+    ]
+    for expr, pred in exact:
+        seen.clear()
+        want = sum(1 for r in rows if pred(r))
+        assert Item.query(expr).count() == want
+        assert Item.query(expr).order_by(Item.price).count() == want
+        assert Item.query(expr).offset(3).limit(5).count() == max(0, min(5, want - 3))
+        assert seen and not any(join for join, _ in seen), expr  # no record was read
+    for expr in [(Item.n >= 0) & (Item.flag == True), Item.color == "red"]:  # noqa: E712
+        seen.clear()
+        assert Item.query(expr).count() > 0
+        assert any(join for join, _ in seen)  # records must be read to decide
+    seen.clear()
+    assert Item.query(Item.n >= 0).first() is not None
+    assert seen == [(True, 1)]  # first() asks for one record, not a page
+
+
 def test_plans_narrow_as_far_as_the_indexes_allow(env):
     Item, _rows = env
     # two bounds on one field: one range [lo, hi), not [lo, end)

@@ -69,6 +69,11 @@ class Expr:
         """``(field, ranges)`` when an index can narrow this predicate, else ``None``."""
         return None
 
+    def exact(self) -> bool:
+        """True when the index entries in ``ranges()`` are exactly the matches (no record
+        needs reading to decide), so counting keys counts results."""
+        return False
+
     def __bool__(self) -> bool:
         raise TypeError(
             "query expressions have no truth value: combine them with & and | "
@@ -132,6 +137,9 @@ class Compare(Expr):
         c = _cmp_keys(self.field, v, self.value)
         return {"<": c < 0, "<=": c <= 0, ">": c > 0, ">=": c >= 0}[op]
 
+    def exact(self) -> bool:
+        return self.field.index  # values compare like their index keys
+
     def ranges(self) -> tuple[Field, list[Range]] | None:
         f = self.field
         if not f.index:
@@ -172,6 +180,9 @@ class Between(Expr):
                 return False
         return _cmp_keys(self.field, v, self.low) >= 0 and _cmp_keys(self.field, v, self.high) <= 0
 
+    def exact(self) -> bool:
+        return self.field.index  # values compare like their index keys
+
     def ranges(self) -> tuple[Field, list[Range]] | None:
         if not self.field.index:
             return None
@@ -192,6 +203,9 @@ class StartsWith(Expr):
         v = getattr(instance, self.field.name)
         return v is not None and v.startswith(self.prefix)
 
+    def exact(self) -> bool:
+        return self.field.index  # values compare like their index keys
+
     def ranges(self) -> tuple[Field, list[Range]] | None:
         if not self.field.index:
             return None
@@ -208,6 +222,9 @@ class In(Expr):
 
     def matches(self, instance: Any) -> bool:
         return any(e.matches(instance) for e in self._eqs)
+
+    def exact(self) -> bool:
+        return self.field.index  # values compare like their index keys
 
     def ranges(self) -> tuple[Field, list[Range]] | None:
         if not self.field.index:
@@ -251,6 +268,10 @@ class And(_Combined):
                 ranges = _intersect(ranges, rs)
         return field, ranges
 
+    def exact(self) -> bool:
+        r = self.ranges()
+        return r is not None and all(p.exact() and p.ranges()[0] is r[0] for p in self.parts)  # type: ignore[index]
+
 
 def _is_equality(expr: Expr) -> bool:
     return isinstance(expr, In) or getattr(expr, "op", "") == "=="
@@ -272,6 +293,9 @@ class Or(_Combined):
         if any(b[0] is not field for b in branches):  # type: ignore[index]
             return None
         return field, _union([r for b in branches for r in b[1]])  # type: ignore[index]
+
+    def exact(self) -> bool:
+        return self.ranges() is not None and all(p.exact() for p in self.parts)
 
 
 class Not(Expr):
@@ -471,7 +495,7 @@ class Query:
     # ---- execution --------------------------------------------------------------------
 
     def _candidates(
-        self, start: tuple[int, int, bytes] | None = None
+        self, start: tuple[int, int, bytes] | None = None, page: int | None = None
     ) -> Iterator[tuple[tuple[int, int, bytes], Model]]:
         """``(position, instance)`` for every match; a position (scan, range, index key)
         can resume the query right after that instance (see :meth:`page`)."""
@@ -496,7 +520,7 @@ class Query:
                     klo,
                     khi,
                     reverse=desc,
-                    page=self.page_size,
+                    page=page or self.page_size,
                     join=True,
                     after=after,
                 ):
@@ -537,7 +561,10 @@ class Query:
         left = self._limit
         if left == 0:
             return
-        for _pos, inst in self._candidates():
+        # first() needs one record, not a page of 100: ask for no more than the limit
+        # (later pages, when filtering drops some, are full size)
+        first_page = min(self.page_size, skip + left) if left is not None else None
+        for _pos, inst in self._candidates(page=first_page):
             if skip:
                 skip -= 1
                 continue
@@ -559,8 +586,21 @@ class Query:
         return self.first() is not None
 
     def count(self) -> int:
-        """Number of matching instances (reads them page by page; nothing is kept)."""
-        return sum(1 for _ in self)
+        """Number of matching instances.  When the index answers the whole filter
+        (``exact()``: every predicate on one indexed field) only index keys are read
+        (exact unless the data was damaged behind the model layer's back, as for
+        ``Model.count()``); otherwise the records are, page by page (nothing is kept)."""
+        if self.where is not None and not self.where.exact():
+            return sum(1 for _ in self)
+        ((field, ranges, _),) = self._copy(order=None).plan()
+        b = self.model._binding()
+        base = b.index_base(field.name)
+        n = 0
+        for lo, hi in ranges:
+            khi = base + hi if hi is not None else keycodec.prefix_successor(base)
+            n += sum(1 for _ in b.scan_all(b.idb, base + lo, khi, page=1000, keys_only=True))
+        n = max(0, n - self._offset)
+        return n if self._limit is None else min(n, self._limit)
 
     def delete(self) -> int:
         """Delete every matching instance (atomically each, one page at a time)."""
