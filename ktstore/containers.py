@@ -8,7 +8,7 @@ expire time survives the update.
 
 ``Queue`` and ``Schedule`` keep one index record plus one record per item, so popping is
 cheap and two clients popping the same queue never receive the same item (see the
-"Sorted index" section of kt.lua).  :meth:`Queue.bpop` blocks on the server's
+"Queue: score groups" and "Sorted index" sections of kt.lua).  :meth:`Queue.bpop` blocks on the server's
 ``WAIT``/``SIGNAL`` conditions instead of polling.
 
 Values go through the client's serializer (``encode_values``/``decode_values`` on the

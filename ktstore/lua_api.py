@@ -71,6 +71,14 @@ def _integer(value: Any, what: str) -> bytes:
     return b"%d" % value
 
 
+def _container_class(name: str) -> Any:
+    """A class of :mod:`ktstore.containers` (imported on first use: it imports this
+    module)."""
+    from ktstore import containers
+
+    return getattr(containers, name)
+
+
 class LuaProcedures:
     """``client.lua``: call any procedure of the server's script by name.
 
@@ -309,9 +317,7 @@ class LuaMethods:
         db: int | None = None,
     ) -> Hash:
         """A :class:`~ktstore.containers.Hash` stored at ``key``."""
-        from ktstore.containers import Hash
-
-        return Hash(self, key, encode_values, decode_values, db)
+        return _container_class("Hash")(self, key, encode_values, decode_values, db)
 
     def List(
         self,
@@ -321,9 +327,7 @@ class LuaMethods:
         db: int | None = None,
     ) -> List:
         """A :class:`~ktstore.containers.List` stored at ``key``."""
-        from ktstore.containers import List
-
-        return List(self, key, encode_values, decode_values, db)
+        return _container_class("List")(self, key, encode_values, decode_values, db)
 
     def Set(
         self,
@@ -333,18 +337,12 @@ class LuaMethods:
         db: int | None = None,
     ) -> Set:
         """A :class:`~ktstore.containers.Set` stored at ``key``."""
-        from ktstore.containers import Set
-
-        return Set(self, key, encode_values, decode_values, db)
+        return _container_class("Set")(self, key, encode_values, decode_values, db)
 
     def Queue(self, key: Any, db: int | None = None) -> Queue:
         """A priority :class:`~ktstore.containers.Queue` named ``key``."""
-        from ktstore.containers import Queue
-
-        return Queue(self, key, db)
+        return _container_class("Queue")(self, key, db)
 
     def Schedule(self, key: Any, db: int | None = None) -> Schedule:
         """A :class:`~ktstore.containers.Schedule` named ``key``."""
-        from ktstore.containers import Schedule
-
-        return Schedule(self, key, db)
+        return _container_class("Schedule")(self, key, db)

@@ -1117,9 +1117,14 @@ end
 -- atomic accept_bulk, so the queue record always matches its items: adds
 -- claim the sequence numbers they read (and retry when another add got there
 -- first), pops remove the items they visit, and no two callers can take the
--- same item.  Each operation costs O(#scores), whatever the queue's length.
+-- same item.  Each operation costs O(#scores), whatever the queue's length:
+-- an add is one read of the record plus one accept_bulk over the record and
+-- the new item; a pop one read plus one accept_bulk over the record and the
+-- candidates.  An item's id (queueadd's `id` output) is its key suffix
+-- without the '.': the score field's digits then the 16-digit sequence.
 
 local QGROUP = SCOREW + 48
+local QSF0 = scorefield(0, true)   -- the default score's field
 
 local function qload(v)
   local m = { waituntil = 0, groups = {} }
@@ -1202,6 +1207,7 @@ local function qualifies(g, limit) return limit == nil or g.sf <= limit end
 -- only the fields that change are rewritten, instead of parsing every group.
 
 local NOWAITER = string.rep("0", HEADER)
+local ZERO16 = string.rep("0", 16)
 local HEADF, TAILF, COUNTF = SCOREW, SCOREW + 16, SCOREW + 32   -- field offsets
 
 -- Position of the group with score field sf in the queue record v, or nil.
@@ -1232,6 +1238,57 @@ end
 local function qwaiting(v)
   local h = string.sub(v, 1, HEADER)
   return h ~= NOWAITER and tonumber(h) >= nowsec()
+end
+
+-- v (a queue record value) with a new group for sf holding items 0 .. c - 1.
+local function qinsert(v, sf, c)
+  local at = #v + 1
+  for q = HEADER + 1, #v, QGROUP do
+    if string.sub(v, q, q + SCOREW - 1) > sf then at = q; break end
+  end
+  return string.sub(v, 1, at - 1) .. sf .. string.format("%016.0f%016.0f%016.0f", 0, c, c)
+    .. string.sub(v, at)
+end
+
+-- The tail field (a string) of the group sf in v, or false when absent.
+local function qtail(v, sf)
+  local p = qfind(v, sf)
+  return p and string.sub(v, p + TAILF, p + TAILF + 15) or false
+end
+
+-- qadd for one value, the common case, without qadd's bookkeeping tables:
+-- the tail field read is the new item's sequence number as it stands.
+local function qadd1(db, key, value, sf)
+  local snap = db:get(key)
+  for _ = 1, 1000 do
+    local seen = qtail(snap, sf)
+    local seq = seen or ZERO16
+    local claimed, waiting, cur = false, false, nil
+    acceptbulk(db, { key, key .. "\t" .. sf .. seq }, function(k, v)
+      if k ~= key then
+        if claimed then return value end
+        return nil
+      end
+      cur = v
+      local p = qfind(v, sf)
+      local nv
+      if p then
+        if string.sub(v, p + TAILF, p + TAILF + 15) ~= seen then return nil end
+        nv = string.sub(v, 1, p + TAILF - 1)
+          .. string.format("%016.0f%016.0f", tonumber(seen) + 1, qfield(v, p, COUNTF) + 1)
+          .. string.sub(v, p + QGROUP)
+      else
+        if seen then return nil end
+        nv = qinsert(v or NOWAITER, sf, 1)
+      end
+      claimed = true
+      waiting = qwaiting(nv)
+      return nv
+    end)
+    if claimed then return string.sub(sf, 1, 13) .. string.sub(sf, 15) .. seq, waiting end
+    snap = cur
+  end
+  fail(kt.RVEINTERNAL, "too much contention on the queue, try again")
 end
 
 -- Append values (with their score fields) at the ends of their groups: one
@@ -1285,12 +1342,7 @@ local function qadd(db, key, values, sfs)
             .. string.format("%016.0f%016.0f", qfield(nv, p, TAILF) + c, qfield(nv, p, COUNTF) + c)
             .. string.sub(nv, p + QGROUP)
         else
-          local at = #nv + 1
-          for q = HEADER + 1, #nv, QGROUP do
-            if string.sub(nv, q, q + SCOREW - 1) > sf then at = q; break end
-          end
-          nv = string.sub(nv, 1, at - 1) .. sf .. string.format("%016.0f%016.0f%016.0f", 0, c, c)
-            .. string.sub(nv, at)
+          nv = qinsert(nv, sf, c)
         end
       end
       claimed = true
@@ -1458,14 +1510,19 @@ end
 procedure("queueadd", function(inmap, outmap)
   local db = getdb(inmap)
   local key = need(inmap, "key")
-  local values
-  if inmap.value ~= nil then values = { inmap.value } else values = loadarray(inmap, "data", true) end
-  local sf = scorefield(tonum(inmap, "score", 0), true)
-  local sfs = {}
-  for i = 1, #values do sfs[i] = sf end
-  local id, waiting = qadd(db, key, values, sfs)
+  local sf = QSF0
+  if inmap.score ~= nil then sf = scorefield(tonum(inmap, "score", 0), true) end
+  local id, waiting
+  if inmap.value ~= nil then
+    id, waiting = qadd1(db, key, inmap.value, sf)
+    outmap.num = "1"
+  else
+    local values, sfs = loadarray(inmap, "data", true), {}
+    for i = 1, #values do sfs[i] = sf end
+    id, waiting = qadd(db, key, values, sfs)
+    outmap.num = tostring(#values)
+  end
   if id ~= nil then outmap.id = id end
-  outmap.num = tostring(#values)
   if waiting then outmap.signal = "1" end
 end)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import threading
 import time
 
@@ -410,3 +411,27 @@ def test_mixed_concurrent_operations_conserve_items(kt_server):
     assert len(taken) == len(set(taken)) == 3 * (n + (n // 10) * 2)
     assert client.count() == 0
     client.close_all()
+
+
+def test_queue_add_ids_and_group_insertion(kt, db):
+    """add() sends one value (queueadd's ``value`` input); ids grow within a score,
+    a new score's group lands in order among existing ones, and an emptied queue
+    starts over without leftovers."""
+    q = kt.Queue("ids", db=db)
+    ids = [q.add(f"a{i}") for i in range(5)]
+    assert ids == sorted(ids) and len(set(ids)) == 5
+    q.add("high", 10)
+    q.add("low", -10)
+    q.add("mid", 5)
+    assert q.extend(["b0", "b1"]) == 2
+    assert q.add("a5") > ids[-1]
+    assert q.peek(20) == ["high", "mid", "a0", "a1", "a2", "a3", "a4", "b0", "b1", "a5", "low"]
+    assert len(q) == 11
+    assert q.pop(20)[-1] == "low"
+    assert kt.count(db=db) == 0
+    assert q.add("again") == ids[0]  # sequence numbers restart with the record
+    raw = {"key": "ids", "value": pickle.dumps("raw"), "db": db, "score": 1}
+    out = kt.raw_script("queueadd", raw)
+    assert out[b"num"] == b"1" and int(out[b"id"]) > 0
+    assert q.pop(5) == ["raw", "again"]
+    assert kt.count(db=db) == 0
