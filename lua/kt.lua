@@ -1706,6 +1706,8 @@ end)
 --   container   rdb  P:<pk>\0<field>   List/Set/Hash container record
 --   index       idb  P\0i\0<field>\0<encoded value><encoded pk> = <pk>
 --   unique      idb  P\0u\0<field>\0<encoded value>             = <pk>
+--   counter     idb  P\0seq (modelseq);  schema  idb  P\0schema (written by the client:
+--                    the fields whose index every record has entries in)
 -- The record carries the list of its own index keys (the memo), so save and delete read
 -- the *stored* old state themselves to know which entries to drop: two clients saving
 -- the same instance can never leave a stale entry behind.  Every change runs inside
