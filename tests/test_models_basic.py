@@ -186,6 +186,14 @@ def test_unique_is_enforced_and_nothing_is_written(store):
     with pytest.raises(UniqueViolation) as info:
         User.create(email="a@x", age=99)
     assert info.value.field == "email" and isinstance(info.value, KyotoTycoonError)
+    assert info.value.value == "a@x" and info.value.owner == a.id
+    assert (
+        str(info.value) == f"User.email must be unique: 'a@x' is already taken (instance {a.id!r})"
+    )
+    with pytest.raises(UniqueViolation, match=r"User.email must be unique: 'b@x'"):
+        User.create_many([{"email": "b@x"}, {"email": "b@x"}])  # within one batch
+    with pytest.raises(UniqueViolation, match=r"'a@x' is already taken"):
+        User.create_many([{"email": "c@x"}, {"email": "a@x"}])  # against a stored one
     assert User.count() == 1
     assert not User.query(User.age == 99).exists()
     assert User.check().ok
