@@ -86,6 +86,19 @@ def main() -> None:
         timed("range query, ordered, limit 100", q, ranges)
         timed("count() over all instances", 10, lambda: [User.count() for _ in range(10)])
         timed(
+            "indexed count() (keys only, ~100 results)",
+            q,
+            lambda: [User.query(User.city == rnd.choice(cities)).count() for _ in range(q)],
+        )
+        timed(
+            "filtered count() (reads records)",
+            q // 10,
+            lambda: [
+                User.query((User.city == rnd.choice(cities)) & (User.email != "x")).count()
+                for _ in range(q // 10)
+            ],
+        )
+        timed(
             "unique lookup (email ==)",
             n // 4,
             lambda: [User.query(User.email == f"u{i}@example.com").first() for i in range(n // 4)],
