@@ -9,8 +9,13 @@ tried (never into the project's environment) and ukt is skipped if that fails.
 
 Each case runs both clients in alternating rounds and keeps each one's best round
 (robust to a shared, noisy machine); it prints operations per second, client CPU
-microseconds per operation, and the ratios ktstore/ukt.  Goals (on a real ktserver): >= 1.3x for single-key operations,
-1.2x for bulk operations, 2.5x for HTTP procedures.
+microseconds per operation, and the ratios ktstore/ukt.  Goals (on a real ktserver):
+>= 1.3x for single-key operations, 1.2x for bulk operations, 2.5x for HTTP procedures.
+
+A third contender, the *raw socket floor*, runs in the same rounds: one ``sendall`` of a
+pre-encoded request and ``recv`` until the reply is complete, with no client code at
+all.  No client can beat it, so ``floor/ukt`` is the best ratio any client could
+reach on this machine and server, and ``ktstore/floor`` how close we are to it.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -27,6 +33,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from ktstore import EmbeddedServer, KyotoTycoon  # noqa: E402
+from ktstore.protocol import binary, http  # noqa: E402
+from ktstore.protocol.limits import INT64MAX  # noqa: E402
 
 UKT_DIR = "/tmp/ukt-pkg"
 
@@ -89,8 +97,8 @@ def compare(
 
 
 def cases(client) -> dict[str, Callable[[], object]]:
-    keys = [f"bulk-{i:03d}" for i in range(100)]
-    data = {k: "value-" + k for k in keys}
+    keys = KEYS
+    data = DATA
     client.set_bulk(data)
     client.set("single", "x" * 100)
     return {
@@ -103,6 +111,58 @@ def cases(client) -> dict[str, Callable[[], object]]:
         "status (HTTP)": lambda: client.status(),
         "exists (HTTP)": lambda: client.exists("single"),
     }
+
+
+KEYS = [f"bulk-{i:03d}" for i in range(100)]
+DATA = {k: "value-" + k for k in KEYS}
+
+
+def floor_requests(port: int) -> dict[str, bytes]:
+    """What any client must send for each case, encoded once up front."""
+
+    def rpc(name: str, body: bytes) -> bytes:
+        headers = [("Host", f"127.0.0.1:{port}"), ("Content-Type", "text/tab-separated-values")]
+        return http.encode_request("POST", "/rpc/" + name, headers, body)
+
+    x100 = b"x" * 100
+    bulk = [(0, k.encode(), v.encode(), INT64MAX) for k, v in DATA.items()]
+    return {
+        "set": binary.encode_set_bulk([(0, b"single", x100, INT64MAX)]),
+        "get": binary.encode_get_bulk([(0, b"single")]),
+        "set_bulk(100)": binary.encode_set_bulk(bulk),
+        "get_bulk(100)": binary.encode_get_bulk([(0, k) for _, k, _, _ in bulk]),
+        "remove(missing)": binary.encode_remove_bulk([(0, b"missing")]),
+        # num 0 on its own key: the same server work, a reply whose length never changes
+        "increment (HTTP)": rpc("increment", b"DB\t0\nkey\tfloor-counter\nnum\t0\n"),
+        "status (HTTP)": rpc("status", b"DB\t0\n"),
+        "exists (HTTP)": rpc("check", b"DB\t0\nkey\tsingle\n"),
+    }
+
+
+def raw_floor(sock: socket.socket, request: bytes) -> Callable[[], object]:
+    """One ``sendall`` + ``recv`` until as many bytes as the first reply had arrived."""
+    sendall = sock.sendall
+    recv = sock.recv
+    sendall(request)
+    size = len(recv(1 << 16))  # the replies here fit one read; lengths do not change
+    while True:
+        sock.settimeout(0.05)  # (unless the first read was short: drain it)
+        try:
+            more = recv(1 << 16)
+        except (TimeoutError, BlockingIOError):
+            break
+        if not more:
+            break
+        size += len(more)
+    sock.settimeout(None)
+
+    def floor() -> None:
+        sendall(request)
+        got = len(recv(size))
+        while got < size:
+            got += len(recv(size - got))
+
+    return floor
 
 
 def main() -> None:
@@ -120,22 +180,25 @@ def main() -> None:
         theirs = ukt.KyotoTycoon("127.0.0.1", server.port) if ukt else None
         ours_cases = cases(ours)
         theirs_cases = cases(theirs) if theirs else {}
+        sock = socket.create_connection(("127.0.0.1", server.port))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        floors = {name: raw_floor(sock, req) for name, req in floor_requests(server.port).items()}
         print(
-            f"{'operation':<18} {'ktstore op/s':>13} {'ukt op/s':>11} {'ratio':>7}"
-            f" {'ktstore cpu us':>15} {'ukt cpu us':>11} {'ratio':>7}"
+            f"{'operation':<18} {'ktstore op/s':>12} {'ukt op/s':>9} {'ratio':>6}"
+            f" {'floor op/s':>10} {'floor/ukt':>9} {'kts/floor':>9}"
+            f"  {'cpu us: ktstore':>15} {'ukt':>6} {'floor':>6}"
         )
         for name, fn in ours_cases.items():
-            if theirs_cases:
-                (mine, mine_cpu), (other, other_cpu) = compare(
-                    [fn, theirs_cases[name]], args.seconds
-                )
-                print(
-                    f"{name:<18} {mine:>13,.0f} {other:>11,.0f} {mine / other:>6.2f}x"
-                    f" {mine_cpu:>15.1f} {other_cpu:>11.1f} {other_cpu / mine_cpu:>6.2f}x"
-                )
-            else:
-                ((mine, mine_cpu),) = compare([fn], args.seconds)
-                print(f"{name:<18} {mine:>13,.0f} {'-':>11} {'-':>7} {mine_cpu:>15.1f}")
+            fns = [fn, floors[name]] + ([theirs_cases[name]] if theirs_cases else [])
+            results = compare(fns, args.seconds)
+            (mine, mine_cpu), (floor, floor_cpu) = results[:2]
+            other, other_cpu = results[2] if theirs_cases else (float("nan"), float("nan"))
+            print(
+                f"{name:<18} {mine:>12,.0f} {other:>9,.0f} {mine / other:>5.2f}x"
+                f" {floor:>10,.0f} {floor / other:>8.2f}x {mine / floor:>8.0%}"
+                f"  {mine_cpu:>15.1f} {other_cpu:>6.1f} {floor_cpu:>6.1f}"
+            )
+        sock.close()
         ours.close_all()
         if theirs is not None:
             theirs.close_all()

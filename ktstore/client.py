@@ -41,6 +41,12 @@ _ERROR_REPLY = _bin.ERROR_REPLY
 _encode_get_bulk = _bin.encode_get_bulk
 _encode_set_bulk = _bin.encode_set_bulk
 _encode_remove_bulk = _bin.encode_remove_bulk
+_encode_get = _bin.encode_get
+_encode_set = _bin.encode_set
+_encode_remove = _bin.encode_remove
+_encode_get_bulk_db = _bin.encode_get_bulk_db
+_encode_set_bulk_db = _bin.encode_set_bulk_db
+_encode_remove_bulk_db = _bin.encode_remove_bulk_db
 _encode_play_script = _bin.encode_play_script
 _parse_get_bulk_reply = _bin.parse_get_bulk_reply
 _parse_count_reply = _bin.parse_count_reply
@@ -52,14 +58,16 @@ _NO_ARGS = ()
 _NUM_RE = re.compile(rb"^-?\d+$")
 _FLOAT_RE = re.compile(rb"^-?\d+\.\d+$")
 _NO_DB = object()  # "this procedure takes no DB parameter"
-_CONTROL = re.compile(rb"[\x00-\x1f\x7f]")
-_chain = itertools.chain.from_iterable
+# Control bytes other than TAB and LF (those two are counted instead).
+_CONTROL_OTHER = re.compile(rb"[\x00-\x08\x0b-\x1f\x7f]")
 _CTYPES = {None: tsv.content_type_for(None), "B": tsv.content_type_for("B")}
 _parsed_ctypes: dict[str, tuple[str, str | None]] = {}
 # Arguments for map(str.encode, keys, _UTF8, _SURROGATES): endless, so shareable.
 _str_encode = str.encode
 _UTF8 = repeat("utf-8")
 _SURROGATES = repeat("surrogateescape")
+_TABS = repeat(b"\t")
+_ONCE = repeat(1)
 
 
 def _raw_value(value: Any) -> bytes:
@@ -121,6 +129,14 @@ def _parse_number(value: bytes) -> Any:
     return value.decode("utf-8", "replace")
 
 
+def _numbers(out: dict[bytes, bytes]) -> dict[str, Any]:
+    """A report/status output with text keys, numbers as int/float (digits inline)."""
+    return {
+        k.decode("utf-8", "replace"): int(v) if v.isdigit() else _parse_number(v)
+        for k, v in out.items()
+    }
+
+
 class KyotoTycoon(LuaMethods):
     """Client for a Kyoto Tycoon server (or ``ktstore-server``).
 
@@ -177,6 +193,7 @@ class KyotoTycoon(LuaMethods):
         self.max_age = max_age
         self._pool = Pool(host, port, timeout, max_age)
         self._host_header = f"{host}:{port}"
+        self._rpc_heads: dict[str, bytes] = {}
 
     def __repr__(self) -> str:
         return f"<KyotoTycoon {self.host}:{self.port} db={self.default_db}>"
@@ -249,6 +266,14 @@ class KyotoTycoon(LuaMethods):
         except (TypeError, ValueError, OverflowError) as exc:
             raise InvalidArgument(f"bad expire_time {expire_time!r}: {exc}") from None
 
+    def _with_xt(
+        self, params: list[tuple[bytes, bytes]], expire_time: Any
+    ) -> list[tuple[bytes, bytes]]:
+        """``params`` plus the ``xt`` parameter of an HTTP procedure, when one is given."""
+        if expire_time is not None:
+            params.append((b"xt", b"%d" % self._xt(expire_time)))
+        return params
+
     def _play_script(
         self, name: str | bytes, params: list[tuple[bytes, bytes]], no_reply: bool = False
     ) -> list[tuple[bytes, bytes]] | None:
@@ -265,23 +290,26 @@ class KyotoTycoon(LuaMethods):
             raise ScriptError("the scripting procedure failed", None, pname)
         return result
 
-    def _db_keys(self, dbidx: int, keys: Iterable[Any]) -> list[tuple[int, bytes]]:
-        """``[(dbidx, encoded key), ...]`` with an inline fast path for str keys."""
+    def _key_list(self, keys: Iterable[Any]) -> list[bytes]:
+        """The encoded keys, with the str-only case encoded in C."""
         if not isinstance(keys, (list, tuple)):
             keys = list(keys)
         try:
-            return list(zip(repeat(dbidx), map(_str_encode, keys, _UTF8, _SURROGATES)))
+            return list(map(_str_encode, keys, _UTF8, _SURROGATES))
         except (TypeError, UnicodeEncodeError):
             pass
+        ek = self.encode_key
         try:
             return [
-                (dbidx, k.encode("utf-8", "surrogateescape") if type(k) is str else ek(k))
-                for ek in (self.encode_key,)
+                k
+                if type(k) is bytes
+                else k.encode("utf-8", "surrogateescape")
+                if type(k) is str
+                else ek(k)
                 for k in keys
             ]
         except UnicodeEncodeError:
-            ek = self.encode_key
-            return [(dbidx, ek(k)) for k in keys]  # raises InvalidArgument
+            return [ek(k) for k in keys]  # raises InvalidArgument
 
     def _binary_error(self, command: str) -> ServerError:
         return ServerError(f"the server rejected the {command} request", None, command)
@@ -309,22 +337,44 @@ class KyotoTycoon(LuaMethods):
         return self._rpc_result(name, status, headers, rbody, allowed)
 
     def _build_rpc(self, name: str, params: list[tuple[bytes, bytes]], db: Any) -> bytes:
-        """The bytes of a ``POST /rpc/<name>`` request (TSV body, colenc only if needed)."""
+        """The bytes of a ``POST /rpc/<name>`` request (TSV body, colenc only if needed).
+
+        One pass builds the raw TSV body; its TABs and LFs are then counted: a field
+        holding a control byte (TAB, LF, CR... would break the line structure) means
+        Base64 instead, which ktserver decodes for any byte.  Unlike a response, a long
+        plain field needs no encoding: raw is the smallest.  The request line and the
+        fixed headers of each procedure are built once.
+        """
+        lines = [b"%s\t%s\n" % (k, v) for k, v in params]
+        n = len(lines)
         if db is not _NO_DB:
-            params.insert(0, (b"DB", b"%d" % self._db(db)))
-        # Raw TSV unless a field holds a control byte (TAB, LF, CR... would break the
-        # line structure); then Base64, which ktserver decodes for any byte.  Unlike a
-        # response, a long plain field needs no encoding: raw is the smallest.
-        colenc = "B" if _CONTROL.search(b"".join(_chain(params))) else None
-        body = tsv.encode_tsv(params, colenc)
+            lines.insert(0, b"DB\t%d\n" % self._db(db))
+            n += 1
+        body = b"".join(lines)
+        if body.count(b"\n") != n or body.count(b"\t") != n or _CONTROL_OTHER.search(body):
+            if db is not _NO_DB:
+                params = [(b"DB", b"%d" % self._db(db)), *params]
+            body = tsv.encode_tsv(params, "B")
+            head = self._rpc_head(name, "B")
+        else:
+            head = self._rpc_heads.get(name) or self._rpc_head(name, None)
         if len(body) > HTTP_BODY_MAX:
             raise InvalidArgument(f"request of {len(body)} bytes exceeds the HTTP body limit")
-        return http.encode_request(
+        return b"%s%d\r\n\r\n%s" % (head, len(body), body)
+
+    def _rpc_head(self, name: str, colenc: str | None) -> bytes:
+        """``POST /rpc/<name>`` and its headers up to the ``Content-Length`` value."""
+        head = http.encode_request(
             "POST",
             "/rpc/" + name,
             [("Host", self._host_header), ("Content-Type", _CTYPES[colenc])],
-            body,
+            b"",
         )
+        assert head.endswith(b"Content-Length: 0\r\n\r\n")
+        head = head[: -len(b"0\r\n\r\n")]
+        if colenc is None and len(self._rpc_heads) < 256:
+            self._rpc_heads[name] = head
+        return head
 
     @staticmethod
     def _rpc_result(
@@ -337,10 +387,28 @@ class KyotoTycoon(LuaMethods):
             if len(_parsed_ctypes) < 64:  # a handful of distinct values in practice
                 _parsed_ctypes[ctype] = parsed
         media, colenc = parsed
-        if media == "text/tab-separated-values":
-            out = dict(tsv.decode_tsv(body, colenc))
-        else:
+        if media != "text/tab-separated-values" or not body:
             out = {}
+        elif colenc is None:
+            # Raw TSV (tsv.decode_tsv's rules): each line splits at its first TAB, a
+            # repeated key keeps the last.  The usual body (no CR, a TAB on every line)
+            # is split in C; a line without TAB makes dict() refuse, and the loop
+            # below ignores such lines and drops a CR before the LF.
+            lines = body.split(b"\n")
+            if not lines[-1]:
+                lines.pop()
+            try:
+                if b"\r" in body:
+                    raise ValueError
+                out = dict(map(bytes.split, lines, _TABS, _ONCE))
+            except ValueError:
+                out = {}
+                for line in lines:
+                    key, sep, value = line.partition(b"\t")
+                    if sep:
+                        out[key] = value[:-1] if value[-1:] == b"\r" else value
+        else:
+            out = dict(tsv.decode_tsv(body, colenc))
         if status != 200 and status not in allowed:
             message = out.get(b"ERROR")
             if message is None:
@@ -405,7 +473,7 @@ class KyotoTycoon(LuaMethods):
         else:
             bkey = self.encode_key(key)  # (sizes are checked by the frame encoder)
         dbidx = self.default_db if db is None else self._db(db)
-        request = _encode_get_bulk(((dbidx, bkey),))
+        request = _encode_get(dbidx, bkey)
         records = self._pool.request(request, _parse_get_bulk_reply, _NO_ARGS, True)
         if not records:
             return None
@@ -423,7 +491,7 @@ class KyotoTycoon(LuaMethods):
     ) -> dict[Any, Any]:
         """``{key: value}`` for the keys that exist (missing keys are left out)."""
         dbidx = self._db(db)
-        request = _encode_get_bulk(self._db_keys(dbidx, keys))
+        request = _encode_get_bulk_db(dbidx, self._key_list(keys))
         records = self._pool.request(request, _parse_get_bulk_reply, _NO_ARGS, True)
         if records is _ERROR_REPLY:
             raise self._binary_error("get_bulk")
@@ -505,7 +573,7 @@ class KyotoTycoon(LuaMethods):
             bkey = self.encode_key(key)  # (sizes are checked by the frame encoder)
         dbidx = self.default_db if db is None else self._db(db)
         xt = INT64MAX if expire_time is None else self._xt(expire_time)
-        request = _encode_set_bulk(((dbidx, bkey, bvalue, xt),), no_reply)
+        request = _encode_set(dbidx, bkey, bvalue, xt, no_reply)
         if no_reply:
             self._pool.send_only(request)
             return None
@@ -534,25 +602,25 @@ class KyotoTycoon(LuaMethods):
         encode_values: bool = True,
     ) -> int | None:
         """Store many records in one request; return how many were stored."""
-        dbidx = self._db(db)
+        dbidx = self.default_db if db is None else self._db(db)
         xt = INT64MAX if expire_time is None else self._xt(expire_time)
+        if type(data) is dict and (self._utf8_values or not encode_values):
+            # Fastest path, a dict of str -> str: keys and values encoded in C (map),
+            # the frame built from the two lists; a TypeError (not all str) or
+            # UnicodeEncodeError (lone surrogate) falls through to the paths below.
+            try:
+                ks = list(map(_str_encode, data, _UTF8, _SURROGATES))
+                vs = list(map(_str_encode, data.values()))
+            except (TypeError, UnicodeEncodeError):
+                pass
+            else:
+                request = _encode_set_bulk_db(dbidx, ks, vs, xt, no_reply)
+                return self._set_request(request, no_reply)
         ek = self.encode_key
         enc = self._encode_value if encode_values else _raw_value
         items = data.items() if isinstance(data, Mapping) else data
         records: Any = None
         if enc is _raw_value or self._utf8_values:
-            if type(data) is dict:
-                # Fastest path, a dict of str -> str: encode in C (map) and let zip
-                # build the record tuples; a TypeError (not all str) or
-                # UnicodeEncodeError (lone surrogate) falls through to the paths below.
-                try:
-                    ks = list(map(_str_encode, data, _UTF8, _SURROGATES))
-                    vs = list(map(_str_encode, data.values()))
-                except (TypeError, UnicodeEncodeError):
-                    pass
-                else:
-                    records = zip(repeat(dbidx), ks, vs, repeat(xt))
-                    return self._set_request(_encode_set_bulk(records, no_reply), no_reply)
             # Fast path for str keys and str/bytes values: encode inline, no calls.
             if not isinstance(items, (list, tuple, type({}.items()))):
                 items = list(items)
@@ -609,14 +677,14 @@ class KyotoTycoon(LuaMethods):
         else:
             bkey = self.encode_key(key)  # (sizes are checked by the frame encoder)
         dbidx = self.default_db if db is None else self._db(db)
-        request = _encode_remove_bulk(((dbidx, bkey),), no_reply)
+        request = _encode_remove(dbidx, bkey, no_reply)
         return self._remove_request(request, no_reply)
 
     def remove_bulk(
         self, keys: Iterable[Any], db: int | None = None, no_reply: bool = False
     ) -> int | None:
         """Remove many keys of one database; return the number removed."""
-        request = _encode_remove_bulk(self._db_keys(self._db(db), keys), no_reply)
+        request = _encode_remove_bulk_db(self._db(db), self._key_list(keys), no_reply)
         return self._remove_request(request, no_reply)
 
     def remove_bulk_details(
@@ -635,8 +703,7 @@ class KyotoTycoon(LuaMethods):
     ) -> bool:
         bvalue = _check_size(self._encode_value(value) if encode_value else _raw_value(value))
         params = [(b"key", self.encode_key(key)), (b"value", bvalue)]
-        if expire_time is not None:
-            params.append((b"xt", b"%d" % self._xt(expire_time)))
+        self._with_xt(params, expire_time)
         status, _ = self._rpc(proc, params, db, (450,))
         return status == 200
 
@@ -673,6 +740,18 @@ class KyotoTycoon(LuaMethods):
         """Append to the value at ``key`` (creating it if missing)."""
         return self._write("append", key, value, db, expire_time, encode_value)
 
+    def _increment(
+        self, proc: str, number: Any, key: Any, n: Any, orig: Any, db: Any, expire_time: Any
+    ) -> bytes:
+        """``increment``/``increment_double``: the new value's text; ``number`` turns
+        ``n`` and a numeric ``orig`` into the parameters' text."""
+        params = [(b"key", self.encode_key(key)), (b"num", number("n", n))]
+        if orig is not None:
+            o = _special_orig(orig) if isinstance(orig, str) else number("orig", orig)
+            params.append((b"orig", o))
+        _, out = self._rpc(proc, self._with_xt(params, expire_time), db)
+        return out[b"num"]
+
     def increment(
         self,
         key: Any,
@@ -686,14 +765,7 @@ class KyotoTycoon(LuaMethods):
         ``orig`` is the starting value when the key is missing (``'try'`` fails instead,
         ``'set'`` overwrites).  A value that is not a counter raises ServerError (450).
         """
-        params = [(b"key", self.encode_key(key)), (b"num", _int_arg("n", n))]
-        if orig is not None:
-            o = _special_orig(orig) if isinstance(orig, str) else _int_arg("orig", orig)
-            params.append((b"orig", o))
-        if expire_time is not None:
-            params.append((b"xt", b"%d" % self._xt(expire_time)))
-        _, out = self._rpc("increment", params, db)
-        return int(out[b"num"])
+        return int(self._increment("increment", _int_arg, key, n, orig, db, expire_time))
 
     def increment_double(
         self,
@@ -704,14 +776,7 @@ class KyotoTycoon(LuaMethods):
         expire_time: Any = None,
     ) -> float:
         """Add ``n`` to the 16-byte decimal counter at ``key``; return the new value."""
-        params = [(b"key", self.encode_key(key)), (b"num", _float_arg("n", n))]
-        if orig is not None:
-            o = _special_orig(orig) if isinstance(orig, str) else _float_arg("orig", orig)
-            params.append((b"orig", o))
-        if expire_time is not None:
-            params.append((b"xt", b"%d" % self._xt(expire_time)))
-        _, out = self._rpc("increment_double", params, db)
-        return float(out[b"num"])
+        return float(self._increment("increment_double", _float_arg, key, n, orig, db, expire_time))
 
     def cas(
         self,
@@ -734,8 +799,7 @@ class KyotoTycoon(LuaMethods):
             params.append((b"oval", _check_size(enc(old_val))))
         if new_val is not None:
             params.append((b"nval", _check_size(enc(new_val))))
-        if expire_time is not None:
-            params.append((b"xt", b"%d" % self._xt(expire_time)))
+        self._with_xt(params, expire_time)
         status, _ = self._rpc("cas", params, db, (450,))
         return status == 200
 
@@ -843,12 +907,12 @@ class KyotoTycoon(LuaMethods):
     def report(self) -> dict[str, Any]:
         """The server's report (counters, configuration, ``db_<i>`` summaries)."""
         _, out = self._rpc("report", [], _NO_DB, (), True)
-        return {k.decode("utf-8", "replace"): _parse_number(v) for k, v in out.items()}
+        return _numbers(out)
 
     def status(self, db: int | None = None) -> dict[str, Any]:
         """Status of one database (``count``, ``size``, ``path``, ``type``...)."""
         _, out = self._rpc("status", [], db, (), True)
-        return {k.decode("utf-8", "replace"): _parse_number(v) for k, v in out.items()}
+        return _numbers(out)
 
     def count(self, db: int | None = None) -> int:
         """Number of records (including expired ones not yet collected)."""

@@ -23,7 +23,7 @@ from typing import Any
 
 from ktstore.errors import Incomplete, KTConnectionError, KTTimeoutError, ProtocolError
 from ktstore.protocol.http import body_framing, keep_alive, parse_chunked, parse_response_head
-from ktstore.protocol.limits import HTTP_BODY_MAX
+from ktstore.protocol.limits import HTTP_BODY_MAX, LINE_MAX
 
 __all__ = ["Connection", "DEFAULT_TIMEOUT", "DEFAULT_CONNECT_TIMEOUT", "fork_generation"]
 
@@ -244,17 +244,25 @@ class Connection:
                     raise EOFError
                 have += n
             return bytes(buf)
-        except EOFError:
-            self.close()
+        except BaseException as exc:
+            raise self._read_error(exc)  # noqa: B904 (the cause is set there)
+
+    def _read_error(self, exc: BaseException) -> BaseException:
+        """Close the connection after a failed read; return the exception to raise.
+
+        Timeout, reset, EOF, KeyboardInterrupt...: the stream position is lost.
+        """
+        self.close()
+        if isinstance(exc, EOFError):
             err = KTConnectionError("the server closed the connection")
             err.sent = True  # type: ignore[attr-defined]
-            raise err from None
-        except BaseException as exc:
-            # Timeout, reset, KeyboardInterrupt...: the stream position is lost.
-            self.close()
-            if isinstance(exc, OSError):
-                raise _conn_error(exc, "reading the reply", sent=True) from exc
-            raise
+            err.__suppress_context__ = True
+            return err
+        if isinstance(exc, OSError):
+            err = _conn_error(exc, "reading the reply", sent=True)
+            err.__cause__ = exc
+            return err
+        return exc
 
     def read(self, parse: Any, *args: Any) -> Any:
         """Read one message with ``parse(buf, 0, *args) -> (result, end)``.
@@ -262,15 +270,19 @@ class Connection:
         Bytes after the message (there should be none: we never pipeline) mean the stream
         is out of step, so the connection is marked broken after returning the result.
         """
-        data = b""
-        need = 1
-        recv = self._recv
+        # The first read is inline: a small reply usually arrives whole.
+        try:
+            n = self._recv_into(self._rview, _RBUF_SIZE)
+            if not n:
+                raise EOFError
+        except BaseException as exc:
+            raise self._read_error(exc)  # noqa: B904 (the cause is set there)
+        data = self._rview[:n].tobytes()
         while True:
-            data = recv(data, need)
             try:
                 result, end = parse(data, 0, *args)
             except Incomplete as exc:
-                need = exc.need if exc.need > len(data) else len(data) + 1
+                data = self._recv(data, exc.need if exc.need > len(data) else len(data) + 1)
                 continue
             except ProtocolError:
                 self.close()
@@ -312,36 +324,87 @@ class Connection:
         pool closes it instead of reusing it.
         """
         self.send(data)
-        head, body, to_eof = self.read(_parse_http_response)
+        status, version, headers, body, to_eof = self.read(_parse_http_response)
         if to_eof:
             body = self.read_to_eof(body, HTTP_BODY_MAX)
-        headers = head.headers
-        if not keep_alive(head.version, headers):
+        if (version != "HTTP/1.1" or "connection" in headers) and not keep_alive(version, headers):
             self.broken = True
-        return head.status, headers, body
+        return status, headers, body
 
 
-def _parse_http_response(buf: bytes, pos: int = 0) -> tuple[tuple[Any, bytes, bool], int]:
-    """Head and body of one HTTP response, as one sans-I/O parse over the protocol core.
+def _parse_http_response(buf: bytes, pos: int = 0) -> tuple[tuple[Any, ...], int]:
+    """One HTTP response, as one sans-I/O parse: ``((status, version, headers, body,
+    read_to_eof), end)``; ``read_to_eof`` is true for a body framed by the connection
+    closing (then ``body`` holds what arrived so far).
 
-    Returns ``((head, body, read_to_eof), end)``; ``read_to_eof`` is true for a body
-    framed by the connection closing (then ``body`` holds what arrived so far).
+    The usual response (what ktserver sends: a CRLF-only head with plain header names and
+    a Content-Length) is parsed inline, in one pass; anything else takes the protocol
+    core's general parser, which gives the same result for the usual case.
     """
+    stop = buf.find(b"\r\n\r\n", pos)
+    if 0 <= stop - pos <= LINE_MAX:
+        text = buf[pos:stop].decode("latin-1")
+        lines = text.split("\r\n")
+        n = len(lines) - 1
+        status_line = lines[0]
+        code = status_line[9:12]
+        if (
+            text.count("\r") == n
+            and text.count("\n") == n
+            and status_line[:5] == "HTTP/"
+            and status_line[8:9] == " "
+            and " " not in status_line[:8]
+            and status_line[12:13] in (" ", "")
+            and code.isdigit()
+            and code.isascii()
+        ):
+            headers = {}
+            for line in lines[1:]:
+                name, sep, value = line.partition(":")
+                if not sep or not name or " " in name or "\t" in name:
+                    break  # (an odd line: the general parser decides)
+                headers[name.lower()] = value.lstrip(" ")
+            else:
+                clen = headers.get("content-length")
+                status = int(code)
+                if (
+                    clen is not None
+                    and clen.isdigit()
+                    and clen.isascii()
+                    and "transfer-encoding" not in headers
+                    and status >= 200
+                    and status != 204
+                    and status != 304
+                ):
+                    length = int(clen)
+                    if length <= HTTP_BODY_MAX:  # (else the general parser's error)
+                        start = stop + 4
+                        end = start + length
+                        if len(buf) < end:
+                            raise Incomplete(end - pos)
+                        version = status_line[:8]
+                        return (status, version, headers, buf[start:end], False), end
+    return _parse_http_response_general(buf, pos)
+
+
+def _parse_http_response_general(buf: bytes, pos: int = 0) -> tuple[tuple[Any, ...], int]:
+    """:func:`_parse_http_response` for any response, over the protocol core."""
     head, end = parse_response_head(buf, pos)
     kind, length = body_framing(head)
+    result: tuple[Any, ...] = (head.status, head.version, head.headers)
     if kind == "length":
         if length > HTTP_BODY_MAX:
             raise ProtocolError(f"HTTP body of {length} bytes exceeds the size limit")
         stop = end + length
         if len(buf) < stop:
             raise Incomplete(stop - pos)
-        return (head, buf[end:stop], False), stop
+        return (*result, buf[end:stop], False), stop
     if kind == "none":
-        return (head, b"", False), end
+        return (*result, b"", False), end
     if kind == "chunked":
         try:
             body, stop = parse_chunked(buf, end)
         except Incomplete as exc:
             raise Incomplete(end - pos + exc.need) from None
-        return (head, body, False), stop
-    return (head, bytes(buf[end:]), True), len(buf)
+        return (*result, body, False), stop
+    return (*result, bytes(buf[end:]), True), len(buf)

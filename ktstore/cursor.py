@@ -116,57 +116,70 @@ class Cursor:
         """Whether the cursor currently points at a record."""
         return self._valid
 
-    def jump(self, key: Any = None) -> bool:
-        """Go to ``key`` (or the first record after it); to the first record if ``None``."""
-        params = [] if key is None else [(b"key", self.protocol.encode_key(key))]
-        self._initialized = True
-        status, _ = self._call("cur_jump", params, positioning=True)
+    def _move(
+        self, name: str, params: list[tuple[bytes, bytes]], positioning: bool = False
+    ) -> bool:
+        status, _ = self._call(name, params, positioning)
         self._valid = status == 200
         return self._valid
+
+    def _jump(self, name: str, key: Any) -> bool:
+        params = [] if key is None else [(b"key", self.protocol.encode_key(key))]
+        self._initialized = True
+        return self._move(name, params, positioning=True)
+
+    def jump(self, key: Any = None) -> bool:
+        """Go to ``key`` (or the first record after it); to the first record if ``None``."""
+        return self._jump("cur_jump", key)
 
     def jump_back(self, key: Any = None) -> bool:
         """Go backwards to ``key`` (or the last record before it); to the last record if
         ``None``.  Tree databases only (CursorNotSupported on hash databases)."""
-        params = [] if key is None else [(b"key", self.protocol.encode_key(key))]
-        self._initialized = True
-        status, _ = self._call("cur_jump_back", params, positioning=True)
-        self._valid = status == 200
-        return self._valid
+        return self._jump("cur_jump_back", key)
 
     def step(self) -> bool:
         """Go to the next record; ``False`` past the last one."""
-        status, _ = self._call("cur_step", [])
-        self._valid = status == 200
-        return self._valid
+        return self._move("cur_step", [])
 
     def step_back(self) -> bool:
         """Go to the previous record; ``False`` before the first one (tree databases)."""
-        status, _ = self._call("cur_step_back", [])
-        self._valid = status == 200
-        return self._valid
+        return self._move("cur_step_back", [])
 
     # -- reading ---------------------------------------------------------------------------
 
-    def _read(self, what: str, step: bool) -> Any:
-        """``cur_get_key``/``cur_get_value``/``cur_get``; ``None`` (and invalid) when
-        the cursor points nowhere."""
+    def _on_record(self, name: str, params: list[tuple[bytes, bytes]]) -> Any:
+        """Call a procedure on the current record: its output, or ``None`` (and the
+        cursor invalid) when the cursor points nowhere or the call reports 450."""
         if not self._valid:
             return None
-        params = [(b"step", b"")] if step else []
-        name = "cur_get" if what == "get" else "cur_get_" + what
         status, out = self._call(name, params)
         if status != 200:
             self._valid = False
             return None
+        return out
+
+    def _key_value(self, out: dict[bytes, bytes]) -> tuple[Any, Any]:
+        """The ``(key, value)`` of a record output, decoded as the cursor says."""
         client = self.protocol
-        if what == "key":
-            return client.decode_key(out[b"key"])
         value = out[b"value"]
         if self._decode_values:
             value = client._decode_value(value)
-        if what == "value":
-            return value
         return client.decode_key(out[b"key"]), value
+
+    def _read(self, what: str, step: bool) -> Any:
+        """``cur_get_key``/``cur_get_value``/``cur_get``; ``None`` (and invalid) when
+        the cursor points nowhere."""
+        params = [(b"step", b"")] if step else []
+        name = "cur_get" if what == "get" else "cur_get_" + what
+        out = self._on_record(name, params)
+        if out is None:
+            return None
+        if what == "key":
+            return self.protocol.decode_key(out[b"key"])
+        if what == "value":
+            value = out[b"value"]
+            return self.protocol._decode_value(value) if self._decode_values else value
+        return self._key_value(out)
 
     def key(self, step: bool = False) -> Any:
         """Key of the current record (``None`` if none); then step if ``step``."""
@@ -193,39 +206,19 @@ class Cursor:
             from ktstore.client import _raw_value
 
             bvalue = _raw_value(value)
-        params = [(b"value", bvalue)]
-        if expire_time is not None:
-            params.append((b"xt", b"%d" % client._xt(expire_time)))
+        params = client._with_xt([(b"value", bvalue)], expire_time)
         if step:
             params.append((b"step", b""))
-        status, _ = self._call("cur_set_value", params)
-        if status != 200:
-            self._valid = False
-        return self._valid
+        return self._on_record("cur_set_value", params) is not None
 
     def remove(self) -> bool:
         """Remove the current record; the cursor moves to the next one."""
-        if not self._valid:
-            return False
-        status, _ = self._call("cur_remove", [])
-        if status != 200:
-            self._valid = False
-            return False
-        return True
+        return self._on_record("cur_remove", []) is not None
 
     def seize(self) -> tuple[Any, Any] | None:
         """Get and remove the current record: ``(key, value)``, or ``None``."""
-        if not self._valid:
-            return None
-        status, out = self._call("cur_seize", [])
-        if status != 200:
-            self._valid = False
-            return None
-        client = self.protocol
-        value = out[b"value"]
-        if self._decode_values:
-            value = client._decode_value(value)
-        return client.decode_key(out[b"key"]), value
+        out = self._on_record("cur_seize", [])
+        return None if out is None else self._key_value(out)
 
     def close(self) -> bool:
         """Delete the server-side cursor and give the connection back to the pool.

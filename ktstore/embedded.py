@@ -22,7 +22,7 @@ from typing import Any
 from ktstore.client import KyotoTycoon
 from ktstore.errors import InvalidArgument, KTConnectionError
 
-__all__ = ["EmbeddedServer", "find_free_port"]
+__all__ = ["EmbeddedServer", "find_free_port", "stop_process", "wait_for_port"]
 
 _START_TIMEOUT = 15.0
 
@@ -38,6 +38,48 @@ def find_free_port(host: str = "127.0.0.1") -> int:
                 continue
             return port
     raise KTConnectionError("no free port found")
+
+
+def wait_for_port(
+    host: str, port: int, timeout: float = _START_TIMEOUT, proc: subprocess.Popen | None = None
+) -> None:
+    """Wait until ``host:port`` accepts TCP connections (a server has started).
+
+    Raises KTConnectionError after ``timeout`` seconds, or as soon as ``proc`` (the
+    server's process, if given) has exited.
+    """
+    deadline = time.monotonic() + timeout
+    delay = 0.005
+    while True:
+        if proc is not None and proc.poll() is not None:
+            raise KTConnectionError(
+                f"the server exited with status {proc.returncode} before accepting "
+                f"connections on {host}:{port}"
+            )
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise KTConnectionError(
+                    f"the server did not accept connections on {host}:{port}"
+                ) from None
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
+
+
+def stop_process(proc: subprocess.Popen, grace: float = 10.0) -> bool:
+    """Terminate a server process and reap it (killed after ``grace`` seconds);
+    ``False`` if it had already exited."""
+    was_running = proc.poll() is None
+    if was_running:
+        proc.terminate()
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    return was_running
 
 
 class EmbeddedServer:
@@ -143,26 +185,11 @@ class EmbeddedServer:
             stdin=subprocess.DEVNULL,
         )
         self._proc = proc
-        deadline = time.monotonic() + _START_TIMEOUT
-        delay = 0.005
-        while True:
-            if proc.poll() is not None:
-                self._proc = None
-                raise KTConnectionError(
-                    f"the server exited with status {proc.returncode} before accepting "
-                    f"connections on {self.host}:{port}"
-                )
-            try:
-                with socket.create_connection((self.host, port), timeout=0.5):
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    self.stop()
-                    raise KTConnectionError(
-                        f"the server did not accept connections on {self.host}:{port}"
-                    ) from None
-                time.sleep(delay)
-                delay = min(delay * 2, 0.05)
+        try:
+            wait_for_port(self.host, port, _START_TIMEOUT, proc)
+        except KTConnectionError:
+            self.stop()  # (reaps the process whether it exited or hangs)
+            raise
         self.port = port
         self._client = KyotoTycoon(self.host, port, serializer=self.serializer)
         return self._client
@@ -176,15 +203,7 @@ class EmbeddedServer:
             self._client = None
         if proc is None:
             return False
-        was_running = proc.poll() is None
-        if was_running:
-            proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        return was_running
+        return stop_process(proc)
 
     def __enter__(self) -> EmbeddedServer:
         self.run()

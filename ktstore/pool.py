@@ -150,6 +150,41 @@ class Pool:
             return False  # a stalled server would make the caller wait twice
         return idempotent or not getattr(exc, "sent", True)
 
+    def _run(
+        self, op: Any, args: tuple, idempotent: bool, http: bool = False, keep: bool = True
+    ) -> Any:
+        """``op(conn, *args)`` on a pooled connection, with the retry rules.
+
+        After a network failure the request is retried once on a fresh connection when
+        :meth:`_may_retry` allows it; any other exception (a parse error, an
+        interrupt...) closes the connection, whose stream position is unknown.  A 0xBF
+        error reply makes ktserver close the connection for the bulk commands, so the
+        socket is discarded then unless ``keep`` (play_script and HTTP keep it).
+        """
+        conn = self.acquire(http)
+        try:
+            result = op(conn, *args)
+        except KTConnectionError as exc:
+            self.release(conn, http)
+            if not self._may_retry(exc, idempotent):
+                raise
+            conn = self.connect()
+            try:
+                result = op(conn, *args)
+                if result is ERROR_REPLY and not keep:
+                    conn.close()
+            finally:
+                self.release(conn, http)
+            return result
+        except BaseException:
+            conn.close()
+            self.release(conn, http)
+            raise
+        if result is ERROR_REPLY and not keep:
+            conn.close()
+        self.release(conn, http)
+        return result
+
     def request(
         self, data: bytes, parse: Any, args: tuple, idempotent: bool, keep_on_error: bool = False
     ) -> Any:
@@ -158,50 +193,11 @@ class Pool:
         An error reply (0xBF) makes ktserver close the connection for the bulk commands,
         so the socket is discarded unless ``keep_on_error`` (play_script keeps it).
         """
-        conn = self.acquire()
-        try:
-            result = conn.request(data, parse, *args)
-        except KTConnectionError as exc:
-            self.release(conn)
-            if not self._may_retry(exc, idempotent):
-                raise
-            conn = self.connect()
-            try:
-                result = conn.request(data, parse, *args)
-                if result is ERROR_REPLY and not keep_on_error:
-                    conn.close()
-            finally:
-                self.release(conn)
-            return result
-        except BaseException:
-            conn.close()
-            self.release(conn)
-            raise
-        if result is ERROR_REPLY and not keep_on_error:
-            conn.close()
-        self.release(conn)
-        return result
+        return self._run(Connection.request, (data, parse, *args), idempotent, False, keep_on_error)
 
     def send_only(self, data: bytes) -> None:
         """A no-reply binary request: only the send can fail, retried if nothing left."""
-        conn = self.acquire()
-        try:
-            conn.send(data)
-        except KTConnectionError as exc:
-            self.release(conn)
-            if not self._may_retry(exc, False):
-                raise
-            conn = self.connect()
-            try:
-                conn.send(data)
-            finally:
-                self.release(conn)
-            return
-        except BaseException:
-            conn.close()
-            self.release(conn)
-            raise
-        self.release(conn)
+        self._run(Connection.send, (data,), False)
 
     def http(self, data: bytes, idempotent: bool, timeout: float | None = None) -> Any:
         """HTTP round trip on a pooled keep-alive connection: ``(status, headers, body)``.
@@ -209,25 +205,7 @@ class Pool:
         ``timeout`` extends the read timeout of this one request (a ``WAIT`` condition
         may legitimately keep the server silent for longer than the client's timeout).
         """
-        conn = self.acquire(True)
-        try:
-            result = self._exchange(conn, data, timeout)
-        except KTConnectionError as exc:
-            self.release(conn, True)
-            if not self._may_retry(exc, idempotent):
-                raise
-            conn = self.connect()
-            try:
-                result = self._exchange(conn, data, timeout)
-            finally:
-                self.release(conn, True)
-            return result
-        except BaseException:
-            conn.close()
-            self.release(conn, True)
-            raise
-        self.release(conn, True)
-        return result
+        return self._run(self._exchange, (data, timeout), idempotent, True)
 
     @staticmethod
     def _exchange(conn: Connection, data: bytes, timeout: float | None) -> Any:

@@ -9,15 +9,15 @@ checks that the client (and our Lua script) work with the real thing.
 from __future__ import annotations
 
 import os
-import random
-import socket
 import subprocess
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import pytest
+
+from ktstore.embedded import find_free_port, stop_process, wait_for_port
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"
@@ -26,29 +26,9 @@ KT_LUA = ROOT / "lua" / "kt.lua"
 REAL_SERVER = os.environ.get("KTSTORE_TEST_SERVER") or None
 
 
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1 that a real ktserver accepts too (<= 32767)."""
-    for _ in range(200):
-        port = random.randint(20000, 32767)
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port found")
-
-
-def wait_for_port(host: str, port: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with socket.create_connection((host, port), timeout=0.5):
-                return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.02)
+# The library's helpers: a free port a real ktserver accepts too (<= 32767), and a
+# wait until a server accepts connections (KTConnectionError after ``timeout``).
+free_port = find_free_port
 
 
 @dataclass
@@ -59,7 +39,7 @@ class RunningServer:
     port: int
     databases: list[str]
     real: bool
-    _stop: Callable[[], None] = field(repr=False)
+    _stop: Callable[[], object] = field(repr=False)
 
     def stop(self) -> None:
         self._stop()
@@ -79,17 +59,8 @@ def start_server(
             args += ["-scr", str(script)]
         args += list(databases)
         proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for_port("127.0.0.1", port)
-
-        def stop() -> None:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-        return RunningServer("127.0.0.1", port, list(databases), True, stop)
+        wait_for_port("127.0.0.1", port, 10.0, proc)
+        return RunningServer("127.0.0.1", port, list(databases), True, partial(stop_process, proc))
 
     from ktstore.server import Server
 

@@ -339,3 +339,71 @@ def test_bulk_fast_paths_fall_back_correctly(kt):
         kt.remove_bulk([1])
     assert kt.remove_bulk(iter(["s", b"b"])) == 2
     assert kt.get_bulk(k for k in ["n"]) == {"n": "3"}
+
+
+def test_hot_path_frames_match_the_bulk_encoders():
+    from itertools import repeat
+
+    from ktstore.protocol import binary as b
+    from ktstore.protocol.limits import INT64MAX
+
+    for key, value, db, xt in [
+        (b"k", b"v", 0, INT64MAX),
+        (b"", b"", 65535, -5),
+        (b"\x00" * 300, b"x", 7, 0),
+    ]:
+        assert b.encode_get(db, key) == b.encode_get_bulk([(db, key)])
+        for no_reply in (False, True):
+            assert b.encode_set(db, key, value, xt, no_reply) == b.encode_set_bulk(
+                [(db, key, value, xt)], no_reply
+            )
+            assert b.encode_remove(db, key, no_reply) == b.encode_remove_bulk([(db, key)], no_reply)
+    keys = [b"a", b"bb", b"", b"\xff" * 70]
+    values = [b"1", b"", b"333", b"\n" * 9]
+    for no_reply in (False, True):
+        assert b.encode_set_bulk_db(3, keys, values, 99, no_reply) == b.encode_set_bulk(
+            zip(repeat(3), keys, values, repeat(99)), no_reply
+        )
+        assert b.encode_remove_bulk_db(3, keys, no_reply) == b.encode_remove_bulk(
+            zip(repeat(3), keys), no_reply
+        )
+    assert b.encode_get_bulk_db(3, keys) == b.encode_get_bulk(zip(repeat(3), keys))
+    assert b.encode_get_bulk_db(0, []) == b.encode_get_bulk([])
+    assert b.encode_set_bulk_db(0, [], [], 0) == b.encode_set_bulk([])
+    # the same refusals as the general encoders
+    for bad in (
+        lambda: b.encode_get(0, _Huge(b"k")),
+        lambda: b.encode_get(70000, b"k"),
+        lambda: b.encode_set(0, b"k", _Huge(b"v"), 0),
+        lambda: b.encode_set(0, b"k", b"v", INT64MAX + 1),
+        lambda: b.encode_set(-1, b"k", b"v", 0),
+        lambda: b.encode_remove(0, _Huge(b"k")),
+        lambda: b.encode_remove(-1, b"k"),
+        lambda: b.encode_set_bulk_db(0, [b"k"], [_Huge(b"v")], 0),
+        lambda: b.encode_set_bulk_db(0, [b"k"], [b"v"], -(2**64)),
+        lambda: b.encode_get_bulk_db(0, [b"k", _Huge(b"k")]),
+        lambda: b.encode_remove_bulk_db(70000, [b"k"]),
+    ):
+        with pytest.raises(InvalidArgument):
+            bad()
+    with pytest.raises(ValueError):
+        b.encode_set_bulk_db(0, [b"k"], [], 0)
+
+
+def test_get_bulk_reply_parser_fast_and_checked_paths_agree():
+    from ktstore.errors import Incomplete, ProtocolError
+    from ktstore.protocol import binary as b
+
+    records = [(0, b"k%d" % i, b"v" * i, XTMAX) for i in range(50)]
+    reply = b.encode_get_bulk_reply(records)
+    assert b.parse_get_bulk_reply(reply) == (records, len(reply))
+    assert b.parse_get_bulk_reply(b"xx" + reply + b"yy", 2) == (records, len(reply) + 2)
+    assert b.parse_get_bulk_reply(bytearray(reply)) == (records, len(reply))
+    for cut in (1, 5, 6, 23, 24, len(reply) // 2, len(reply) - 1):
+        with pytest.raises(Incomplete) as info:
+            b.parse_get_bulk_reply(reply[:cut])
+        assert info.value.need > cut
+    # a size over the limit inside a short buffer: ProtocolError, not a wait for 256 MiB
+    bad = bytes.fromhex("ba 00000001 0000") + (DATA_MAX_SIZE + 1).to_bytes(4, "big") + bytes(12)
+    with pytest.raises(ProtocolError):
+        b.parse_get_bulk_reply(bad)

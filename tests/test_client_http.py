@@ -216,3 +216,70 @@ def test_increment_orig_keywords(kt):
     assert kt.increment("c", 7, orig="set") == 7  # overwrite
     with pytest.raises(InvalidArgument):
         kt.increment("c", 1, orig="bogus")
+
+
+def test_request_builder_matches_the_protocol_encoders():
+    from ktstore.client import _NO_DB
+    from ktstore.protocol import http, tsv
+
+    kt = KyotoTycoon("127.0.0.1", 1978)
+
+    def reference(name, params, colenc):
+        ctype = tsv.content_type_for(colenc)
+        headers = [("Host", "127.0.0.1:1978"), ("Content-Type", ctype)]
+        return http.encode_request("POST", "/rpc/" + name, headers, tsv.encode_tsv(params, colenc))
+
+    cases = [
+        ("status", [], 0, None),
+        ("increment", [(b"key", b"k"), (b"num", b"1")], 2, None),
+        ("set", [(b"key", b"a\tb"), (b"value", b"v")], 0, "B"),
+        ("set", [(b"key", b"k"), (b"value", b"line\nbreak")], 0, "B"),
+        ("set", [(b"key", b"k"), (b"value", b"cr\r")], 0, "B"),
+        ("set", [(b"key", b"k"), (b"value", b"\x00\x7f")], 0, "B"),
+        ("set", [(b"key", b"k"), (b"value", b"\xff\x80 high bytes stay raw")], 0, None),
+        ("report", [], _NO_DB, None),
+        ("ulog_remove", [(b"ts", b"1")], _NO_DB, None),
+    ]
+    for name, params, db, colenc in cases:
+        full = params if db is _NO_DB else [(b"DB", b"%d" % db), *params]
+        expected = reference(name, full, colenc)
+        assert kt._build_rpc(name, list(params), db) == expected
+        assert kt._build_rpc(name, list(params), db) == expected  # the cached head too
+
+
+def test_response_parser_fast_path_agrees_with_the_general_one():
+    from ktstore.connection import _parse_http_response, _parse_http_response_general
+    from ktstore.errors import Incomplete, ProtocolError
+
+    head = "Server: KyotoTycoon/0.9.56\r\nDate: Fri, 27 Nov 2026 07:00:00 GMT\r\n"
+    responses = [
+        f"HTTP/1.1 200 OK\r\n{head}Content-Type: text/tab-separated-values\r\n"
+        "Content-Length: 6\r\n\r\nnum\t5\n",
+        f"HTTP/1.1 450 Logical Inconsistency\r\n{head}Content-Length: 0\r\n\r\n",
+        f"HTTP/1.0 200 OK\r\n{head}Content-Length: 2\r\n\r\nok",
+        f"HTTP/1.1 200 OK\r\n{head}Connection: close\r\nContent-Length: 2\r\n\r\nok",
+        "HTTP/1.1 200\r\nContent-Length: 2\r\n\r\nok",
+        "HTTP/1.1 200 OK\r\nCONTENT-LENGTH:2\r\n\r\nok",
+        "HTTP/1.1 200 OK\r\nContent-Length:  2 \r\n\r\nok",
+        "HTTP/1.1 200 OK\r\nBad Name: x\r\nContent-Length: 2\r\n\r\nok",
+        "HTTP/1.1 200 OK\r\nno colon\r\nContent-Length: 2\r\n\r\nok",
+        "HTTP/1.1 200 OK\nContent-Length: 2\n\nok",
+        "HTTP/1.1 200 OK\r\nX: a\rb\r\nContent-Length: 2\r\n\r\nok",
+        "HTTP/1.1 204 No Content\r\nContent-Length: 2\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 9\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nServer: x\r\n\r\nto the end",
+    ]
+    for text in responses:
+        data = text.encode("latin-1")
+        assert _parse_http_response(data) == _parse_http_response_general(data), text
+        for cut in range(len(data)):
+            try:
+                _parse_http_response_general(data[:cut])
+            except Incomplete:
+                with pytest.raises(Incomplete):
+                    _parse_http_response(data[:cut])
+    for text in ["HTTP/ 1x 200 OK\r\nContent-Length: 0\r\n\r\n", "HTTP/1.1 2x0 OK\r\n\r\n"]:
+        with pytest.raises(ProtocolError):
+            _parse_http_response_general(text.encode())
+        with pytest.raises(ProtocolError):
+            _parse_http_response(text.encode())

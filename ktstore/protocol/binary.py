@@ -23,6 +23,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Final
 
 from ktstore.errors import Incomplete, InvalidArgument, ProtocolError
@@ -49,6 +50,12 @@ __all__ = [
     "encode_remove_bulk",
     "encode_get_bulk",
     "encode_play_script",
+    "encode_get",
+    "encode_set",
+    "encode_remove",
+    "encode_get_bulk_db",
+    "encode_set_bulk_db",
+    "encode_remove_bulk_db",
     "parse_count_reply",
     "parse_get_bulk_reply",
     "parse_play_script_reply",
@@ -97,6 +104,8 @@ _U32 = struct.Struct(">I")
 _II = struct.Struct(">II")  # ksiz, vsiz                            (play_script records)
 _HI = struct.Struct(">HI")  # dbidx, ksiz                           (get/remove keys)
 _HIIQ = struct.Struct(">HIIq")  # dbidx, ksiz, vsiz, xt             (set/get records)
+_GET1 = struct.Struct(">BIIHI")  # head + one key                   (get/remove of one key)
+_SET1 = struct.Struct(">BIIHIIq")  # head + one record              (set of one record)
 
 _COUNT_SIZE = _COUNT.size  # 5
 _REC_SIZE = _HIIQ.size  # 18
@@ -200,14 +209,33 @@ def encode_set_bulk(
             vsiz = len(value)
             if ksiz > DATA_MAX_SIZE or vsiz > DATA_MAX_SIZE:
                 raise _too_large("key" if ksiz > DATA_MAX_SIZE else "value", max(ksiz, vsiz))
-            append(pack(dbidx, ksiz, vsiz, xt))
-            append(key)
-            append(value)
+            append(pack(dbidx, ksiz, vsiz, xt) + key + value)
             n += 1
         parts[0] = _HEAD3.pack(MAGIC_SET_BULK, FLAG_NOREPLY if no_reply else 0, n)
     except struct.error as exc:
         raise InvalidArgument(f"set_bulk record does not fit the protocol: {exc}") from None
     return b"".join(parts)
+
+
+def encode_set_bulk_db(
+    dbidx: int, keys: list[bytes], values: list[bytes], xt: int, no_reply: bool = False
+) -> bytes:
+    """``encode_set_bulk(zip(repeat(dbidx), keys, values, repeat(xt)), no_reply)`` for
+    records of one database with one xt, given as two equally long lists (the client's
+    set_bulk): the sizes are checked for all records at once, in C."""
+    if len(keys) != len(values):
+        raise ValueError("keys and values differ in length")
+    if keys and (max(map(len, keys)) > DATA_MAX_SIZE or max(map(len, values)) > DATA_MAX_SIZE):
+        return encode_set_bulk(zip(repeat(dbidx), keys, values, repeat(xt)))  # raises
+    pack = _HIIQ.pack
+    try:
+        head = _HEAD3.pack(MAGIC_SET_BULK, FLAG_NOREPLY if no_reply else 0, len(keys))
+        parts = [
+            pack(dbidx, len(k), len(v), xt) + k + v for k, v in zip(keys, values, strict=False)
+        ]
+    except struct.error as exc:
+        raise InvalidArgument(f"set_bulk record does not fit the protocol: {exc}") from None
+    return head + b"".join(parts)
 
 
 def _encode_keys(magic: int, flags: int, keys: Iterable[tuple[int, bytes]]) -> bytes:
@@ -220,13 +248,61 @@ def _encode_keys(magic: int, flags: int, keys: Iterable[tuple[int, bytes]]) -> b
             ksiz = len(key)
             if ksiz > DATA_MAX_SIZE:
                 raise _too_large("key", ksiz)
-            append(pack(dbidx, ksiz))
-            append(key)
+            append(pack(dbidx, ksiz) + key)
             n += 1
         parts[0] = _HEAD3.pack(magic, flags, n)
     except struct.error as exc:
         raise InvalidArgument(f"key does not fit the protocol: {exc}") from None
     return b"".join(parts)
+
+
+def _encode_keys_db(magic: int, flags: int, dbidx: int, keys: list[bytes]) -> bytes:
+    if keys and max(map(len, keys)) > DATA_MAX_SIZE:
+        return _encode_keys(magic, flags, zip(repeat(dbidx), keys))  # raises
+    pack = _HI.pack
+    try:
+        head = _HEAD3.pack(magic, flags, len(keys))
+        return head + b"".join([pack(dbidx, len(k)) + k for k in keys])
+    except struct.error as exc:
+        raise InvalidArgument(f"key does not fit the protocol: {exc}") from None
+
+
+def encode_get_bulk_db(dbidx: int, keys: list[bytes]) -> bytes:
+    """``encode_get_bulk(zip(repeat(dbidx), keys))`` for a list of keys of one database."""
+    return _encode_keys_db(MAGIC_GET_BULK, 0, dbidx, keys)
+
+
+def encode_remove_bulk_db(dbidx: int, keys: list[bytes], no_reply: bool = False) -> bytes:
+    """``encode_remove_bulk(zip(repeat(dbidx), keys), no_reply)`` for one database."""
+    return _encode_keys_db(MAGIC_REMOVE_BULK, FLAG_NOREPLY if no_reply else 0, dbidx, keys)
+
+
+def encode_get(dbidx: int, key: bytes) -> bytes:
+    """``encode_get_bulk([(dbidx, key)])`` with one struct call (the hot path of get)."""
+    if len(key) <= DATA_MAX_SIZE and 0 <= dbidx <= 0xFFFF:
+        return _GET1.pack(MAGIC_GET_BULK, 0, 1, dbidx, len(key)) + key
+    return encode_get_bulk(((dbidx, key),))  # raises the proper error
+
+
+def encode_set(dbidx: int, key: bytes, value: bytes, xt: int, no_reply: bool = False) -> bytes:
+    """``encode_set_bulk([(dbidx, key, value, xt)], no_reply)`` with one struct call."""
+    if len(key) <= DATA_MAX_SIZE and len(value) <= DATA_MAX_SIZE:
+        try:
+            flags = FLAG_NOREPLY if no_reply else 0
+            return (
+                _SET1.pack(MAGIC_SET_BULK, flags, 1, dbidx, len(key), len(value), xt) + key + value
+            )
+        except struct.error:
+            pass
+    return encode_set_bulk(((dbidx, key, value, xt),), no_reply)  # raises the proper error
+
+
+def encode_remove(dbidx: int, key: bytes, no_reply: bool = False) -> bytes:
+    """``encode_remove_bulk([(dbidx, key)], no_reply)`` with one struct call."""
+    if len(key) <= DATA_MAX_SIZE and 0 <= dbidx <= 0xFFFF:
+        flags = FLAG_NOREPLY if no_reply else 0
+        return _GET1.pack(MAGIC_REMOVE_BULK, flags, 1, dbidx, len(key)) + key
+    return encode_remove_bulk(((dbidx, key),), no_reply)  # raises the proper error
 
 
 def encode_remove_bulk(keys: Iterable[tuple[int, bytes]], no_reply: bool = False) -> bytes:
@@ -302,6 +378,25 @@ def _get_bulk_records(buf: bytes, pos: int) -> tuple[list, int]:
     unpack = _HIIQ.unpack_from
     out: list = []
     append = out.append
+    if hits * _REC_SIZE <= size - p and size - pos <= DATA_MAX_SIZE:
+        # Optimistic pass for a reply that is (likely) all there: no bounds tests per
+        # record.  A buffer no larger than DATA_MAX_SIZE holds no larger field, and a
+        # record past the end shows as struct.error or p > size: then the checked
+        # loop below starts over and raises what it should.
+        try:
+            for _ in range(hits):
+                dbidx, ksiz, vsiz, xt = unpack(buf, p)
+                p += 18  # _REC_SIZE
+                kend = p + ksiz
+                p = kend + vsiz
+                append((dbidx, buf[kend - ksiz : kend], buf[kend:p], xt))
+        except struct.error:
+            p = size + 1
+        if p <= size:
+            return out, p
+        p = pos + _COUNT_SIZE
+        out = []
+        append = out.append
     for i in range(hits):
         head_end = p + _REC_SIZE
         if head_end > size:
@@ -335,6 +430,8 @@ def parse_get_bulk_reply(buf, pos: int = 0):
 
     ``xt`` is the absolute expiration the server reported (XTMAX when none).
     """
+    if type(buf) is bytes and len(buf) > pos and buf[pos] == MAGIC_GET_BULK:  # the usual case
+        return _get_bulk_records(buf, pos)
     if _reply_magic(buf, pos, MAGIC_GET_BULK) == MAGIC_ERROR:
         return ERROR_REPLY, pos + 1
     return _on_bytes(_get_bulk_records, buf, pos)
