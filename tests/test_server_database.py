@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import sqlite3
 import threading
 
 import pytest
 
+from ktstore.protocol import dumps
 from ktstore.protocol.limits import INT64MAX, INT64MIN
 from ktstore.server.database import (
     ERR_LOGIC,
@@ -300,8 +302,8 @@ def test_posix_classes_and_counter_overflow() -> None:
     assert db.match_regex(b"[[:alpha:]]b") == [b"Zb", b"ab"]
     assert db.match_regex(b"[^[:lower:][:upper:]]b") == [b" b", b"1b"]
     assert db.increment(b"n", INT64MAX) == INT64MAX
-    assert db.increment(b"n", 1) is None and db.error()[0] == ERR_LOGIC  # KC refuses to wrap
-    assert db.increment(b"n", 0) == INT64MAX
+    assert db.increment(b"n", 1) == INT64MIN  # wraps, as a real ktserver does
+    assert db.increment(b"n", 0) == INT64MIN
 
 
 def test_tree_cursor_keeps_its_direction() -> None:
@@ -319,3 +321,51 @@ def test_tree_cursor_keeps_its_direction() -> None:
     assert cur.jump(b"b") and cur.seize()[0] == b"b" and cur.get_key() == b"c"
     assert cur.jump_back(b"c") and cur.step() and cur.get(step=True)[0] == b"d"
     assert cur.get() is None
+
+
+def test_increment_double_follows_kc_arithmetic() -> None:
+    """Recorded from ktserver 0.9.56: parts are added separately, in KC's int64 and
+    long double arithmetic; an out-of-range value is stored as INT64MIN (-inf)."""
+    db = Database("*")
+    assert db.increment_double(b"x", 1e19) == 1e19
+    assert db.get(b"x")[0] == dumps._QQ.pack(INT64MIN, 0)
+    assert db.increment_double(b"x", 0.0) == -math.inf
+    assert db.increment_double(b"y", -1e19) == -1e19
+    assert db.increment_double(b"y", 1.0) == -math.inf  # an infinity is left alone
+    assert db.get(b"y")[0] == dumps._QQ.pack(INT64MIN, 0)
+    db.increment_double(b"z", 5.0)
+    assert db.increment_double(b"z", 1e19) == float(INT64MIN + 5)
+    db.increment_double(b"u", 9.2e18)
+    assert db.increment_double(b"u", 9.2e18) == -46744073709551616.0  # int64 wraps
+    db.increment_double(b"w", 0.000001)
+    assert db.increment_double(b"w", 0.000001) == pytest.approx(0.000002)
+    assert db.get(b"w")[0] == dumps._QQ.pack(0, 1999999998)  # long double truncation
+    db.increment_double(b"v", -1.25)
+    assert db.increment_double(b"v", 0.5) == -0.75
+    assert db.increment_double(b"v", 2.75) == 2.0
+
+
+def test_encode_double_counter_out_of_range_is_int64min() -> None:
+    assert dumps.encode_double_counter(1e19) == dumps._QQ.pack(INT64MIN, 0)
+    assert dumps.encode_double_counter(-1e19) == dumps._QQ.pack(INT64MIN, 0)
+    assert dumps.decode_double_counter(dumps.encode_double_counter(1e19)) == -math.inf
+    assert dumps.encode_double_counter(0.000001) == dumps._QQ.pack(0, 999999999)
+    assert dumps.encode_double_counter(1.5) == dumps._QQ.pack(1, 500000000000000)
+
+
+def test_increment_double_by_zero_keeps_the_xt() -> None:
+    db = Database("*")
+    db.increment_double(b"k", 1.5, xt=XTMAX - 1)
+    assert db.increment_double(b"k", 0.0, xt=XTMAX) == 1.5
+    assert db.get(b"k")[1] == XTMAX - 1
+
+
+def test_increment_wraps_and_adding_zero_changes_nothing() -> None:
+    """Recorded from ktserver 0.9.56: int64 overflow wraps; +0 keeps value and xt."""
+    db = Database("*")
+    db.increment(b"b", INT64MAX - 7)
+    assert db.increment(b"b", 100) == INT64MIN + 92
+    db.increment(b"c", 3, xt=XTMAX - 1)
+    assert db.increment(b"c", 0, xt=XTMAX) == 3
+    assert db.get(b"c")[1] == XTMAX - 1
+    assert db.increment(b"c", 0, orig=INT64MAX) == 0  # "set" still writes

@@ -30,6 +30,8 @@ __all__ = [
     "decode_int_counter",
     "encode_double_counter",
     "decode_double_counter",
+    "increment_double_counter",
+    "wrap_int64",
     "DECUNIT",
 ]
 
@@ -176,11 +178,46 @@ def decode_int_counter(data: bytes) -> int:
     return _Q.unpack(data)[0]
 
 
+def _int64(x: float) -> int:
+    """C's ``(int64_t)`` of a finite value on x86-64: truncation, INT64MIN when out of range."""
+    if -9223372036854775808.0 <= x < 9223372036854775808.0:
+        return int(x)
+    return INT64MIN
+
+
+def wrap_int64(n: int) -> int:
+    """Two's complement wrap-around of int64 arithmetic: ktserver's counters overflow so."""
+    return ((n + (1 << 63)) & ((1 << 64) - 1)) - (1 << 63)
+
+
+def _fract_units(fract: float) -> int:
+    """``(int64_t)(fract * DECUNIT)`` as KC computes it, in x87 ``long double``.
+
+    The product is rounded to 64 significant bits (nearest, ties to even) and then
+    truncated, so 0.000001 gives 999999999, not the 1000000000 of a double product.
+    """
+    num, den = fract.as_integer_ratio()  # den is a power of two
+    n = abs(num) * DECUNIT
+    shift = n.bit_length() - 64
+    if shift > 0:
+        low = n & ((1 << shift) - 1)
+        n >>= shift
+        half = 1 << (shift - 1)
+        if low > half or (low == half and n & 1):
+            n += 1
+        n <<= shift
+    units = n // den
+    return -units if num < 0 else units
+
+
 def encode_double_counter(x: float) -> bytes:
     """The 16-byte value ``increment_double`` keeps: int64 integer part, int64 fraction x 1e15.
 
-    Both parts carry the sign of ``x`` (C ``modf``); NaN is stored as (INT64MIN, INT64MIN)
-    and infinities as (INT64MAX or INT64MIN, 0), as ktserver does.
+    Both parts carry the sign of ``x`` (``modfl``); NaN is stored as (INT64MIN, INT64MIN)
+    and infinities as (INT64MAX or INT64MIN, 0), as ktserver does.  A finite ``x``
+    beyond the int64 range is stored as INT64MIN (KC's plain ``(int64_t)`` cast),
+    which reads back as ``-inf`` whatever its sign; the fraction is KC's truncated
+    ``long double`` product (:func:`_fract_units`).
     """
     x = float(x)
     if math.isnan(x):
@@ -188,9 +225,38 @@ def encode_double_counter(x: float) -> bytes:
     if math.isinf(x):
         return _QQ.pack(INT64MAX if x > 0 else INT64MIN, 0)
     fract, integ = math.modf(x)
-    if not INT64MIN < integ < INT64MAX:
-        return _QQ.pack(INT64MAX if x > 0 else INT64MIN, 0)
-    return _QQ.pack(int(integ), int(fract * DECUNIT))
+    return _QQ.pack(_int64(integ), _fract_units(fract))
+
+
+def increment_double_counter(data: bytes, num: float) -> tuple[float, bytes | None]:
+    """KC's ``increment_double`` on an existing 16-byte value: ``(result, new value)``.
+
+    The parts of ``num`` are added to the stored parts separately (int64 arithmetic
+    that wraps, the fraction carried into the integer part at 1e15), as KC does.  The
+    new value is ``None`` when the record is left alone: a stored NaN (the result is
+    NaN, which the caller reports as an error), a stored infinity (the result), or
+    ``num == 0`` (the current value).
+    """
+    if len(data) != 16:
+        raise SerializationError(f"a double counter is 16 bytes, got {len(data)}")
+    integ, fract = _QQ.unpack(data)
+    if integ == INT64MIN and fract == INT64MIN:
+        return math.nan, None
+    if integ == INT64MAX:
+        return math.inf, None
+    if integ == INT64MIN:
+        return -math.inf, None
+    if num == 0.0:
+        return integ + fract / DECUNIT, None
+    if math.isnan(num) or math.isinf(num):
+        return num, encode_double_counter(num)
+    nfract, ninteg = math.modf(num)
+    integ = wrap_int64(integ + _int64(ninteg))
+    fract = wrap_int64(fract + _fract_units(nfract))
+    if fract >= DECUNIT:
+        integ = wrap_int64(integ + 1)
+        fract -= DECUNIT
+    return integ + fract / DECUNIT, _QQ.pack(integ, fract)
 
 
 def decode_double_counter(data: bytes) -> float:

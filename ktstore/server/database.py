@@ -234,6 +234,40 @@ def _levenshtein(a: Any, b: Any) -> int:
     return prev[-1]
 
 
+_UTF_LEADS = [(0xE0, 1, 0x1F, 0x80), (0xF0, 2, 0x0F, 0x800), (0xF8, 3, 0x07, 0x10000)]
+_UTF_LEADS += [(0xFC, 4, 0x03, 0x200000), (0xFE, 5, 0x01, 0x4000000)]
+
+
+def _utf_to_ucs(data: bytes) -> list[int]:
+    """KC's ``strutftoucs``: lenient UTF-8 decoding, as match_similar's ``utf`` measures.
+
+    A lead byte whose continuation bytes run into a NUL or the end is dropped alone;
+    otherwise its sequence is consumed whatever the continuation bytes are, and the
+    code point is kept unless it is overlong.  Bytes 0xFE and 0xFF are dropped.
+    """
+    out: list[int] = []
+    n = len(data)
+    i = 0
+    while i < n:
+        c = data[i]
+        if c < 0x80:
+            out.append(c)
+        else:
+            for limit, extra, mask, least in _UTF_LEADS:
+                if c < limit:
+                    tail = data[i + 1 : i + 1 + extra]
+                    if len(tail) == extra and 0 not in tail:
+                        v = c & mask
+                        for b in tail:
+                            v = (v << 6) | (b & 0x3F)
+                        if v >= least:
+                            out.append(v)
+                        i += extra
+                    break
+        i += 1
+    return out
+
+
 class _ErrorState(threading.local):
     def __init__(self) -> None:
         self.code = ERR_SUCCESS
@@ -587,7 +621,9 @@ class Database:
 
         A missing record starts at ``orig``; ``orig == INT64MIN`` makes a missing
         record an error and ``orig == INT64MAX`` overwrites with ``num``.  A value
-        that is not 8 bytes is a logical inconsistency.
+        that is not 8 bytes is a logical inconsistency.  As in KC, the sum wraps
+        around in int64 and adding 0 to an existing counter changes nothing (not
+        even the xt).
         """
         with self.lock:
             rec = self._live(key)
@@ -595,7 +631,7 @@ class Database:
                 if orig == INT64MIN:
                     self.set_error(ERR_LOGIC)
                     return None
-                result = num if orig == INT64MAX else orig + num
+                result = num if orig == INT64MAX else dumps.wrap_int64(orig + num)
             else:
                 if len(rec[0]) != 8:
                     self.set_error(ERR_LOGIC)
@@ -603,10 +639,10 @@ class Database:
                 if orig == INT64MAX:
                     result = num
                 else:
-                    result = dumps.decode_int_counter(rec[0]) + num
-            if not INT64MIN <= result <= INT64MAX:  # KC refuses to overflow
-                self.set_error(ERR_LOGIC)
-                return None
+                    current = dumps.decode_int_counter(rec[0])
+                    if num == 0:
+                        return current
+                    result = dumps.wrap_int64(current + num)
             self._write(key, dumps.encode_int_counter(result), xt)
             self._changed()
             return result
@@ -616,25 +652,34 @@ class Database:
     ) -> float | None:
         """Add ``num`` to a 16-byte decimal counter (KT's format); returns the new value.
 
-        ``orig = -inf`` makes a missing record an error, ``+inf`` overwrites.
+        ``orig = -inf`` makes a missing record an error, ``+inf`` overwrites.  An
+        existing counter is updated part by part as KC does
+        (:func:`~ktstore.protocol.dumps.increment_double_counter`); adding 0 or
+        adding to an infinity changes nothing, not even the xt.
         """
         with self.lock:
             rec = self._live(key)
             if rec is None:
-                if orig == -math.inf:
+                if orig == -math.inf or math.isnan(orig):
                     self.set_error(ERR_LOGIC)
                     return None
                 result = num if orig == math.inf else orig + num
+                value: bytes | None = dumps.encode_double_counter(result)
             else:
                 if len(rec[0]) != 16:
                     self.set_error(ERR_LOGIC)
                     return None
                 if orig == math.inf:
                     result = num
+                    value = dumps.encode_double_counter(num)
                 else:
-                    result = dumps.decode_double_counter(rec[0]) + num
-            self._write(key, dumps.encode_double_counter(result), xt)
-            self._changed()
+                    result, value = dumps.increment_double_counter(rec[0], num)
+            if math.isnan(result):
+                self.set_error(ERR_LOGIC)
+                return None
+            if value is not None:
+                self._write(key, value, xt)
+                self._changed()
             return result
 
     def cas(self, key: bytes, oval: bytes | None, nval: bytes | None, xt: int = XTMAX) -> bool:
@@ -853,7 +898,8 @@ class Database:
         with self.lock:
             search = pattern.search
             for k in list(self._scan_keys()):
-                if search(k):
+                # KC matches the key as a C string: it ends at the first NUL
+                if search(k.partition(b"\0")[0] if b"\0" in k else k):
                     out.append(k)
                     if len(out) == max:
                         break
@@ -868,14 +914,14 @@ class Database:
         a negative ``range`` means unlimited.
         """
         if utf:
-            o: Any = origin.decode("utf-8", "replace")
+            o: Any = _utf_to_ucs(origin)
         else:
             o = origin
         found: list[tuple[int, bytes]] = []
         with self.lock:
             keys = list(self._scan_keys())
         for k in keys:
-            kk = k.decode("utf-8", "replace") if utf else k
+            kk = _utf_to_ucs(k) if utf else k
             if range >= 0 and abs(len(kk) - len(o)) > range:
                 continue
             d = _levenshtein(o, kk)

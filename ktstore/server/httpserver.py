@@ -168,8 +168,8 @@ def _rest(
         if raw.startswith("/"):  # ktserver skips one more slash: /0//key is key "key"
             raw = raw[1:]
         dbidx = rpc.resolve_db(server, tsv.url_decode(dbname.encode("latin-1")))
-    if dbidx < 0:
-        return _finish(400, [], b"no such database\n", keep)
+    if dbidx < 0:  # a HEAD gets the status line alone, as from ktserver
+        return _finish(400, [], b"no such database\n", keep, head_only=method == "HEAD")
     db = server.dbs[dbidx]
     key = tsv.url_decode(raw.encode("latin-1"))
     stats = server.stats
