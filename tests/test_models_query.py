@@ -11,7 +11,7 @@ import random
 import pytest
 
 from ktstore.client import KyotoTycoon
-from ktstore.models import Model, ModelError, fields
+from ktstore.models import Model, ModelError, ValidationError, fields
 from ktstore.store import Store
 
 UTC = dt.timezone.utc
@@ -156,6 +156,23 @@ def test_order_with_range_limit_offset(env):
     q2 = Item.query(Item.flag == True).order_by(Item.price)  # noqa: E712
     want2 = sorted(r["price"] for r in rows if r["flag"])
     assert [i.price for i in q2] == want2
+
+
+def test_query_values_must_fit_the_field(env):
+    Item, _rows = env
+    for bad, says in [
+        (Item.n == "5", "expects int, got str"),
+        (Item.n > 1.5, "expects int, got float"),
+        (Item.when > dt.datetime(2024, 1, 1), "timezone-aware"),
+        (Item.when > dt.date(2024, 1, 1), "expects datetime, got date"),
+        (Item.color == 3, "expects str, got int"),  # unindexed: checked while filtering
+    ]:
+        with pytest.raises(ValidationError, match=says):
+            Item.query(bad).first()
+    with pytest.raises(ValidationError, match="startswith needs text"):
+        Item.name.startswith(b"a")
+    assert Item.query(Item.x > 1).count() == Item.query(Item.x > 1.0).count()  # int -> float
+    assert Item.query(Item.price == "0").count() == Item.query(Item.price == 0).count()
 
 
 def test_query_by_keywords_and_unknown(env):

@@ -191,8 +191,10 @@ class Field:
         """Order-preserving key bytes of a value (``None`` sorts first)."""
         if value is None:
             return keycodec.NONE
+        value = self.convert(value)
+        self.check(value)  # a query value is held to the field's type, like a stored one
         try:
-            return self._encode_key(self.convert(value))
+            return self._encode_key(value)
         except (TypeError, ValueError, OverflowError) as exc:
             raise ValidationError(f"{self._where()}: cannot index {value!r}: {exc}") from None
 
