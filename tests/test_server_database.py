@@ -369,3 +369,11 @@ def test_increment_wraps_and_adding_zero_changes_nothing() -> None:
     assert db.increment(b"c", 0, xt=XTMAX) == 3
     assert db.get(b"c")[1] == XTMAX - 1
     assert db.increment(b"c", 0, orig=INT64MAX) == 0  # "set" still writes
+
+
+def test_increment_double_set_on_an_existing_counter() -> None:
+    db = Database("*")
+    db.increment_double(b"d", 2.5)
+    assert db.increment_double(b"d", 1e19, orig=math.inf) == float(INT64MIN)
+    assert db.increment_double(b"d", 0.0, orig=math.inf) == 0.0
+    assert db.get(b"d")[0] == bytes(16)

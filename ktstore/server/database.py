@@ -144,6 +144,7 @@ _SQLITE_MAGIC = b"SQLite format 3\x00"
 _KC_MAGIC = b"KC\n"
 _FORMAT = "ktstore-sqlite-1"
 _GC_STEP = 4  # expired records examined per write
+_ZERO_COUNTER = bytes(16)
 
 
 # POSIX bracket classes (KC's regexes are POSIX EREs) as Python character ranges.
@@ -669,9 +670,9 @@ class Database:
                 if len(rec[0]) != 16:
                     self.set_error(ERR_LOGIC)
                     return None
-                if orig == math.inf:
-                    result = num
-                    value = dumps.encode_double_counter(num)
+                if orig == math.inf:  # "set": KC adds to a zeroed counter, and writes 0
+                    result, value = dumps.increment_double_counter(_ZERO_COUNTER, num)
+                    value = value or _ZERO_COUNTER
                 else:
                     result, value = dumps.increment_double_counter(rec[0], num)
             if math.isnan(result):

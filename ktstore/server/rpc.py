@@ -21,39 +21,35 @@ import platform
 import re
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ktstore.protocol.expire import kt_atoi, resolve_xt
 from ktstore.protocol.limits import INT64MAX, INT64MIN, XTMAX
-from ktstore.server.database import (
-    ERR_DUPREC,
-    ERR_INVALID,
-    ERR_LOGIC,
-    ERR_NOIMPL,
-    ERR_NOREC,
-    Database,
-    DBCursor,
+from ktstore.protocol.rpc import (
+    ERR_INVALID_PARAMETERS,
+    ERR_NO_SUCH_CURSOR,
+    ERR_NO_SUCH_DATABASE,
+    ERR_NO_SUCH_PROCEDURE,
+    ERR_NO_ULOG,
+    ERR_RTS_NOT_SET,
+    ERR_SCRIPT_DISABLED,
+    ERR_SCRIPT_FAILED,
+    ERR_TIMED_OUT,
+    KC_INVALID,
+    RVEINTERNAL,
+    RVEINVALID,
+    RVELOGIC,
+    RVENOIMPL,
+    RVETIMEOUT,
+    RVSUCCESS,
+    rv_for_kc_error,
 )
+from ktstore.server.database import Database, DBCursor
 
 if TYPE_CHECKING:
     from ktstore.server.core import Server, Session
 
-__all__ = [
-    "dispatch",
-    "RV_SUCCESS",
-    "RV_NOIMPL",
-    "RV_INVALID",
-    "RV_LOGIC",
-    "RV_TIMEOUT",
-    "RV_INTERNAL",
-]
-
-RV_SUCCESS = 0
-RV_NOIMPL = 1
-RV_INVALID = 2
-RV_LOGIC = 3
-RV_TIMEOUT = 4
-RV_INTERNAL = 5
+__all__ = ["dispatch", "resolve_db", "PROCEDURES", "KT_VERSION"]
 
 KT_VERSION = "0.9.56b (ktstore)"
 
@@ -76,27 +72,26 @@ class _Call:
         self.out: Pairs = []
 
 
+def _fail(call: _Call, text: bytes, rv: int) -> int:
+    call.out.append((b"ERROR", text))
+    return rv
+
+
+_E_INVALID = ERR_INVALID_PARAMETERS.encode()
+_E_NO_DB = ERR_NO_SUCH_DATABASE.encode()
+_E_NO_CURSOR = ERR_NO_SUCH_CURSOR.encode()
+
+
 def _invalid(call: _Call) -> int:
-    call.out.append((b"ERROR", b"invalid parameters"))
-    return RV_INVALID
-
-
-def _no_db(call: _Call) -> int:
-    call.out.append((b"ERROR", b"no such database"))
-    return RV_INVALID
+    return _fail(call, _E_INVALID, RVEINVALID)
 
 
 def _db_error(call: _Call, db: Database) -> int:
-    """Report the database's last error as ``DB: code: name: message`` with KT's RV."""
+    """Report the database's last error as ``DB: code: name: message`` with KT's RV
+    (an invalid operation is RVEINVALID here, unlike :func:`rv_for_kc_error`)."""
     code = db.error()[0]
-    call.out.append((b"ERROR", db.error_text().encode()))
-    if code == ERR_NOIMPL:
-        return RV_NOIMPL
-    if code == ERR_INVALID:
-        return RV_INVALID
-    if code in (ERR_DUPREC, ERR_NOREC, ERR_LOGIC):
-        return RV_LOGIC
-    return RV_INTERNAL
+    rv = RVEINVALID if code == KC_INVALID else rv_for_kc_error(code)
+    return _fail(call, db.error_text().encode(), rv)
 
 
 def _xt(call: _Call) -> int:
@@ -132,6 +127,10 @@ def _fmt_float(x: float) -> bytes:
     return text if len(text) <= 127 else text[:127] + b"*"
 
 
+def _fmt_int(n: int) -> bytes:
+    return str(n).encode()
+
+
 def _xt_out(call: _Call, xt: int) -> None:
     if xt < XTMAX:
         call.out.append((b"xt", str(xt).encode()))
@@ -141,12 +140,12 @@ def _xt_out(call: _Call, xt: int) -> None:
 
 
 def _void(call: _Call) -> int:
-    return RV_SUCCESS
+    return RVSUCCESS
 
 
 def _echo(call: _Call) -> int:
     call.out.extend(call.params.items())
-    return RV_SUCCESS
+    return RVSUCCESS
 
 
 def _sysinfo() -> list[tuple[str, str]]:
@@ -216,15 +215,14 @@ def _report(call: _Call) -> int:
     ]
     rows += _sysinfo()
     call.out.extend((k.encode(), v.encode()) for k, v in rows)
-    return RV_SUCCESS
+    return RVSUCCESS
 
 
 def _play_script(call: _Call) -> int:
     server = call.server
     host = server.script_host()
     if host is None:
-        call.out.append((b"ERROR", b"the scripting extention is disabled"))
-        return RV_NOIMPL
+        return _fail(call, ERR_SCRIPT_DISABLED.encode(), RVENOIMPL)
     name = call.params.get(b"name")
     if not name or not name.isalnum() or not name.isascii():
         return _invalid(call)
@@ -234,25 +232,18 @@ def _play_script(call: _Call) -> int:
         rv, outputs = host.call(name, params)
     except Exception:
         server.log("error", f"[SCRIPT]: {name.decode('utf-8', 'replace')}: host failure")
-        rv, outputs = RV_INTERNAL, []
-    if rv == RV_SUCCESS:
+        rv, outputs = RVEINTERNAL, []
+    if rv == RVSUCCESS:
         call.out.extend((b"_" + k, v) for k, v in outputs)
-        return RV_SUCCESS
-    if rv == RV_NOIMPL:
-        call.out.append((b"ERROR", b"no such scripting procedure"))
-        return RV_NOIMPL
-    call.out.append((b"ERROR", b"the scripting procedure failed"))
-    return rv if rv in (RV_INVALID, RV_LOGIC, RV_TIMEOUT) else RV_INTERNAL
+        return RVSUCCESS
+    if rv == RVENOIMPL:
+        return _fail(call, ERR_NO_SUCH_PROCEDURE.encode(), RVENOIMPL)
+    rv = rv if rv in (RVEINVALID, RVELOGIC, RVETIMEOUT) else RVEINTERNAL
+    return _fail(call, ERR_SCRIPT_FAILED.encode(), rv)
 
 
 def _tune_replication(call: _Call) -> int:
-    call.out.append((b"ERROR", b"the RTS file is not set"))
-    return RV_NOIMPL
-
-
-def _no_ulog(call: _Call) -> int:
-    call.out.append((b"ERROR", b"no update log allows no replication"))
-    return RV_INVALID
+    return _fail(call, ERR_RTS_NOT_SET.encode(), RVENOIMPL)
 
 
 def _ulog_ts(call: _Call) -> int:
@@ -267,59 +258,72 @@ def _ulog_ts(call: _Call) -> int:
 def _ulog_list(call: _Call) -> int:
     ulog = call.server.ulog
     if ulog is None:
-        return _no_ulog(call)
+        return _fail(call, ERR_NO_ULOG.encode(), RVEINVALID)
     for path, size, ts in ulog.list_files():
         call.out.append((path.encode(), f"{size}:{ts}".encode()))
-    return RV_SUCCESS
+    return RVSUCCESS
 
 
 def _ulog_remove(call: _Call) -> int:
     ulog = call.server.ulog
     if ulog is None:
-        return _no_ulog(call)
+        return _fail(call, ERR_NO_ULOG.encode(), RVEINVALID)
     if ulog.remove_files(_ulog_ts(call)):
-        return RV_SUCCESS
-    call.out.append((b"ERROR", b"removing a file failed"))
-    return RV_INTERNAL
+        return RVSUCCESS
+    return _fail(call, b"removing a file failed", RVEINTERNAL)
 
 
-def _status(call: _Call) -> int:
-    db = call.db
-    if db is None:
-        return _no_db(call)
+# ---------------------------------------------------------------- database procedures
+#
+# Each takes the call and its database (``DB``, resolved by :func:`dispatch`); the
+# wrapper answers "no such database" when there is none.
+
+DBProc = Callable[[_Call, Database], int]
+
+
+def _db_proc(fn: DBProc) -> Callable[[_Call], int]:
+    def proc(call: _Call) -> int:
+        db = call.db
+        if db is None:
+            return _fail(call, _E_NO_DB, RVEINVALID)
+        return fn(call, db)
+
+    return proc
+
+
+def _status(call: _Call, db: Database) -> int:
     call.server.stats["misc"] += 1
     call.out.extend((k.encode(), v.encode()) for k, v in db.status())
-    return RV_SUCCESS
+    return RVSUCCESS
 
 
-def _clear(call: _Call) -> int:
-    db = call.db
-    if db is None:
-        return _no_db(call)
+def _clear(call: _Call, db: Database) -> int:
     call.server.stats["misc"] += 1
     db.clear()
-    return RV_SUCCESS
+    return RVSUCCESS
 
 
-def _synchronize(call: _Call) -> int:
-    db = call.db
-    if db is None:
-        return _no_db(call)
+def _synchronize(call: _Call, db: Database) -> int:
     call.server.stats["misc"] += 1
     db.synchronize(b"hard" in call.params)
     if call.params.get(b"command"):
         # ktserver runs <-cmd dir>/<command> after syncing; we run no commands, and
         # answer as ktserver does when the command fails
-        call.out.append((b"ERROR", b"DB: 8: logical inconsistency: postprocessing failed"))
-        return RV_INTERNAL
-    return RV_SUCCESS
+        return _fail(call, b"DB: 8: logical inconsistency: postprocessing failed", RVEINTERNAL)
+    return RVSUCCESS
 
 
-def _make_store(method: str) -> Callable[[_Call], int]:
-    def proc(call: _Call) -> int:
-        db = call.db
-        if db is None:
-            return _no_db(call)
+def _vacuum(call: _Call, db: Database) -> int:
+    call.server.stats["misc"] += 1
+    raw = call.params.get(b"step")
+    db.vacuum(kt_atoi(raw) if raw is not None else 0)
+    return RVSUCCESS
+
+
+def _store(method: str) -> DBProc:
+    """set / add / replace / append: ``key``, ``value``, optional ``xt``."""
+
+    def proc(call: _Call, db: Database) -> int:
         p = call.params
         key = p.get(b"key")
         value = p.get(b"value")
@@ -328,180 +332,116 @@ def _make_store(method: str) -> Callable[[_Call], int]:
         stats = call.server.stats
         stats["set"] += 1
         if getattr(db, method)(key, value, _xt(call)):
-            return RV_SUCCESS
+            return RVSUCCESS
         stats["set_misses"] += 1
         return _db_error(call, db)
 
     return proc
 
 
-def _increment(call: _Call) -> int:
-    db = call.db
-    if db is None:
-        return _no_db(call)
-    p = call.params
-    key = p.get(b"key")
-    num = p.get(b"num")
-    if key is None or num is None:
-        return _invalid(call)
-    raw = p.get(b"orig")
-    if raw is None:
-        orig = 0
-    elif raw == b"try":
-        orig = INT64MIN
-    elif raw == b"set":
-        orig = INT64MAX
-    else:
-        orig = kt_atoi(raw)
-    call.server.stats["set"] += 1
-    result = db.increment(key, kt_atoi(num), orig, _xt(call))
-    if result is None:
-        call.server.stats["set_misses"] += 1
-        return _db_error(call, db)
-    call.out.append((b"num", str(result).encode()))
-    return RV_SUCCESS
+def _counter(
+    method: str, atof: bool, try_orig: float, set_orig: float, fmt: Callable[[Any], bytes]
+) -> DBProc:
+    """increment / increment_double: ``key``, ``num``, ``orig`` (a number, ``try`` or
+    ``set``), optional ``xt``; the answer is the new value as ``num``."""
+    parse: Callable[[bytes], Any] = _atof if atof else kt_atoi
+    zero = 0.0 if atof else 0
+
+    def proc(call: _Call, db: Database) -> int:
+        p = call.params
+        key = p.get(b"key")
+        num = p.get(b"num")
+        if key is None or num is None:
+            return _invalid(call)
+        raw = p.get(b"orig")
+        if raw is None:
+            orig = zero
+        elif raw == b"try":
+            orig = try_orig
+        elif raw == b"set":
+            orig = set_orig
+        else:
+            orig = parse(raw)
+        stats = call.server.stats
+        stats["set"] += 1
+        result = getattr(db, method)(key, parse(num), orig, _xt(call))
+        if result is None:
+            stats["set_misses"] += 1
+            return _db_error(call, db)
+        call.out.append((b"num", fmt(result)))
+        return RVSUCCESS
+
+    return proc
 
 
-def _increment_double(call: _Call) -> int:
-    db = call.db
-    if db is None:
-        return _no_db(call)
-    p = call.params
-    key = p.get(b"key")
-    num = p.get(b"num")
-    if key is None or num is None:
-        return _invalid(call)
-    raw = p.get(b"orig")
-    if raw is None:
-        orig = 0.0
-    elif raw == b"try":
-        orig = -math.inf
-    elif raw == b"set":
-        orig = math.inf
-    else:
-        orig = _atof(raw)
-    call.server.stats["set"] += 1
-    result = db.increment_double(key, _atof(num), orig, _xt(call))
-    if result is None:
-        call.server.stats["set_misses"] += 1
-        return _db_error(call, db)
-    call.out.append((b"num", _fmt_float(result)))
-    return RV_SUCCESS
-
-
-def _cas(call: _Call) -> int:
-    db = call.db
-    if db is None:
-        return _no_db(call)
+def _cas(call: _Call, db: Database) -> int:
     p = call.params
     key = p.get(b"key")
     if key is None:
         return _invalid(call)
     call.server.stats["set"] += 1
     if db.cas(key, p.get(b"oval"), p.get(b"nval"), _xt(call)):
-        return RV_SUCCESS
+        return RVSUCCESS
     call.server.stats["set_misses"] += 1
     return _db_error(call, db)
 
 
-def _remove(call: _Call) -> int:
-    db = call.db
-    if db is None:
-        return _no_db(call)
+def _remove(call: _Call, db: Database) -> int:
     key = call.params.get(b"key")
     if key is None:
         return _invalid(call)
     call.server.stats["remove"] += 1
     if db.remove(key):
-        return RV_SUCCESS
+        return RVSUCCESS
     call.server.stats["remove_misses"] += 1
     return _db_error(call, db)
 
 
-def _get(call: _Call) -> int:
-    db = call.db
-    if db is None:
-        return _no_db(call)
-    key = call.params.get(b"key")
-    if key is None:
-        return _invalid(call)
-    call.server.stats["get"] += 1
-    rec = db.get(key)
-    if rec is None:
-        call.server.stats["get_misses"] += 1
-        return _db_error(call, db)
-    call.out.append((b"value", rec[0]))
-    _xt_out(call, rec[1])
-    return RV_SUCCESS
+def _read(method: str, field: bytes, stat: str) -> DBProc:
+    """get / check / seize: ``key``; answers ``field`` (the value, or ``vsiz``) and ``xt``."""
 
+    def proc(call: _Call, db: Database) -> int:
+        key = call.params.get(b"key")
+        if key is None:
+            return _invalid(call)
+        stats = call.server.stats
+        stats[stat] += 1
+        rec = getattr(db, method)(key)
+        if rec is None:
+            stats[stat + "_misses"] += 1
+            return _db_error(call, db)
+        first = rec[0]
+        call.out.append((field, first if type(first) is bytes else str(first).encode()))
+        _xt_out(call, rec[1])
+        return RVSUCCESS
 
-def _check(call: _Call) -> int:
-    db = call.db
-    if db is None:
-        return _no_db(call)
-    key = call.params.get(b"key")
-    if key is None:
-        return _invalid(call)
-    call.server.stats["get"] += 1
-    rec = db.check(key)
-    if rec is None:
-        call.server.stats["get_misses"] += 1
-        return _db_error(call, db)
-    call.out.append((b"vsiz", str(rec[0]).encode()))
-    _xt_out(call, rec[1])
-    return RV_SUCCESS
-
-
-def _seize(call: _Call) -> int:
-    db = call.db
-    if db is None:
-        return _no_db(call)
-    key = call.params.get(b"key")
-    if key is None:
-        return _invalid(call)
-    call.server.stats["get"] += 1
-    rec = db.seize(key)
-    if rec is None:
-        call.server.stats["get_misses"] += 1
-        return _db_error(call, db)
-    call.out.append((b"value", rec[0]))
-    _xt_out(call, rec[1])
-    return RV_SUCCESS
+    return proc
 
 
 def _bulk_keys(call: _Call) -> list[bytes]:
     return [k[1:] for k in call.params if k[:1] == b"_"]
 
 
-def _set_bulk(call: _Call) -> int:
-    db = call.db
-    if db is None:
-        return _no_db(call)
+def _set_bulk(call: _Call, db: Database) -> int:
     xt = _xt(call)
     recs = [(k[1:], v) for k, v in call.params.items() if k[:1] == b"_"]
     n = db.set_bulk(recs, xt)
     call.server.stats["set"] += n
     call.out.append((b"num", str(n).encode()))
-    return RV_SUCCESS
+    return RVSUCCESS
 
 
-def _remove_bulk(call: _Call) -> int:
-    db = call.db
-    if db is None:
-        return _no_db(call)
+def _remove_bulk(call: _Call, db: Database) -> int:
     keys = _bulk_keys(call)
     n = db.remove_bulk(keys)
     st = call.server.stats
     st["remove"] += len(keys)
     st["remove_misses"] += len(keys) - n
     call.out.append((b"num", str(n).encode()))
-    return RV_SUCCESS
+    return RVSUCCESS
 
 
-def _get_bulk(call: _Call) -> int:
-    db = call.db
-    if db is None:
-        return _no_db(call)
+def _get_bulk(call: _Call, db: Database) -> int:
     keys = _bulk_keys(call)
     recs = db.get_bulk(keys)
     st = call.server.stats
@@ -509,17 +449,7 @@ def _get_bulk(call: _Call) -> int:
     st["get_misses"] += len(keys) - len(recs)
     call.out.extend((b"_" + k, v) for k, v, _ in recs)
     call.out.append((b"num", str(len(recs)).encode()))
-    return RV_SUCCESS
-
-
-def _vacuum(call: _Call) -> int:
-    db = call.db
-    if db is None:
-        return _no_db(call)
-    call.server.stats["misc"] += 1
-    raw = call.params.get(b"step")
-    db.vacuum(kt_atoi(raw) if raw is not None else 0)
-    return RV_SUCCESS
+    return RVSUCCESS
 
 
 def _max(call: _Call) -> int:
@@ -530,93 +460,55 @@ def _max(call: _Call) -> int:
     return n if n >= 0 else -1
 
 
-def _matched(call: _Call, keys: list[bytes]) -> int:
-    call.out.extend((b"_" + k, str(i).encode()) for i, k in enumerate(keys))
-    call.out.append((b"num", str(len(keys)).encode()))
-    return RV_SUCCESS
+def _match(param: bytes, search: Callable[[_Call, Database, bytes], list[bytes] | None]) -> DBProc:
+    """match_prefix / match_regex / match_similar: the keys found as ``_key=index``."""
+
+    def proc(call: _Call, db: Database) -> int:
+        arg = call.params.get(param)
+        if arg is None:
+            return _invalid(call)
+        call.server.stats["misc"] += 1
+        keys = search(call, db, arg)
+        if keys is None:
+            return _db_error(call, db)
+        call.out.extend((b"_" + k, str(i).encode()) for i, k in enumerate(keys))
+        call.out.append((b"num", str(len(keys)).encode()))
+        return RVSUCCESS
+
+    return proc
 
 
-def _match_prefix(call: _Call) -> int:
-    db = call.db
-    if db is None:
-        return _no_db(call)
-    prefix = call.params.get(b"prefix")
-    if prefix is None:
-        return _invalid(call)
-    call.server.stats["misc"] += 1
-    return _matched(call, db.match_prefix(prefix, _max(call)))
-
-
-def _match_regex(call: _Call) -> int:
-    db = call.db
-    if db is None:
-        return _no_db(call)
-    regex = call.params.get(b"regex")
-    if regex is None:
-        return _invalid(call)
-    call.server.stats["misc"] += 1
-    keys = db.match_regex(regex, _max(call))
-    if keys is None:
-        return _db_error(call, db)
-    return _matched(call, keys)
-
-
-def _match_similar(call: _Call) -> int:
-    db = call.db
-    if db is None:
-        return _no_db(call)
-    p = call.params
-    origin = p.get(b"origin")
-    if origin is None:
-        return _invalid(call)
-    raw = p.get(b"range")
+def _similar(call: _Call, db: Database, origin: bytes) -> list[bytes]:
+    raw = call.params.get(b"range")
     rng = kt_atoi(raw) if raw is not None else 1
-    if rng < 0:
-        rng = 1
-    call.server.stats["misc"] += 1
-    return _matched(call, db.match_similar(origin, rng, b"utf" in p, _max(call)))
+    return db.match_similar(origin, rng if rng >= 0 else 1, b"utf" in call.params, _max(call))
 
 
 # ------------------------------------------------------------------------- cursors
 
-
-def _no_cursor(call: _Call) -> int:
-    call.out.append((b"ERROR", b"no such cursor"))
-    return RV_INVALID
+CurProc = Callable[[_Call, DBCursor], int]
 
 
-def _cur_proc(fn: Callable[[_Call, DBCursor], int]) -> Callable[[_Call], int]:
+def _cur_proc(fn: CurProc) -> Callable[[_Call], int]:
     def proc(call: _Call) -> int:
         cur = call.cur
         if cur is None:
-            return _no_cursor(call)
+            return _fail(call, _E_NO_CURSOR, RVEINVALID)
         return fn(call, cur)
 
     return proc
 
 
-def _cur_jump(call: _Call, cur: DBCursor) -> int:
-    if cur.jump(call.params.get(b"key")):
-        return RV_SUCCESS
-    return _db_error(call, cur.db)
+def _cur_move(method: str, with_key: bool) -> CurProc:
+    """cur_jump / cur_jump_back (optional ``key``), cur_step / cur_step_back, cur_remove."""
 
+    def proc(call: _Call, cur: DBCursor) -> int:
+        move = getattr(cur, method)
+        if move(call.params.get(b"key")) if with_key else move():
+            return RVSUCCESS
+        return _db_error(call, cur.db)
 
-def _cur_jump_back(call: _Call, cur: DBCursor) -> int:
-    if cur.jump_back(call.params.get(b"key")):
-        return RV_SUCCESS
-    return _db_error(call, cur.db)
-
-
-def _cur_step(call: _Call, cur: DBCursor) -> int:
-    if cur.step():
-        return RV_SUCCESS
-    return _db_error(call, cur.db)
-
-
-def _cur_step_back(call: _Call, cur: DBCursor) -> int:
-    if cur.step_back():
-        return RV_SUCCESS
-    return _db_error(call, cur.db)
+    return proc
 
 
 def _cur_set_value(call: _Call, cur: DBCursor) -> int:
@@ -624,50 +516,26 @@ def _cur_set_value(call: _Call, cur: DBCursor) -> int:
     if value is None:
         return _invalid(call)
     if cur.set_value(value, _xt(call), b"step" in call.params):
-        return RV_SUCCESS
+        return RVSUCCESS
     return _db_error(call, cur.db)
 
 
-def _cur_remove(call: _Call, cur: DBCursor) -> int:
-    if cur.remove():
-        return RV_SUCCESS
-    return _db_error(call, cur.db)
+def _cur_read(fields: str, seize: bool = False) -> CurProc:
+    """cur_get_key (``k``), cur_get_value (``v``), cur_get (``kvx``), cur_seize (``kvx``)."""
 
+    def proc(call: _Call, cur: DBCursor) -> int:
+        rec = cur.seize() if seize else cur.get(b"step" in call.params)
+        if rec is None:
+            return _db_error(call, cur.db)
+        if "k" in fields:
+            call.out.append((b"key", rec[0]))
+        if "v" in fields:
+            call.out.append((b"value", rec[1]))
+        if "x" in fields:
+            _xt_out(call, rec[2])
+        return RVSUCCESS
 
-def _cur_get_key(call: _Call, cur: DBCursor) -> int:
-    rec = cur.get(b"step" in call.params)
-    if rec is None:
-        return _db_error(call, cur.db)
-    call.out.append((b"key", rec[0]))
-    return RV_SUCCESS
-
-
-def _cur_get_value(call: _Call, cur: DBCursor) -> int:
-    rec = cur.get(b"step" in call.params)
-    if rec is None:
-        return _db_error(call, cur.db)
-    call.out.append((b"value", rec[1]))
-    return RV_SUCCESS
-
-
-def _cur_get(call: _Call, cur: DBCursor) -> int:
-    rec = cur.get(b"step" in call.params)
-    if rec is None:
-        return _db_error(call, cur.db)
-    call.out.append((b"key", rec[0]))
-    call.out.append((b"value", rec[1]))
-    _xt_out(call, rec[2])
-    return RV_SUCCESS
-
-
-def _cur_seize(call: _Call, cur: DBCursor) -> int:
-    rec = cur.seize()
-    if rec is None:
-        return _db_error(call, cur.db)
-    call.out.append((b"key", rec[0]))
-    call.out.append((b"value", rec[1]))
-    _xt_out(call, rec[2])
-    return RV_SUCCESS
+    return proc
 
 
 PROCEDURES: dict[bytes, Callable[[_Call], int]] = {
@@ -678,37 +546,43 @@ PROCEDURES: dict[bytes, Callable[[_Call], int]] = {
     b"tune_replication": _tune_replication,
     b"ulog_list": _ulog_list,
     b"ulog_remove": _ulog_remove,
-    b"status": _status,
-    b"clear": _clear,
-    b"synchronize": _synchronize,
-    b"set": _make_store("set"),
-    b"add": _make_store("add"),
-    b"replace": _make_store("replace"),
-    b"append": _make_store("append"),
-    b"increment": _increment,
-    b"increment_double": _increment_double,
-    b"cas": _cas,
-    b"remove": _remove,
-    b"get": _get,
-    b"check": _check,
-    b"seize": _seize,
-    b"set_bulk": _set_bulk,
-    b"remove_bulk": _remove_bulk,
-    b"get_bulk": _get_bulk,
-    b"vacuum": _vacuum,
-    b"match_prefix": _match_prefix,
-    b"match_regex": _match_regex,
-    b"match_similar": _match_similar,
-    b"cur_jump": _cur_proc(_cur_jump),
-    b"cur_jump_back": _cur_proc(_cur_jump_back),
-    b"cur_step": _cur_proc(_cur_step),
-    b"cur_step_back": _cur_proc(_cur_step_back),
+    b"status": _db_proc(_status),
+    b"clear": _db_proc(_clear),
+    b"synchronize": _db_proc(_synchronize),
+    b"set": _db_proc(_store("set")),
+    b"add": _db_proc(_store("add")),
+    b"replace": _db_proc(_store("replace")),
+    b"append": _db_proc(_store("append")),
+    b"increment": _db_proc(_counter("increment", False, INT64MIN, INT64MAX, _fmt_int)),
+    b"increment_double": _db_proc(
+        _counter("increment_double", True, -math.inf, math.inf, _fmt_float)
+    ),
+    b"cas": _db_proc(_cas),
+    b"remove": _db_proc(_remove),
+    b"get": _db_proc(_read("get", b"value", "get")),
+    b"check": _db_proc(_read("check", b"vsiz", "get")),
+    b"seize": _db_proc(_read("seize", b"value", "get")),
+    b"set_bulk": _db_proc(_set_bulk),
+    b"remove_bulk": _db_proc(_remove_bulk),
+    b"get_bulk": _db_proc(_get_bulk),
+    b"vacuum": _db_proc(_vacuum),
+    b"match_prefix": _db_proc(
+        _match(b"prefix", lambda call, db, arg: db.match_prefix(arg, _max(call)))
+    ),
+    b"match_regex": _db_proc(
+        _match(b"regex", lambda call, db, arg: db.match_regex(arg, _max(call)))
+    ),
+    b"match_similar": _db_proc(_match(b"origin", _similar)),
+    b"cur_jump": _cur_proc(_cur_move("jump", True)),
+    b"cur_jump_back": _cur_proc(_cur_move("jump_back", True)),
+    b"cur_step": _cur_proc(_cur_move("step", False)),
+    b"cur_step_back": _cur_proc(_cur_move("step_back", False)),
     b"cur_set_value": _cur_proc(_cur_set_value),
-    b"cur_remove": _cur_proc(_cur_remove),
-    b"cur_get_key": _cur_proc(_cur_get_key),
-    b"cur_get_value": _cur_proc(_cur_get_value),
-    b"cur_get": _cur_proc(_cur_get),
-    b"cur_seize": _cur_proc(_cur_seize),
+    b"cur_remove": _cur_proc(_cur_move("remove", False)),
+    b"cur_get_key": _cur_proc(_cur_read("k")),
+    b"cur_get_value": _cur_proc(_cur_read("v")),
+    b"cur_get": _cur_proc(_cur_read("kvx")),
+    b"cur_seize": _cur_proc(_cur_read("kvx", seize=True)),
 }
 
 
@@ -739,8 +613,8 @@ def dispatch(server: Server, session: Session, name: bytes, params: Params) -> t
         if wsec <= 0:
             wsec = 30.0
         if not server.conditions.wait(wait, wsec) or server.stopping:
-            call.out.append((b"ERROR", b"the condition timed out"))
-            return RV_TIMEOUT, call.out
+            call.out.append((b"ERROR", ERR_TIMED_OUT.encode()))
+            return RVETIMEOUT, call.out
     idx = resolve_db(server, params.get(b"DB"))
     if idx >= 0:
         call.db = server.dbs[idx]
@@ -756,7 +630,7 @@ def dispatch(server: Server, session: Session, name: bytes, params: Params) -> t
         elif name == b"cur_delete":
             del cursors[curid]
             cur.disable()
-            return RV_SUCCESS, call.out
+            return RVSUCCESS, call.out
         call.cur = cur
     proc = PROCEDURES.get(name)
     if proc is not None:
@@ -765,10 +639,9 @@ def dispatch(server: Server, session: Session, name: bytes, params: Params) -> t
         except Exception as e:  # never let one request kill the connection thread
             server.log("error", f"rpc {name!r} failed: {e!r}")
             call.out = [(b"ERROR", b"internal error")]
-            rv = RV_INTERNAL
+            rv = RVEINTERNAL
     else:
-        call.out.append((b"ERROR", b"not implemented: " + name))
-        rv = RV_NOIMPL
+        rv = _fail(call, b"not implemented: " + name, RVENOIMPL)
     signal = params.get(b"SIGNAL")
     if signal is not None:
         n = server.conditions.signal(signal, b"SIGNALBROAD" in params)
