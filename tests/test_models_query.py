@@ -266,6 +266,10 @@ def test_count_reads_keys_only_when_the_index_answers_alone(env, monkeypatch):
     seen.clear()
     assert Item.query(Item.n >= 0).first() is not None
     assert seen == [(True, 1)]  # first() asks for one record, not a page
+    seen.clear()
+    rare = Item.query(Item.color == "red").order_by("-n").paged(50).limit(2).all()
+    assert len(rare) == 2 and seen[0] == (True, 2)  # then full pages while filtering drops
+    assert all(limit == 50 for _join, limit in seen[1:])
 
 
 def test_plans_narrow_as_far_as_the_indexes_allow(env):

@@ -257,16 +257,28 @@ class Binding:
         join: bool = False,
         keys_only: bool = False,
         after: bytes | None = None,
+        first_page: int | None = None,
     ) -> Iterator[tuple[bytes, bytes, bytes | None, int | None]]:
-        """Every entry of ``[lo, hi)`` (after ``after``), one page in memory at a time."""
+        """Every entry of ``[lo, hi)`` (after ``after``), one page in memory at a time;
+        the first page holds ``first_page`` entries when given (``first()`` needs one),
+        the others ``page``."""
+        limit = first_page or page
         while True:
             p = self.scan(
-                db, lo, hi, after=after, reverse=reverse, limit=page, join=join, keys_only=keys_only
+                db,
+                lo,
+                hi,
+                after=after,
+                reverse=reverse,
+                limit=limit,
+                join=join,
+                keys_only=keys_only,
             )
             yield from p.entries
             if p.done or p.last is None:
                 return
             after = p.last
+            limit = page
 
     def sweep(self, lo: bytes, hi: bytes | None, page: int = 1000) -> tuple[int, int]:
         """Remove orphaned entries of ``[lo, hi)`` in the index db; ``(seen, removed)``."""

@@ -498,7 +498,8 @@ class Query:
         self, start: tuple[int, int, bytes] | None = None, page: int | None = None
     ) -> Iterator[tuple[tuple[int, int, bytes], Model]]:
         """``(position, instance)`` for every match; a position (scan, range, index key)
-        can resume the query right after that instance (see :meth:`page`)."""
+        can resume the query right after that instance (see :meth:`page`).  ``page``
+        sizes the first server page of each scan (later pages are ``page_size``)."""
         binding = self.model._binding()
         desc = bool(self.order and self.order.descending)
         plan = self.plan()
@@ -520,9 +521,10 @@ class Query:
                     klo,
                     khi,
                     reverse=desc,
-                    page=page or self.page_size,
+                    page=self.page_size,
                     join=True,
                     after=after,
+                    first_page=page,
                 ):
                     if rec is None:
                         continue  # record gone (expired or deleted since): not a result
