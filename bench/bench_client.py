@@ -75,7 +75,7 @@ def measure(fn: Callable[[], object], calls: int) -> tuple[float, float]:
 
 
 def compare(
-    fns: list[Callable[[], object]], seconds: float, rounds: int = 7
+    fns: list[Callable[[], object]], seconds: float, rounds: int = 15
 ) -> list[tuple[float, float]]:
     """Best ``(ops/s, client CPU us per op)`` of each function.
 
@@ -168,6 +168,9 @@ def raw_floor(sock: socket.socket, request: bytes) -> Callable[[], object]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=1.0, help="duration of each case")
+    parser.add_argument(
+        "--rounds", type=int, default=15, help="alternating rounds per case (the best counts)"
+    )
     args = parser.parse_args()
 
     real = os.environ.get("KTSTORE_BENCH_SERVER")
@@ -190,7 +193,7 @@ def main() -> None:
         )
         for name, fn in ours_cases.items():
             fns = [fn, floors[name]] + ([theirs_cases[name]] if theirs_cases else [])
-            results = compare(fns, args.seconds)
+            results = compare(fns, args.seconds, args.rounds)
             (mine, mine_cpu), (floor, floor_cpu) = results[:2]
             other, other_cpu = results[2] if theirs_cases else (float("nan"), float("nan"))
             print(
