@@ -1211,7 +1211,7 @@ local ZERO16 = string.rep("0", 16)
 local HEADF, TAILF, COUNTF = SCOREW, SCOREW + 16, SCOREW + 32   -- field offsets
 
 -- Position of the group with score field sf in the queue record v, or nil.
-local function qfind(v, sf)
+local function qgrouppos(v, sf)
   if v == nil then return nil end
   return (string.find(v, sf, HEADER + 1, true))
 end
@@ -1236,8 +1236,21 @@ end
 
 -- Whether the record's header registers a blocked reader that still waits.
 local function qwaiting(v)
-  local h = string.sub(v, 1, HEADER)
-  return h ~= NOWAITER and tonumber(h) >= nowsec()
+  if string.find(v, NOWAITER, 1, true) == 1 then return false end
+  return tonumber(string.sub(v, 1, HEADER)) >= nowsec()
+end
+
+-- An item id's score part: the score field's digits (cached per field).
+local sfdigits, nsfdigits = {}, 0
+local function sfid(sf)
+  local d = sfdigits[sf]
+  if d == nil then
+    if nsfdigits >= 1000 then sfdigits, nsfdigits = {}, 0 end
+    d = string.sub(sf, 1, 13) .. string.sub(sf, 15)
+    sfdigits[sf] = d
+    nsfdigits = nsfdigits + 1
+  end
+  return d
 end
 
 -- v (a queue record value) with a new group for sf holding items 0 .. c - 1.
@@ -1252,7 +1265,7 @@ end
 
 -- The tail field (a string) of the group sf in v, or false when absent.
 local function qtail(v, sf)
-  local p = qfind(v, sf)
+  local p = qgrouppos(v, sf)
   return p and string.sub(v, p + TAILF, p + TAILF + 15) or false
 end
 
@@ -1261,7 +1274,8 @@ end
 local function qadd1(db, key, value, sf)
   local snap = db:get(key)
   for _ = 1, 1000 do
-    local seen = qtail(snap, sf)
+    local p0 = qgrouppos(snap, sf)
+    local seen = p0 and string.sub(snap, p0 + TAILF, p0 + TAILF + 15) or false
     local seq = seen or ZERO16
     local claimed, waiting, cur = false, false, nil
     acceptbulk(db, { key, key .. "\t" .. sf .. seq }, function(k, v)
@@ -1270,22 +1284,24 @@ local function qadd1(db, key, value, sf)
         return nil
       end
       cur = v
-      local p = qfind(v, sf)
+      local p = p0
+      if v == nil or v ~= snap then   -- changed since read: is our group's tail?
+        p = qgrouppos(v, sf)
+        if (p and string.sub(v, p + TAILF, p + TAILF + 15) or false) ~= seen then return nil end
+      end
       local nv
       if p then
-        if string.sub(v, p + TAILF, p + TAILF + 15) ~= seen then return nil end
         nv = string.sub(v, 1, p + TAILF - 1)
           .. string.format("%016.0f%016.0f", tonumber(seen) + 1, qfield(v, p, COUNTF) + 1)
           .. string.sub(v, p + QGROUP)
       else
-        if seen then return nil end
         nv = qinsert(v or NOWAITER, sf, 1)
       end
       claimed = true
       waiting = qwaiting(nv)
       return nv
     end)
-    if claimed then return string.sub(sf, 1, 13) .. string.sub(sf, 15) .. seq, waiting end
+    if claimed then return sfid(sf) .. seq, waiting end
     snap = cur
   end
   fail(kt.RVEINTERNAL, "too much contention on the queue, try again")
@@ -1309,7 +1325,7 @@ local function qadd(db, key, values, sfs)
   for _ = 1, 1000 do
     local seen, nextseq, keys, recs = {}, {}, { key }, {}
     for _, sf in ipairs(order) do
-      local p = qfind(snap, sf)
+      local p = qgrouppos(snap, sf)
       seen[sf] = p and string.sub(snap, p + TAILF, p + TAILF + 15) or false
       nextseq[sf] = p and tonumber(seen[sf]) or 0
     end
@@ -1321,7 +1337,7 @@ local function qadd(db, key, values, sfs)
       local k = key .. "\t" .. sf .. seq
       keys[i + 1] = k
       recs[k] = values[i]
-      if i == 1 then firstid = string.sub(sf, 1, 13) .. string.sub(sf, 15) .. seq end
+      if i == 1 then firstid = sfid(sf) .. seq end
     end
     local claimed, waiting, cur = false, false, nil
     acceptbulk(db, keys, function(k, v)
@@ -1331,12 +1347,12 @@ local function qadd(db, key, values, sfs)
       end
       cur = v
       for _, sf in ipairs(order) do
-        local p = qfind(v, sf)
+        local p = qgrouppos(v, sf)
         if (p and string.sub(v, p + TAILF, p + TAILF + 15) or false) ~= seen[sf] then return nil end
       end
       local nv = v or NOWAITER
       for _, sf in ipairs(order) do
-        local p, c = qfind(nv, sf), count[sf]
+        local p, c = qgrouppos(nv, sf), count[sf]
         if p then
           nv = string.sub(nv, 1, p + TAILF - 1)
             .. string.format("%016.0f%016.0f", qfield(nv, p, TAILF) + c, qfield(nv, p, COUNTF) + c)
@@ -1353,6 +1369,19 @@ local function qadd(db, key, values, sfs)
     snap = cur
   end
   fail(kt.RVEINTERNAL, "too much contention on the queue, try again")
+end
+
+-- Register a blocked reader until now + waitsecs, unless an item within
+-- limit arrived meanwhile.
+local function qwait(db, key, limit, waitsecs)
+  update(db, key, function(v)
+    local cur = qload(v)
+    for _, g in ipairs(cur.groups) do
+      if qualifies(g, limit) and g.n > 0 then return nil end
+    end
+    cur.waituntil = math.max(cur.waituntil, nowsec() + waitsecs)
+    return qstore(cur)
+  end)
 end
 
 -- Remove and return up to n items ({value, sf}) from the head (or the tail)
@@ -1405,7 +1434,7 @@ local function qpop(db, key, n, limit, fromtail, waitsecs)
       if v == nil then return nil end
       local nv = v
       for _, c in ipairs(cands) do
-        local p = qfind(nv, c.sf)
+        local p = qgrouppos(nv, c.sf)
         if p ~= nil then
           local head, tail, cnt = qfield(nv, p, HEADF), qfield(nv, p, TAILF), qfield(nv, p, COUNTF)
           if values[c.key] ~= nil then cnt = cnt - 1 end
@@ -1427,17 +1456,44 @@ local function qpop(db, key, n, limit, fromtail, waitsecs)
       if v ~= nil then got[#got + 1] = { value = v, sf = c.sf } end
     end
   end
-  if #got == 0 and waitsecs then
-    update(db, key, function(v)
-      local cur = qload(v)
-      for _, g in ipairs(cur.groups) do
-        if qualifies(g, limit) and g.n > 0 then return nil end
-      end
-      cur.waituntil = math.max(cur.waituntil, nowsec() + waitsecs)
-      return qstore(cur)
-    end)
-  end
+  if #got == 0 and waitsecs then qwait(db, key, limit, waitsecs) end
   return got
+end
+
+-- qpop of one item from the head, the common case, without qpop's tables.
+-- Returns the value (nil when nothing qualifies).
+local function qpop1(db, key, limit)
+  local snap = db:get(key)
+  for _ = 1, 100000 do
+    if snap == nil or #snap < HEADER + QGROUP then return nil end
+    local p = HEADER + 1   -- the first group holds the highest score
+    local sf = string.sub(snap, p, p + SCOREW - 1)
+    if limit ~= nil and sf > limit then return nil end
+    local headstr = string.sub(snap, p + HEADF, p + HEADF + 15)
+    local got, after = nil, nil
+    acceptbulk(db, { key .. "\t" .. sf .. headstr, key }, function(k, v)
+      if k ~= key then
+        if v == nil then return nil end
+        got = v
+        return false
+      end
+      after = v
+      if v == nil then return nil end
+      local q = p
+      if v ~= snap then q = qgrouppos(v, sf) end
+      if q == nil then return nil end
+      local head, tail, cnt = qfield(v, q, HEADF), qfield(v, q, TAILF), qfield(v, q, COUNTF)
+      local seq = tonumber(headstr)
+      if got ~= nil then cnt = cnt - 1 end
+      if seq >= head then head = math.min(seq + 1, tail) end
+      local nv = qpatch(v, q, head, tail, cnt)
+      after = nv or nil
+      return nv
+    end)
+    if got ~= nil then return got end
+    snap = after
+  end
+  fail(kt.RVEINTERNAL, "queue record inconsistent with its items")
 end
 
 -- Visit the live items of the groups within limit, from the head (or the
@@ -1544,6 +1600,9 @@ procedure("queuepop", function(inmap, outmap)
         values[#values + 1] = v
         return #values >= n
       end)
+    elseif n == 1 and not fromtail then
+      values[1] = qpop1(db, key, limit)
+      if values[1] == nil and wait then qwait(db, key, limit, wait) end
     else
       for i, it in ipairs(qpop(db, key, n, limit, fromtail, wait)) do values[i] = it.value end
     end
