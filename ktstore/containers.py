@@ -566,16 +566,18 @@ class Queue(_Keyed):
         return int(out[b"num"])
 
     def _read(self, n: int, min_score: Any, tail: bool, peek: bool) -> Any:
-        params = [(b"n", _integer(n, "n"))]
-        if n < 1:
-            raise InvalidArgument(f"n must be at least 1, not {n}")
+        params = [(b"key", self._bkey)]
+        if type(n) is not int or n != 1:  # 1 is the procedure's default
+            params.append((b"n", _integer(n, "n")))
+            if n < 1:
+                raise InvalidArgument(f"n must be at least 1, not {n}")
         if min_score is not None:
             params.append((b"minscore", _number(min_score, "min_score")))
         if tail:
             params.append((b"tail", b""))
         if peek:
             params.append((b"peek", b""))
-        return self._one_or_list(self._items(self._call("queuepop", *params)), n)
+        return self._one_or_list(self._items(self.kt._lua_call("queuepop", params, self.db)), n)
 
     def pop(self, n: int = 1, min_score: Any = None) -> Any:
         """Remove and return the head item (``n == 1``: the item or ``None``; else a list

@@ -176,7 +176,9 @@ class LuaMethods:
         with the script's message and the status ktserver would have used (450 for
         "no such item", 400 for bad input, 500 internal).
         """
-        params.append((b"db", b"%d" % self._db(db)))  # type: ignore[attr-defined]
+        dbidx = self._db(db)  # type: ignore[attr-defined]
+        if dbidx:  # kt.lua's default is the first database
+            params.append((b"db", b"%d" % dbidx))
         params.append(_ERROUT)
         out = self._play_script(proc, params, no_reply)  # type: ignore[attr-defined]
         if out is None:
