@@ -15,15 +15,16 @@ import select
 import socket
 import struct
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from ktstore.errors import Incomplete, ProtocolError
 from ktstore.protocol import binary
-from ktstore.protocol.expire import resolve_xt
-from ktstore.protocol.limits import DATA_MAX_SIZE, XTMAX
+from ktstore.protocol.limits import DATA_MAX_SIZE
 
 if TYPE_CHECKING:
     from ktstore.server.core import Server, Session
+    from ktstore.server.database import Database
 
 __all__ = ["serve_connection", "Closed"]
 
@@ -137,6 +138,38 @@ def _binary_header_flags(reader: Reader) -> int:
     return 0
 
 
+def _per_db(
+    dbs: list[Database],
+    items: Sequence[tuple[Any, ...]],
+    run: Callable[[Database, int], tuple[int, bool]],
+) -> int:
+    """Run a bulk write against database 0, then against each other database its
+    items name (most requests name only database 0: one pass, one lock hold).
+    ktserver skips items naming an unknown database silently."""
+    n, others = run(dbs[0], 0) if dbs else (0, True)
+    if others:
+        for idx in sorted({item[0] for item in items if 0 < item[0] < len(dbs)}):
+            n += run(dbs[idx], idx)[0]
+    return n
+
+
+def _get_bulk(
+    dbs: list[Database], keys: list[tuple[int, bytes]]
+) -> list[tuple[int, bytes, bytes, int]]:
+    """The records of a binary get_bulk in request order (unknown databases: not found)."""
+    if dbs:
+        out, others = dbs[0].get_bulk_wire(keys, 0)
+        if not others:
+            return out
+    out = []
+    for dbidx, key in keys:  # several databases: key by key, to keep the request order
+        if dbidx < len(dbs):
+            rec = dbs[dbidx].get(key)
+            if rec is not None:
+                out.append((dbidx, key, rec[0], rec[1]))
+    return out
+
+
 def handle_binary(server: Server, reader: Reader, session: Session) -> bool:
     """Serve one binary command; returns whether the connection stays open."""
     sock = reader.sock
@@ -165,89 +198,39 @@ def handle_binary(server: Server, reader: Reader, session: Session) -> bool:
             return False
     reader.pos = end
     kind = type(req)
-    dbs = server.dbs
-    ndb = len(dbs)
     if kind is binary.GetBulk:
-        out: list[tuple[int, bytes, bytes, int]] = []
-        append = out.append
         keys = req.keys
-        mixed = not ndb
-        if ndb:  # the common case, every key in database 0: one lock hold, no calls
-            db = dbs[0]
-            with db.lock:
-                get = db._data.get
-                now = db.now()
-                for dbidx, key in keys:
-                    if dbidx:
-                        mixed = True
-                        break
-                    rec = get(key)
-                    if rec is not None:
-                        xt = rec[1]
-                        if xt < XTMAX and now > xt:
-                            db._live(key)  # expired: purge it, it is not found
-                        else:
-                            append((0, key, rec[0], xt))
-        if mixed:
-            out.clear()
-            for dbidx, key in keys:
-                if dbidx < ndb:
-                    rec = dbs[dbidx].get(key)
-                    if rec is not None:
-                        append((dbidx, key, rec[0], rec[1]))
+        out = _get_bulk(server.dbs, keys)
         stats = server.stats
         stats["get"] += len(keys)
         stats["get_misses"] += len(keys) - len(out)
         _send(sock, binary.encode_get_bulk_reply(out))
         return True
-    if kind is binary.SetBulk:
-        records = req.records
-        now = int(time.time())
-        resolve = resolve_xt
+    if kind is binary.SetBulk or kind is binary.RemoveBulk:
+        stats = server.stats
         try:
-            n = 0
-            groups: dict[int, list[tuple[bytes, bytes, int]]] = {}
-            for dbidx, k, v, xt in records:
-                if dbidx < ndb:  # ktserver skips unknown databases silently
-                    group = groups.get(dbidx)
-                    if group is None:
-                        group = groups[dbidx] = []
-                    group.append((k, v, XTMAX if xt >= XTMAX else resolve(xt, now)))
-            for dbidx, recs in groups.items():
-                n += dbs[dbidx].set_bulk_xt(recs)
+            if kind is binary.SetBulk:
+                now = int(time.time())
+                n = _per_db(
+                    server.dbs, req.records, lambda db, i: db.set_bulk_wire(req.records, i, now)
+                )
+                stats["set"] += n
+                magic = binary.MAGIC_SET_BULK
+            else:
+                n = _per_db(server.dbs, req.keys, lambda db, i: db.remove_bulk_wire(req.keys, i))
+                stats["remove"] += len(req.keys)
+                stats["remove_misses"] += len(req.keys) - n
+                magic = binary.MAGIC_REMOVE_BULK
         except Exception as e:
-            server.log("error", f"binary set_bulk failed: {e!r}")
+            server.log("error", f"binary {kind.__name__} failed: {e!r}")
             if not req.no_reply:
                 try:
                     sock.sendall(_ERROR)
                 except OSError:
                     pass
             return False
-        server.stats["set"] += n
         if not req.no_reply:
-            _send(sock, binary.encode_count_reply(binary.MAGIC_SET_BULK, n))
-        return True
-    if kind is binary.RemoveBulk:
-        n = 0
-        groups2: dict[int, list[bytes]] = {}
-        for dbidx, key in req.keys:
-            if dbidx < ndb:
-                groups2.setdefault(dbidx, []).append(key)
-        try:
-            for dbidx, keys in groups2.items():
-                n += dbs[dbidx].remove_bulk(keys)
-        except Exception as e:
-            server.log("error", f"binary remove_bulk failed: {e!r}")
-            if not req.no_reply:
-                try:
-                    sock.sendall(_ERROR)
-                except OSError:
-                    pass
-            return False
-        server.stats["remove"] += len(req.keys)
-        server.stats["remove_misses"] += len(req.keys) - n
-        if not req.no_reply:
-            _send(sock, binary.encode_count_reply(binary.MAGIC_REMOVE_BULK, n))
+            _send(sock, binary.encode_count_reply(magic, n))
         return True
     # play_script: every failure is a bare 0xBF and the connection stays open
     server.stats["script"] += 1

@@ -54,6 +54,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from ktstore.protocol import dumps
+from ktstore.protocol.expire import resolve_xt
 from ktstore.protocol.limits import INT64MAX, INT64MIN, XTMAX
 from ktstore.protocol.rpc import KC_ERROR_NAMES
 
@@ -730,15 +731,31 @@ class Database:
 
     def set_bulk(self, records: Iterable[tuple[bytes, bytes]], xt: int = XTMAX) -> int:
         """Store many records with one xt; returns how many were stored."""
-        return self.set_bulk_xt((key, value, xt) for key, value in records)
+        return self._store_bulk([(0, key, value, xt) for key, value in records], 0, None)[0]
 
     def set_bulk_xt(self, records: Iterable[tuple[bytes, bytes, int]]) -> int:
-        """Store ``(key, value, xt)`` records (each its own xt); returns the count.
+        """Store ``(key, value, xt)`` records (each its own absolute xt); returns the count."""
+        return self._store_bulk([(0, key, value, xt) for key, value, xt in records], 0, None)[0]
 
-        The hot path of binary set_bulk: :meth:`set` inlined into one loop, one
-        GC step and one commit for the whole bulk.
+    def set_bulk_wire(
+        self, records: Iterable[tuple[int, bytes, bytes, int]], dbidx: int, now: int
+    ) -> tuple[int, bool]:
+        """The records of a binary set_bulk, ``(dbidx, key, value, wire xt)``, that name
+        database ``dbidx``; wire xts are resolved at ``now`` (KT's sign rule).
+
+        Returns ``(stored, others)``, ``others`` telling whether some record named
+        another database (the caller then runs those against it).
         """
+        return self._store_bulk(records, dbidx, now)
+
+    def _store_bulk(
+        self, records: Iterable[tuple[int, bytes, bytes, int]], dbidx: int, now: int | None
+    ) -> tuple[int, bool]:
+        """:meth:`set` inlined into one loop under one lock hold, with one GC step and
+        one commit (SQLite, update log) for the whole bulk."""
         n = 0
+        others = False
+        resolve = resolve_xt
         with self.batch():
             data = self._data
             keys = self._keys
@@ -748,10 +765,17 @@ class Database:
             size = self._size
             get = data.get
             try:
-                for key, value, xt in records:
-                    if undo is not None and key not in undo:
-                        undo[key] = get(key)
+                for d, key, value, xt in records:
+                    if d != dbidx:
+                        others = True
+                        continue
+                    if xt >= XTMAX:
+                        xt = XTMAX
+                    elif now is not None:
+                        xt = resolve(xt, now)
                     old = get(key)
+                    if undo is not None and key not in undo:
+                        undo[key] = old
                     if old is None:
                         if keys is not None:
                             keys.add(key)
@@ -760,8 +784,6 @@ class Database:
                         size += len(value) - len(old[0])
                     if xt < XTMAX:
                         heapq.heappush(heap, (xt, key))
-                    else:
-                        xt = XTMAX
                     data[key] = (value, xt)
                     if dirty is not None:
                         dirty.add(key)
@@ -770,28 +792,67 @@ class Database:
                 self._size = size
                 if n:
                     self._gc_step(n)
-        return n
+        return n, others
 
     def remove_bulk(self, keys: Iterable[bytes]) -> int:
         """Remove many keys; returns how many live records were removed."""
+        return self._remove_bulk([(0, key) for key in keys], 0)[0]
+
+    def remove_bulk_wire(self, keys: Iterable[tuple[int, bytes]], dbidx: int) -> tuple[int, bool]:
+        """The ``(dbidx, key)`` pairs of a binary remove_bulk that name database ``dbidx``:
+        ``(removed, others)`` as :meth:`set_bulk_wire`."""
+        return self._remove_bulk(keys, dbidx)
+
+    def _remove_bulk(self, keys: Iterable[tuple[int, bytes]], dbidx: int) -> tuple[int, bool]:
         n = 0
+        others = False
         with self.batch():
-            for key in keys:
-                if self._live(key) is not None:
-                    self._erase(key)
-                    n += 1
-        return n
+            get = self._data.get
+            erase = self._erase
+            now = int(self._clock())
+            for d, key in keys:
+                if d != dbidx:
+                    others = True
+                    continue
+                rec = get(key)
+                if rec is not None:
+                    erase(key)  # an expired record is purged too, but not counted
+                    if rec[1] >= XTMAX or now <= rec[1]:
+                        n += 1
+        return n, others
 
     def get_bulk(self, keys: Iterable[bytes]) -> list[tuple[bytes, bytes, int]]:
         """``(key, value, xt)`` for every live key among ``keys``, in request order."""
-        out = []
+        return [r[1:] for r in self._get_bulk([(0, key) for key in keys], 0)[0]]
+
+    def get_bulk_wire(
+        self, keys: Iterable[tuple[int, bytes]], dbidx: int
+    ) -> tuple[list[tuple[int, bytes, bytes, int]], bool]:
+        """The records of a binary get_bulk, ``(dbidx, key, value, xt)`` in request order,
+        for the pairs that name database ``dbidx``; ``others`` as :meth:`set_bulk_wire`."""
+        return self._get_bulk(keys, dbidx)
+
+    def _get_bulk(
+        self, keys: Iterable[tuple[int, bytes]], dbidx: int
+    ) -> tuple[list[tuple[int, bytes, bytes, int]], bool]:
+        out: list[tuple[int, bytes, bytes, int]] = []
+        append = out.append
+        others = False
         with self.lock:
-            live = self._live
-            for key in keys:
-                rec = live(key)
+            get = self._data.get
+            now = int(self._clock())
+            for d, key in keys:
+                if d != dbidx:
+                    others = True
+                    continue
+                rec = get(key)
                 if rec is not None:
-                    out.append((key, rec[0], rec[1]))
-        return out
+                    xt = rec[1]
+                    if xt < XTMAX and now > xt:
+                        self._live(key)  # expired: purge it, it is not found
+                    else:
+                        append((d, key, rec[0], xt))
+        return out, others
 
     # -------------------------------------------------------------- visitors
 
