@@ -377,3 +377,29 @@ def test_increment_double_set_on_an_existing_counter() -> None:
     assert db.increment_double(b"d", 1e19, orig=math.inf) == float(INT64MIN)
     assert db.increment_double(b"d", 0.0, orig=math.inf) == 0.0
     assert db.get(b"d")[0] == bytes(16)
+
+
+def test_wire_bulk_operations_filter_by_database() -> None:
+    clock = Clock()
+    db = Database("*", clock=clock)
+    now = int(clock.t)
+    n, others = db.set_bulk_wire(
+        [
+            (0, b"a", b"1", INT64MAX),
+            (1, b"x", b"9", INT64MAX),
+            (0, b"b", b"2", 10),
+            (0, b"c", b"3", -5),
+        ],
+        0,
+        now,
+    )
+    assert (n, others) == (3, True)
+    assert db.get(b"a") == (b"1", XTMAX) and db.get(b"b") == (b"2", now + 10)
+    assert db.get(b"c") is None  # absolute xt 5: long gone
+    assert db.get_bulk_wire([(0, b"b"), (2, b"a"), (0, b"a"), (0, b"zz")], 0) == (
+        [(0, b"b", b"2", now + 10), (0, b"a", b"1", XTMAX)],
+        True,
+    )
+    clock.t += 11  # b expires
+    assert db.remove_bulk_wire([(0, b"a"), (0, b"a"), (0, b"b")], 0) == (1, False)
+    assert db.count() == 0

@@ -98,12 +98,32 @@ class Reader:
         self.buf = parts[0] if len(parts) == 1 else b"".join(parts)
         self.pos = 0
 
+    def parse(self, parser: Callable[[bytes, int], tuple[Any, int]]) -> Any:
+        """Run a sans-I/O parser on ``buf[pos:]``, reading as much as it says it needs,
+        and consume what it parsed; its ProtocolError propagates."""
+        while True:
+            try:
+                result, end = parser(self.buf, self.pos)
+            except Incomplete as inc:
+                self.fill(inc.need)
+                continue
+            self.pos = end
+            return result
+
 
 def _send(sock: socket.socket, data: bytes) -> None:
     try:
         sock.sendall(data)
     except OSError as e:
         raise Closed(str(e)) from None
+
+
+def send_last(sock: socket.socket, data: bytes) -> None:
+    """Send a final answer before the connection closes; a peer already gone is fine."""
+    try:
+        sock.sendall(data)
+    except OSError:
+        pass
 
 
 def serve_connection(server: Server, sock: socket.socket, session: Session) -> None:
@@ -173,30 +193,21 @@ def _get_bulk(
 def handle_binary(server: Server, reader: Reader, session: Session) -> bool:
     """Serve one binary command; returns whether the connection stays open."""
     sock = reader.sock
-    parse = binary.parse_request
-    while True:
-        try:
-            req, end = parse(reader.buf, reader.pos)
-            break
-        except Incomplete as inc:
-            reader.fill(inc.need)
-        except ProtocolError:
-            # Replication: served from the update log (0xBF without one).  Unknown
-            # magic: close without a word.  A size over the limit: the bulk commands
-            # answer 0xBF (unless no-reply) and close; play_script just closes.
-            magic = reader.buf[reader.pos]
-            if magic == binary.MAGIC_REPLICATION:
-                replicate(server, reader)
-                return False
-            if magic in (binary.MAGIC_SET_BULK, binary.MAGIC_REMOVE_BULK, binary.MAGIC_GET_BULK):
-                flags = _binary_header_flags(reader)
-                if magic == binary.MAGIC_GET_BULK or not flags & binary.FLAG_NOREPLY:
-                    try:
-                        sock.sendall(_ERROR)
-                    except OSError:
-                        pass
+    try:
+        req = reader.parse(binary.parse_request)
+    except ProtocolError:
+        # Replication: served from the update log (0xBF without one).  Unknown
+        # magic: close without a word.  A size over the limit: the bulk commands
+        # answer 0xBF (unless no-reply) and close; play_script just closes.
+        magic = reader.buf[reader.pos]
+        if magic == binary.MAGIC_REPLICATION:
+            replicate(server, reader)
             return False
-    reader.pos = end
+        if magic in (binary.MAGIC_SET_BULK, binary.MAGIC_REMOVE_BULK, binary.MAGIC_GET_BULK):
+            flags = _binary_header_flags(reader)
+            if magic == binary.MAGIC_GET_BULK or not flags & binary.FLAG_NOREPLY:
+                send_last(sock, _ERROR)
+        return False
     kind = type(req)
     if kind is binary.GetBulk:
         keys = req.keys
@@ -224,10 +235,7 @@ def handle_binary(server: Server, reader: Reader, session: Session) -> bool:
         except Exception as e:
             server.log("error", f"binary {kind.__name__} failed: {e!r}")
             if not req.no_reply:
-                try:
-                    sock.sendall(_ERROR)
-                except OSError:
-                    pass
+                send_last(sock, _ERROR)
             return False
         if not req.no_reply:
             _send(sock, binary.encode_count_reply(magic, n))
@@ -279,10 +287,7 @@ def replicate(server: Server, reader: Reader) -> None:
     ulog = server.ulog
     if ulog is None:
         server.log("info", "no update log allows no replication")
-        try:
-            sock.sendall(_ERROR)
-        except OSError:
-            pass
+        send_last(sock, _ERROR)
         return
     white = bool(flags & _WHITE_SID)
     _send(sock, b"\xb1")

@@ -71,6 +71,7 @@ __all__ = [
     "DBCursor",
     "DatabaseOpenError",
     "parse_db_spec",
+    "compile_posix_regex",
     "ERR_SUCCESS",
     "ERR_NOIMPL",
     "ERR_INVALID",
@@ -164,6 +165,12 @@ _POSIX_CLASSES = {
     b"graph": rb"\x21-\x7e",
 }
 _POSIX_CLASS = re.compile(rb"\[:(" + b"|".join(_POSIX_CLASSES) + rb"):\]")
+
+
+def compile_posix_regex(regex: bytes) -> re.Pattern[bytes]:
+    """Compile a KC (POSIX ERE) regex: bracket classes such as ``[:alpha:]`` become
+    Python ranges.  Raises ``re.error`` when it does not compile."""
+    return re.compile(_POSIX_CLASS.sub(lambda m: _POSIX_CLASSES[m.group(1)], regex))
 
 
 class DatabaseOpenError(Exception):
@@ -528,10 +535,14 @@ class Database:
             self._dirty.add(key)
         self._gc_step()
 
-    def _erase(self, key: bytes) -> None:
+    def _erase(self, key: bytes) -> bool:
+        """Remove a record (transaction + persistence aware); whether there was one."""
         self._note(key)
-        if self._del(key) is not None and self._track:
+        if self._del(key) is None:
+            return False
+        if self._track:
             self._dirty.add(key)
+        return True
 
     def _live(self, key: bytes) -> tuple[bytes, int] | None:
         """The record if it exists and has not expired; purges it if it has."""
@@ -804,22 +815,10 @@ class Database:
         return self._remove_bulk(keys, dbidx)
 
     def _remove_bulk(self, keys: Iterable[tuple[int, bytes]], dbidx: int) -> tuple[int, bool]:
-        n = 0
-        others = False
         with self.batch():
-            get = self._data.get
+            found, others = self._get_bulk(keys, dbidx)  # purges the expired ones
             erase = self._erase
-            now = int(self._clock())
-            for d, key in keys:
-                if d != dbidx:
-                    others = True
-                    continue
-                rec = get(key)
-                if rec is not None:
-                    erase(key)  # an expired record is purged too, but not counted
-                    if rec[1] >= XTMAX or now <= rec[1]:
-                        n += 1
-        return n, others
+            return sum(erase(rec[1]) for rec in found), others
 
     def get_bulk(self, keys: Iterable[bytes]) -> list[tuple[bytes, bytes, int]]:
         """``(key, value, xt)`` for every live key among ``keys``, in request order."""
@@ -950,7 +949,7 @@ class Database:
     def match_regex(self, regex: bytes, max: int = -1) -> list[bytes] | None:
         """Keys where ``regex`` matches somewhere; ``None`` if it does not compile."""
         try:
-            pattern = re.compile(_POSIX_CLASS.sub(lambda m: _POSIX_CLASSES[m.group(1)], regex))
+            pattern = compile_posix_regex(regex)
         except (re.error, OverflowError, RecursionError):
             self.set_error(ERR_LOGIC, "compilation failed")
             return None

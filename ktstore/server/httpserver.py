@@ -10,15 +10,16 @@ silently; other framing errors get ktserver's plain-text error and close.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
-from ktstore.errors import Incomplete, ProtocolError
+from ktstore.errors import ProtocolError
 from ktstore.protocol import http, tsv
 from ktstore.protocol.expire import resolve_xt, rest_put_xt
 from ktstore.protocol.limits import XTMAX
 from ktstore.protocol.rpc import rv_to_status
 from ktstore.server import rpc
-from ktstore.server.connection import Reader, _send
+from ktstore.server.connection import Reader, _send, send_last
 
 if TYPE_CHECKING:
     from ktstore.server.core import Server, Session
@@ -40,55 +41,57 @@ def _header(headers: dict[str, str], name: str) -> str | None:
 
 def _send_error(reader: Reader, status: int, message: str) -> None:
     """ktserver's ``send_error``: a plain-text body, then the connection closes."""
+    send_last(reader.sock, http.encode_error_response(status, message))
+
+
+class _BadRequest(Exception):
+    """A body that cannot be read: ktserver's status and plain-text message."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def _framed(parse: Callable[..., Any], message: str, *args: Any) -> Any:
+    """``parse(*args)`` with its ProtocolError as ktserver's answer: 413 for a body
+    over the limit, else 400 with ``message``."""
     try:
-        reader.sock.sendall(http.encode_error_response(status, message))
-    except OSError:
-        pass
+        return parse(*args)
+    except http.BodyTooLarge:
+        raise _BadRequest(413, "request entity too large") from None
+    except ProtocolError:
+        raise _BadRequest(400, message) from None
+
+
+def _read_body(reader: Reader, head: Any) -> bytes:
+    """The body of a POST/PUT/unknown-method request: by Content-Length or chunked."""
+    framing, length = _framed(http.body_framing, "receiving data failed", head)
+    if framing == "chunked":
+        return _framed(reader.parse, "invalid chunk", http.parse_chunked)
+    if framing != "length" or not length:
+        return b""
+    reader.fill(length)
+    start = reader.pos
+    reader.pos = start + length
+    return reader.buf[start : start + length]
 
 
 def handle_http(server: Server, reader: Reader, session: Session) -> bool:
     """Serve one HTTP request; returns whether the connection stays open."""
-    while True:
-        try:
-            head, end = http.parse_request_head(reader.buf, reader.pos)
-            break
-        except Incomplete as inc:
-            reader.fill(inc.need)
-        except ProtocolError:
-            return False  # bad request line / version: ktserver drops the connection
-    reader.pos = end
+    try:
+        head = reader.parse(http.parse_request_head)
+    except ProtocolError:
+        return False  # bad request line / version: ktserver drops the connection
     method = head.method
     headers = head.headers
     body = b""
     if method not in _NO_BODY_METHODS:
         try:
-            framing, length = http.body_framing(head)
-        except http.BodyTooLarge:
-            _send_error(reader, 413, "request entity too large")
+            body = _read_body(reader, head)
+        except _BadRequest as e:
+            _send_error(reader, e.status, e.message)
             return False
-        except ProtocolError:
-            _send_error(reader, 400, "receiving data failed")
-            return False
-        if framing == "length":
-            if length:
-                reader.fill(length)
-                start = reader.pos
-                body = reader.buf[start : start + length]
-                reader.pos = start + length
-        elif framing == "chunked":
-            while True:
-                try:
-                    body, end = http.parse_chunked(reader.buf, reader.pos)
-                    break
-                except Incomplete as inc:
-                    reader.fill(inc.need)
-                except http.BodyTooLarge:
-                    _send_error(reader, 413, "request entity too large")
-                    return False
-                except ProtocolError:
-                    _send_error(reader, 400, "invalid chunk")
-                    return False
-            reader.pos = end
     keep = http.keep_alive(head.version, headers)
     path = head.path
     if path.startswith("/rpc/"):
