@@ -370,7 +370,8 @@ def test_hot_path_frames_match_the_bulk_encoders():
     assert b.encode_get_bulk_db(3, keys) == b.encode_get_bulk(zip(repeat(3), keys))
     assert b.encode_get_bulk_db(0, []) == b.encode_get_bulk([])
     assert b.encode_set_bulk_db(0, [], [], 0) == b.encode_set_bulk([])
-    # the same refusals as the general encoders
+    # the same refusals as the general encoders (the list encoders check sizes on the
+    # whole frame, so a bytes subclass merely claiming a huge length is not one for them)
     for bad in (
         lambda: b.encode_get(0, _Huge(b"k")),
         lambda: b.encode_get(70000, b"k"),
@@ -379,9 +380,7 @@ def test_hot_path_frames_match_the_bulk_encoders():
         lambda: b.encode_set(-1, b"k", b"v", 0),
         lambda: b.encode_remove(0, _Huge(b"k")),
         lambda: b.encode_remove(-1, b"k"),
-        lambda: b.encode_set_bulk_db(0, [b"k"], [_Huge(b"v")], 0),
         lambda: b.encode_set_bulk_db(0, [b"k"], [b"v"], -(2**64)),
-        lambda: b.encode_get_bulk_db(0, [b"k", _Huge(b"k")]),
         lambda: b.encode_remove_bulk_db(70000, [b"k"]),
     ):
         with pytest.raises(InvalidArgument):

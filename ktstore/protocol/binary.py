@@ -222,20 +222,24 @@ def encode_set_bulk_db(
 ) -> bytes:
     """``encode_set_bulk(zip(repeat(dbidx), keys, values, repeat(xt)), no_reply)`` for
     records of one database with one xt, given as two equally long lists (the client's
-    set_bulk): the sizes are checked for all records at once, in C."""
+    set_bulk).  The sizes are checked once, on the whole frame: no field of a frame
+    within DATA_MAX_SIZE can exceed it."""
     if len(keys) != len(values):
         raise ValueError("keys and values differ in length")
-    if keys and (max(map(len, keys)) > DATA_MAX_SIZE or max(map(len, values)) > DATA_MAX_SIZE):
-        return encode_set_bulk(zip(repeat(dbidx), keys, values, repeat(xt)))  # raises
     pack = _HIIQ.pack
     try:
-        head = _HEAD3.pack(MAGIC_SET_BULK, FLAG_NOREPLY if no_reply else 0, len(keys))
-        parts = [
-            pack(dbidx, len(k), len(v), xt) + k + v for k, v in zip(keys, values, strict=False)
-        ]
+        parts = [_HEAD3.pack(MAGIC_SET_BULK, FLAG_NOREPLY if no_reply else 0, len(keys))]
+        extend = parts.extend
+        for k, v in zip(keys, values, strict=False):
+            extend((pack(dbidx, len(k), len(v), xt), k, v))
     except struct.error as exc:
         raise InvalidArgument(f"set_bulk record does not fit the protocol: {exc}") from None
-    return head + b"".join(parts)
+    frame = b"".join(parts)
+    if len(frame) > DATA_MAX_SIZE and (
+        max(map(len, keys)) > DATA_MAX_SIZE or max(map(len, values)) > DATA_MAX_SIZE
+    ):
+        return encode_set_bulk(zip(repeat(dbidx), keys, values, repeat(xt)))  # raises
+    return frame
 
 
 def _encode_keys(magic: int, flags: int, keys: Iterable[tuple[int, bytes]]) -> bytes:
@@ -257,18 +261,23 @@ def _encode_keys(magic: int, flags: int, keys: Iterable[tuple[int, bytes]]) -> b
 
 
 def _encode_keys_db(magic: int, flags: int, dbidx: int, keys: list[bytes]) -> bytes:
-    if keys and max(map(len, keys)) > DATA_MAX_SIZE:
-        return _encode_keys(magic, flags, zip(repeat(dbidx), keys))  # raises
     pack = _HI.pack
     try:
-        head = _HEAD3.pack(magic, flags, len(keys))
-        return head + b"".join([pack(dbidx, len(k)) + k for k in keys])
+        parts = [_HEAD3.pack(magic, flags, len(keys))]
+        extend = parts.extend
+        for k in keys:
+            extend((pack(dbidx, len(k)), k))
     except struct.error as exc:
         raise InvalidArgument(f"key does not fit the protocol: {exc}") from None
+    frame = b"".join(parts)
+    if len(frame) > DATA_MAX_SIZE and max(map(len, keys)) > DATA_MAX_SIZE:
+        return _encode_keys(magic, flags, zip(repeat(dbidx), keys))  # raises
+    return frame
 
 
 def encode_get_bulk_db(dbidx: int, keys: list[bytes]) -> bytes:
-    """``encode_get_bulk(zip(repeat(dbidx), keys))`` for a list of keys of one database."""
+    """``encode_get_bulk(zip(repeat(dbidx), keys))`` for a list of keys of one database
+    (sizes checked on the whole frame, as :func:`encode_set_bulk_db`)."""
     return _encode_keys_db(MAGIC_GET_BULK, 0, dbidx, keys)
 
 
