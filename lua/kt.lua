@@ -1389,8 +1389,11 @@ end
 -- takes the next candidates of the snapshot in one accept_bulk: the item
 -- visitors remove the items still there (a missing one is a hole left by
 -- queueremove or an item another popper took), then the record's visitor
--- moves the group ends past the candidates.  With waitsecs, an empty result
--- registers a blocked reader until now + waitsecs.
+-- moves a group end past a candidate only when the candidate *is* that end.
+-- A candidate beyond it means the snapshot predates the queue emptying and
+-- starting over (sequence numbers restart): the item taken then leaves a
+-- hole, as queueremove does, rather than the end skipping live items.  With
+-- waitsecs, an empty result registers a blocked reader until now + waitsecs.
 local function qpop(db, key, n, limit, fromtail, waitsecs)
   local got = {}
   local snap = db:get(key)
@@ -1440,7 +1443,7 @@ local function qpop(db, key, n, limit, fromtail, waitsecs)
           if values[c.key] ~= nil then cnt = cnt - 1 end
           if fromtail then
             if tail == c.seq + 1 then tail = math.max(c.seq, head) end
-          elseif c.seq >= head then
+          elseif c.seq == head then
             head = math.min(c.seq + 1, tail)
           end
           nv = qpatch(nv, p, head, tail, cnt)
@@ -1485,7 +1488,7 @@ local function qpop1(db, key, limit)
       local head, tail, cnt = qfield(v, q, HEADF), qfield(v, q, TAILF), qfield(v, q, COUNTF)
       local seq = tonumber(headstr)
       if got ~= nil then cnt = cnt - 1 end
-      if seq >= head then head = math.min(seq + 1, tail) end
+      if seq == head then head = math.min(seq + 1, tail) end
       local nv = qpatch(v, q, head, tail, cnt)
       after = nv or nil
       return nv
