@@ -281,14 +281,20 @@ def _ulog_remove(call: _Call) -> int:
 DBProc = Callable[[_Call, Database], int]
 
 
-def _db_proc(fn: DBProc) -> Callable[[_Call], int]:
+def _needing(attr: str, missing: bytes, fn: Callable[[_Call, Any], int]) -> Callable[[_Call], int]:
+    """``fn(call, call.<attr>)``, or RVEINVALID with ``missing`` when there is none."""
+
     def proc(call: _Call) -> int:
-        db = call.db
-        if db is None:
-            return _fail(call, _E_NO_DB, RVEINVALID)
-        return fn(call, db)
+        obj = getattr(call, attr)
+        if obj is None:
+            return _fail(call, missing, RVEINVALID)
+        return fn(call, obj)
 
     return proc
+
+
+def _db_proc(fn: DBProc) -> Callable[[_Call], int]:
+    return _needing("db", _E_NO_DB, fn)
 
 
 def _status(call: _Call, db: Database) -> int:
@@ -490,13 +496,7 @@ CurProc = Callable[[_Call, DBCursor], int]
 
 
 def _cur_proc(fn: CurProc) -> Callable[[_Call], int]:
-    def proc(call: _Call) -> int:
-        cur = call.cur
-        if cur is None:
-            return _fail(call, _E_NO_CURSOR, RVEINVALID)
-        return fn(call, cur)
-
-    return proc
+    return _needing("cur", _E_NO_CURSOR, fn)
 
 
 def _cur_move(method: str, with_key: bool) -> CurProc:
