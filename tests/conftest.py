@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from ktstore import KyotoTycoon
 from ktstore.embedded import find_free_port, stop_process, wait_for_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -100,3 +101,11 @@ def kt_server(server_factory: Callable[..., RunningServer]) -> RunningServer:
     """A fresh server with a hash DB (0) and a tree DB (1), and lua/kt.lua when it exists."""
     script = KT_LUA if KT_LUA.exists() else None
     return server_factory(["*", "%"], script=script)
+
+
+@pytest.fixture
+def kt(kt_server: RunningServer) -> Iterator[KyotoTycoon]:
+    """A client of ``kt_server`` (5 s timeout); its connections are closed afterwards."""
+    client = KyotoTycoon(kt_server.host, kt_server.port, timeout=5)
+    yield client
+    client.close_all()

@@ -22,13 +22,6 @@ from ktstore import (
 from ktstore.protocol.limits import DATA_MAX_SIZE, XTMAX
 
 
-@pytest.fixture
-def kt(kt_server):
-    client = KyotoTycoon(kt_server.host, kt_server.port, timeout=5)
-    yield client
-    client.close_all()
-
-
 def test_get_set_remove(kt):
     assert kt.get("missing") is None
     assert kt.set("k1", "v1") == 1

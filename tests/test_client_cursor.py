@@ -11,11 +11,9 @@ from ktstore.cursor import CursorNotSupported
 
 
 @pytest.fixture
-def kt(kt_server):
-    client = KyotoTycoon(kt_server.host, kt_server.port, timeout=5)
-    client.set_bulk({"a": "1", "b": "2", "c": "3", "d": "4"}, db=1)
-    yield client
-    client.close_all()
+def kt(kt):
+    kt.set_bulk({"a": "1", "b": "2", "c": "3", "d": "4"}, db=1)
+    return kt
 
 
 def test_jump_step_read(kt):

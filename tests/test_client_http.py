@@ -11,13 +11,6 @@ from conftest import REAL_SERVER
 from ktstore import KT_JSON, KT_NONE, InvalidArgument, KyotoTycoon, ServerError
 
 
-@pytest.fixture
-def kt(kt_server):
-    client = KyotoTycoon(kt_server.host, kt_server.port, timeout=5)
-    yield client
-    client.close_all()
-
-
 def test_add_replace_append(kt):
     assert kt.add("k", "v1") is True
     assert kt.add("k", "v2") is False

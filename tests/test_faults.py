@@ -109,65 +109,65 @@ class FakeServer:
             c.close()
 
 
+@pytest.fixture
+def faked():
+    """``faked(reply, stall=False, timeout=2) -> (fake server, client of it)``; the
+    servers are closed when the test ends."""
+    servers: list[FakeServer] = []
+
+    def start(reply, stall: bool = False, timeout: float = 2) -> tuple[FakeServer, KyotoTycoon]:
+        fake = FakeServer(reply, stall)
+        servers.append(fake)
+        return fake, KyotoTycoon("127.0.0.1", fake.port, timeout=timeout)
+
+    yield start
+    for fake in servers:
+        fake.close()
+
+
 def _partial_get_reply(request: bytes) -> bytes:
     # get_bulk reply announcing one record with a 100-byte value, cut after 10 bytes
     return b"\xba" + struct.pack(">I", 1) + struct.pack(">HIIq", 0, 1, 100, 0) + b"k" + b"x" * 10
 
 
-def test_server_dies_mid_reply_read_is_retried_once_then_fails():
-    fake = FakeServer(_partial_get_reply)
-    kt = KyotoTycoon("127.0.0.1", fake.port, timeout=2)
-    try:
-        with pytest.raises(KTConnectionError) as info:
-            kt.get("k")
-        assert not isinstance(info.value, KTTimeoutError)
-        assert len(fake.requests) == 2  # a read is retried once on a fresh connection
-        assert kt.pool.stats == (0, 0, 0)  # and no half-read socket was kept
-    finally:
-        fake.close()
+def test_server_dies_mid_reply_read_is_retried_once_then_fails(faked):
+    fake, kt = faked(_partial_get_reply)
+    with pytest.raises(KTConnectionError) as info:
+        kt.get("k")
+    assert not isinstance(info.value, KTTimeoutError)
+    assert len(fake.requests) == 2  # a read is retried once on a fresh connection
+    assert kt.pool.stats == (0, 0, 0)  # and no half-read socket was kept
 
 
-def test_server_dies_mid_reply_write_is_not_retried():
-    fake = FakeServer(lambda req: req[:1] + b"\x00")  # half a set/remove_bulk reply
-    kt = KyotoTycoon("127.0.0.1", fake.port, timeout=2)
-    try:
-        with pytest.raises(KTConnectionError):
-            kt.set("k", "v")
-        assert len(fake.requests) == 1  # the write reached the server: never sent twice
-        with pytest.raises(KTConnectionError):
-            kt.remove_bulk(["a", "b"])
-        assert len(fake.requests) == 2
-        assert kt.pool.stats == (0, 0, 0)
-    finally:
-        fake.close()
+def test_server_dies_mid_reply_write_is_not_retried(faked):
+    fake, kt = faked(lambda req: req[:1] + b"\x00")  # half a set/remove_bulk reply
+    with pytest.raises(KTConnectionError):
+        kt.set("k", "v")
+    assert len(fake.requests) == 1  # the write reached the server: never sent twice
+    with pytest.raises(KTConnectionError):
+        kt.remove_bulk(["a", "b"])
+    assert len(fake.requests) == 2
+    assert kt.pool.stats == (0, 0, 0)
 
 
-def test_server_dies_mid_http_reply():
-    fake = FakeServer(lambda req: b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\nnum\t1")
-    kt = KyotoTycoon("127.0.0.1", fake.port, timeout=2)
-    try:
-        with pytest.raises(KTConnectionError):
-            kt.increment("n")  # a write over HTTP: not retried
-        assert len(fake.requests) == 1
-        with pytest.raises(KTConnectionError):
-            kt.status()  # a read: retried once
-        assert len(fake.requests) == 3
-        assert kt.pool.stats == (0, 0, 0)
-    finally:
-        fake.close()
+def test_server_dies_mid_http_reply(faked):
+    fake, kt = faked(lambda req: b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\nnum\t1")
+    with pytest.raises(KTConnectionError):
+        kt.increment("n")  # a write over HTTP: not retried
+    assert len(fake.requests) == 1
+    with pytest.raises(KTConnectionError):
+        kt.status()  # a read: retried once
+    assert len(fake.requests) == 3
+    assert kt.pool.stats == (0, 0, 0)
 
 
-def test_garbage_reply_is_a_protocol_error_and_discards_the_socket():
+def test_garbage_reply_is_a_protocol_error_and_discards_the_socket(faked):
     from ktstore import ProtocolError
 
-    fake = FakeServer(lambda req: b"\x42garbage", stall=True)
-    kt = KyotoTycoon("127.0.0.1", fake.port, timeout=2)
-    try:
-        with pytest.raises(ProtocolError):
-            kt.get("k")
-        assert kt.pool.stats == (0, 0, 0)
-    finally:
-        fake.close()
+    fake, kt = faked(lambda req: b"\x42garbage", stall=True)
+    with pytest.raises(ProtocolError):
+        kt.get("k")
+    assert kt.pool.stats == (0, 0, 0)
 
 
 def test_stalled_server_times_out_and_discards_the_socket():
@@ -190,29 +190,21 @@ def test_stalled_server_times_out_and_discards_the_socket():
         lsock.close()
 
 
-def test_stall_after_a_partial_reply_times_out():
-    fake = FakeServer(_partial_get_reply, stall=True)
-    kt = KyotoTycoon("127.0.0.1", fake.port, timeout=0.2)
-    try:
-        with pytest.raises(KTTimeoutError):
-            kt.get("k")
-        assert len(fake.requests) == 1
-        assert kt.pool.stats == (0, 0, 0)
-    finally:
-        fake.close()
+def test_stall_after_a_partial_reply_times_out(faked):
+    fake, kt = faked(_partial_get_reply, stall=True, timeout=0.2)
+    with pytest.raises(KTTimeoutError):
+        kt.get("k")
+    assert len(fake.requests) == 1
+    assert kt.pool.stats == (0, 0, 0)
 
 
-def test_binary_error_reply_discards_the_socket():
-    fake = FakeServer(lambda req: b"\xbf", stall=True)
-    kt = KyotoTycoon("127.0.0.1", fake.port, timeout=2)
-    try:
-        from ktstore import ServerError
+def test_binary_error_reply_discards_the_socket(faked):
+    fake, kt = faked(lambda req: b"\xbf", stall=True)
+    from ktstore import ServerError
 
-        with pytest.raises(ServerError):
-            kt.set("k", "v")
-        assert kt.pool.stats == (0, 0, 0)
-    finally:
-        fake.close()
+    with pytest.raises(ServerError):
+        kt.set("k", "v")
+    assert kt.pool.stats == (0, 0, 0)
 
 
 def test_many_threads_share_one_client(kt_server):

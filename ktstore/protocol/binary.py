@@ -131,28 +131,31 @@ def is_binary(first_byte: int) -> bool:
 # server-side request objects
 
 
+class _Flagged:
+    """The ``no_reply`` of a request from its flags (a mixin of the request classes)."""
+
+    __slots__ = ()
+    flags: int
+
+    @property
+    def no_reply(self) -> bool:
+        return bool(self.flags & FLAG_NOREPLY)
+
+
 @dataclass(slots=True)
-class SetBulk:
+class SetBulk(_Flagged):
     """A 0xB8 request: ``records`` are ``(dbidx, key, value, xt)`` with the wire xt."""
 
     flags: int
     records: list[tuple[int, bytes, bytes, int]]
 
-    @property
-    def no_reply(self) -> bool:
-        return bool(self.flags & FLAG_NOREPLY)
-
 
 @dataclass(slots=True)
-class RemoveBulk:
+class RemoveBulk(_Flagged):
     """A 0xB9 request: ``keys`` are ``(dbidx, key)``."""
 
     flags: int
     keys: list[tuple[int, bytes]]
-
-    @property
-    def no_reply(self) -> bool:
-        return bool(self.flags & FLAG_NOREPLY)
 
 
 @dataclass(slots=True)
@@ -168,16 +171,12 @@ class GetBulk:
 
 
 @dataclass(slots=True)
-class PlayScript:
+class PlayScript(_Flagged):
     """A 0xB4 request: procedure ``name`` and ``params`` as ``(key, value)`` pairs."""
 
     flags: int
     name: bytes
     params: list[tuple[bytes, bytes]]
-
-    @property
-    def no_reply(self) -> bool:
-        return bool(self.flags & FLAG_NOREPLY)
 
 
 BinaryRequest = SetBulk | RemoveBulk | GetBulk | PlayScript
