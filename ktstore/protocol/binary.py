@@ -376,49 +376,54 @@ def parse_count_reply(buf, pos: int = 0, magic: int = MAGIC_SET_BULK):
     return _COUNT.unpack_from(buf, pos)[1], pos + _COUNT_SIZE
 
 
-def _get_bulk_records(buf: bytes, pos: int) -> tuple[list, int]:
-    """Parse a get_bulk success reply (magic at ``pos``) from a ``bytes`` buffer."""
+def _records(buf: bytes, p: int, count: int, origin: int) -> tuple[list, int]:
+    """Parse ``count`` records of ``dbidx ksiz vsiz xt key value`` starting at ``p``
+    (get_bulk replies, set_bulk requests); ``Incomplete`` counts from ``origin``."""
     size = len(buf)
-    if size - pos < _COUNT_SIZE:
-        raise Incomplete(_COUNT_SIZE)
-    hits = _COUNT.unpack_from(buf, pos)[1]
-    p = pos + _COUNT_SIZE
     unpack = _HIIQ.unpack_from
     out: list = []
     append = out.append
-    if hits * _REC_SIZE <= size - p and size - pos <= DATA_MAX_SIZE:
-        # Optimistic pass for a reply that is (likely) all there: no bounds tests per
+    if count * _REC_SIZE <= size - p and size - origin <= DATA_MAX_SIZE:
+        # Optimistic pass for a message that is (likely) all there: no bounds tests per
         # record.  A buffer no larger than DATA_MAX_SIZE holds no larger field, and a
-        # record past the end shows as struct.error or p > size: then the checked
+        # record past the end shows as struct.error or end > size: then the checked
         # loop below starts over and raises what it should.
+        end = p
         try:
-            for _ in range(hits):
-                dbidx, ksiz, vsiz, xt = unpack(buf, p)
-                p += 18  # _REC_SIZE
-                kend = p + ksiz
-                p = kend + vsiz
-                append((dbidx, buf[kend - ksiz : kend], buf[kend:p], xt))
+            for _ in range(count):
+                dbidx, ksiz, vsiz, xt = unpack(buf, end)
+                end += 18  # _REC_SIZE
+                kend = end + ksiz
+                end = kend + vsiz
+                append((dbidx, buf[kend - ksiz : kend], buf[kend:end], xt))
         except struct.error:
-            p = size + 1
-        if p <= size:
-            return out, p
-        p = pos + _COUNT_SIZE
+            end = size + 1
+        if end <= size:
+            return out, end
         out = []
         append = out.append
-    for i in range(hits):
+    for i in range(count):
         head_end = p + _REC_SIZE
         if head_end > size:
-            raise Incomplete(head_end - pos + _lookahead(hits - i - 1, _REC_SIZE))
+            raise Incomplete(head_end - origin + _lookahead(count - i - 1, _REC_SIZE))
         dbidx, ksiz, vsiz, xt = unpack(buf, p)
         if ksiz > DATA_MAX_SIZE or vsiz > DATA_MAX_SIZE:
             _check_size(max(ksiz, vsiz))
         kend = head_end + ksiz
         end = kend + vsiz
         if end > size:
-            raise Incomplete(end - pos + _lookahead(hits - i - 1, _REC_SIZE))
+            raise Incomplete(end - origin + _lookahead(count - i - 1, _REC_SIZE))
         append((dbidx, buf[head_end:kend], buf[kend:end], xt))
         p = end
     return out, p
+
+
+def _get_bulk_records(buf: bytes, pos: int) -> tuple[list, int]:
+    """Parse a get_bulk success reply (magic at ``pos``) from a ``bytes`` buffer."""
+    if len(buf) - pos < _COUNT_SIZE:
+        raise Incomplete(_COUNT_SIZE)
+    hits = _COUNT.unpack_from(buf, pos)[1]
+    return _records(buf, pos + _COUNT_SIZE, hits, pos)
 
 
 def _on_bytes(parse, buf, pos: int):
@@ -497,28 +502,11 @@ def parse_reply(buf, pos: int, magic: int):
 
 
 def _set_bulk(buf: bytes, pos: int) -> tuple[SetBulk, int]:
-    size = len(buf)
-    if size - pos < _HEAD3.size:
+    if len(buf) - pos < _HEAD3.size:
         raise Incomplete(_HEAD3.size)
     _, flags, rnum = _HEAD3.unpack_from(buf, pos)
-    p = pos + _HEAD3.size
-    unpack = _HIIQ.unpack_from
-    out: list = []
-    append = out.append
-    for i in range(rnum):
-        head_end = p + _REC_SIZE
-        if head_end > size:
-            raise Incomplete(head_end - pos + _lookahead(rnum - i - 1, _REC_SIZE))
-        dbidx, ksiz, vsiz, xt = unpack(buf, p)
-        if ksiz > DATA_MAX_SIZE or vsiz > DATA_MAX_SIZE:
-            _check_size(max(ksiz, vsiz))
-        kend = head_end + ksiz
-        end = kend + vsiz
-        if end > size:
-            raise Incomplete(end - pos + _lookahead(rnum - i - 1, _REC_SIZE))
-        append((dbidx, buf[head_end:kend], buf[kend:end], xt))
-        p = end
-    return SetBulk(flags, out), p
+    records, end = _records(buf, pos + _HEAD3.size, rnum, pos)
+    return SetBulk(flags, records), end
 
 
 def _keys(buf: bytes, pos: int) -> tuple[int, list, int]:
