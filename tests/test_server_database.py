@@ -403,3 +403,14 @@ def test_wire_bulk_operations_filter_by_database() -> None:
     clock.t += 11  # b expires
     assert db.remove_bulk_wire([(0, b"a"), (0, b"a"), (0, b"b")], 0) == (1, False)
     assert db.count() == 0
+
+
+def test_bulk_set_rolls_back(db: Database) -> None:
+    db.set(b"a", b"old")
+    assert db.begin_transaction()
+    assert db.set_bulk([(b"a", b"new"), (b"b", b"2"), (b"b", b"3")]) == 3
+    assert db.get(b"b") == (b"3", XTMAX) and db.count() == 2
+    assert db.end_transaction(commit=False)
+    assert db.get(b"a") == (b"old", XTMAX) and db.get(b"b") is None
+    assert db.count() == 1 and db.size() == len(b"a") + len(b"old") + 5
+    assert db.match_prefix(b"") == [b"a"]

@@ -763,16 +763,23 @@ class Database:
         self, records: Iterable[tuple[int, bytes, bytes, int]], dbidx: int, now: int | None
     ) -> tuple[int, bool]:
         """:meth:`set` inlined into one loop under one lock hold, with one GC step and
-        one commit (SQLite, update log) for the whole bulk."""
+        one commit (SQLite, update log) for the whole bulk.  What only transactions,
+        tree databases and change tracking need is done in passes of its own, so the
+        common loop does the least per record."""
+        records = records if isinstance(records, list) else list(records)
         n = 0
         others = False
         resolve = resolve_xt
+        push = heapq.heappush
         with self.batch():
             data = self._data
-            keys = self._keys
             undo = self._undo
-            dirty = self._dirty if self._track else None
+            if undo is not None:  # in a transaction: remember what is overwritten
+                for d, key, _, _ in records:
+                    if d == dbidx and key not in undo:
+                        undo[key] = data.get(key)
             heap = self._expiry
+            new_keys: list[bytes] | None = [] if self._keys is not None else None
             size = self._size
             get = data.get
             try:
@@ -780,27 +787,28 @@ class Database:
                     if d != dbidx:
                         others = True
                         continue
-                    if xt >= XTMAX:
+                    if xt < XTMAX:
+                        if now is not None:
+                            xt = resolve(xt, now)
+                        if xt < XTMAX:
+                            push(heap, (xt, key))
+                    else:
                         xt = XTMAX
-                    elif now is not None:
-                        xt = resolve(xt, now)
                     old = get(key)
-                    if undo is not None and key not in undo:
-                        undo[key] = old
                     if old is None:
-                        if keys is not None:
-                            keys.add(key)
                         size += len(key) + len(value) + 5
+                        if new_keys is not None:
+                            new_keys.append(key)
                     else:
                         size += len(value) - len(old[0])
-                    if xt < XTMAX:
-                        heapq.heappush(heap, (xt, key))
                     data[key] = (value, xt)
-                    if dirty is not None:
-                        dirty.add(key)
                     n += 1
             finally:
                 self._size = size
+                if new_keys:
+                    self._keys.update(new_keys)
+                if self._track:  # (after an error: a superset, which a commit tolerates)
+                    self._dirty.update(key for d, key, _, _ in records if d == dbidx)
                 if n:
                     self._gc_step(n)
         return n, others
