@@ -52,6 +52,12 @@ from typing import Any
 
 from lupa import lua51
 
+from ktstore.protocol.rpc import RVEINTERNAL as RV_INTERNAL
+from ktstore.protocol.rpc import RVEINVALID as RV_INVALID
+from ktstore.protocol.rpc import RVELOGIC as RV_LOGIC
+from ktstore.protocol.rpc import RVENOIMPL as RV_NOIMPL
+from ktstore.protocol.rpc import RVETIMEOUT as RV_TIMEOUT
+from ktstore.protocol.rpc import RVSUCCESS as RV_SUCCESS
 from ktstore.server.database import Database
 from ktstore.server.scripting.ktmodule import KT_VERSION, CallState, Primitives
 
@@ -66,12 +72,6 @@ __all__ = [
     "RV_INTERNAL",
 ]
 
-RV_SUCCESS = 0
-RV_NOIMPL = 1
-RV_INVALID = 2
-RV_LOGIC = 3
-RV_TIMEOUT = 4
-RV_INTERNAL = 5
 
 _LOG = logging.getLogger("ktstore.server.script")
 _PY_LEVELS = {

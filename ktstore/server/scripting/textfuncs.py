@@ -12,7 +12,9 @@ from __future__ import annotations
 import math
 import re
 
+from ktstore.protocol.dumps import wrap_int64
 from ktstore.protocol.limits import INT64MAX, INT64MIN
+from ktstore.server.database import compile_posix_regex
 
 _SPACES = bytes(range(1, 33))
 _M32 = 0xFFFFFFFF
@@ -22,10 +24,6 @@ def _cstr(data: bytes) -> bytes:
     """The C-string view of ``data``: everything before the first NUL."""
     nul = data.find(b"\0")
     return data if nul < 0 else data[:nul]
-
-
-def _wrap64(n: int) -> int:
-    return (n + (1 << 63)) % (1 << 64) - (1 << 63)
 
 
 def atoi(data: bytes) -> int:
@@ -38,7 +36,7 @@ def atoi(data: bytes) -> int:
         s = s[1:]
     m = re.match(rb"[0-9]*", s)
     digits = m.group(0) if m else b""
-    return _wrap64(sign * int(digits)) if digits else 0
+    return wrap_int64(sign * int(digits)) if digits else 0
 
 
 _PREFIX_SHIFT = {b"k": 10, b"m": 20, b"g": 30, b"t": 40, b"p": 50, b"e": 60}
@@ -166,36 +164,12 @@ def strbwm(data: bytes, pat: bytes) -> bool:
     return _cstr(data).endswith(_cstr(pat))
 
 
-_POSIX_CLASSES = {
-    b"alpha": rb"a-zA-Z",
-    b"digit": rb"0-9",
-    b"alnum": rb"a-zA-Z0-9",
-    b"upper": rb"A-Z",
-    b"lower": rb"a-z",
-    b"space": rb" \t\n\r\f\v",
-    b"blank": rb" \t",
-    b"punct": rb"!-/:-@\[-`{-~",
-    b"xdigit": rb"0-9A-Fa-f",
-    b"cntrl": rb"\x00-\x1f\x7f",
-    b"print": rb"\x20-\x7e",
-    b"graph": rb"\x21-\x7e",
-}
-
-
 def compile_posix(pattern: bytes) -> re.Pattern[bytes] | None:
-    """Compile a POSIX extended regex (KC's dialect) with Python's engine.
-
-    The common subset is the same; bracket classes such as ``[[:digit:]]``
-    are translated.  Returns ``None`` when the pattern does not compile,
-    which KT reports as "no match".
-    """
-    translated = re.sub(
-        rb"\[:([a-z]+):\]",
-        lambda m: _POSIX_CLASSES.get(m.group(1), m.group(0)),
-        pattern,
-    )
+    """Compile a POSIX extended regex (KC's dialect) with Python's engine, as the
+    server's ``match_regex`` does; ``None`` when it does not compile, which KT
+    reports as "no match"."""
     try:
-        return re.compile(translated)
+        return compile_posix_regex(pattern)
     except (re.error, OverflowError, RecursionError):
         return None
 
