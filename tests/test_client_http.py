@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from conftest import REAL_SERVER
 
 from ktstore import KT_JSON, KT_NONE, InvalidArgument, KyotoTycoon, ServerError
 
@@ -185,7 +184,6 @@ def test_serialize_dict_and_list(kt_server):
     ]
 
 
-@pytest.mark.skipif(not REAL_SERVER, reason="the built-in server has no update log")
 def test_ulog_list_and_remove(server_factory, tmp_path):
     server = server_factory(["*"], extra_args=["-ulog", str(tmp_path / "ulog"), "-sid", "1"])
     kt = KyotoTycoon(server.host, server.port, timeout=5)
