@@ -556,11 +556,11 @@ def _cached_date(now: float) -> str:
 _STATUS_LINES: dict[int, str] = {}
 
 
-def _server_lines(status: int, now: float | None) -> str:
+def _server_lines(status: int, now: float) -> str:
     line = _STATUS_LINES.get(status)
     if line is None:
         line = _STATUS_LINES[status] = f"HTTP/1.1 {status} {reason_phrase(status)}\r\n"
-    date = _cached_date(time.time() if now is None else now)
+    date = _cached_date(now)
     return f"{line}Server: KyotoTycoon/{SERVER_VERSION}\r\nDate: {date}\r\n"
 
 
@@ -585,15 +585,15 @@ def encode_response(
     head_only: bool = False,
     *,
     keep_alive: bool = True,
-    now: float | None = None,
+    now: float,
 ) -> bytes:
     """Encode a response laid out like ktserver's.
 
     ``head_only`` (a HEAD request) or status 304 omits Content-Length and the body;
     ``keep_alive=False`` adds ``Connection: close``. Other headers are written after
     those, sorted by name and re-capitalised, values whitespace-normalised, as ktserver
-    does. ``now`` is the time for the Date header; it defaults to the current time
-    (the one place the protocol core looks at a clock, for the server's convenience).
+    does. ``now`` (epoch seconds) is the time for the Date header: the caller reads the
+    clock, so the protocol core never does.
     """
     parts = [_server_lines(status, now)]
     if not keep_alive:
@@ -626,7 +626,7 @@ def encode_response(
     return head + body if with_body and body else head
 
 
-def encode_error_response(status: int, message: str, now: float | None = None) -> bytes:
+def encode_error_response(status: int, message: str, *, now: float) -> bytes:
     """ktserver's ``send_error`` answer for framing errors (e.g. 413, 400): a text/plain body
     ``"<code> <reason> (<message>)\\n"`` and ``Connection: close``."""
     body = f"{status} {reason_phrase(status)} ({message})\n".encode("latin-1")

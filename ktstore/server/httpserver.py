@@ -41,7 +41,7 @@ def _header(headers: dict[str, str], name: str) -> str | None:
 
 def _send_error(reader: Reader, status: int, message: str) -> None:
     """ktserver's ``send_error``: a plain-text body, then the connection closes."""
-    send_last(reader.sock, http.encode_error_response(status, message))
+    send_last(reader.sock, http.encode_error_response(status, message, now=time.time()))
 
 
 class _BadRequest(Exception):
@@ -105,7 +105,7 @@ def handle_http(server: Server, reader: Reader, session: Session) -> bool:
 def _finish(
     status: int, headers: list[tuple[str, str]], body: bytes, keep: bool, head_only: bool = False
 ) -> bytes:
-    return http.encode_response(status, headers, body, head_only, keep_alive=keep)
+    return http.encode_response(status, headers, body, head_only, keep_alive=keep, now=time.time())
 
 
 # --------------------------------------------------------------------------- RPC
