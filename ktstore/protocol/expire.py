@@ -15,6 +15,7 @@ import datetime as _dt
 import math
 
 from ktstore.errors import InvalidArgument
+from ktstore.protocol.dumps import wrap_int64
 from ktstore.protocol.limits import INT64MAX, INT64MIN, RELATIVE_XT_LIMIT, XTMAX
 
 __all__ = [
@@ -25,14 +26,6 @@ __all__ = [
     "parse_kt_time",
     "rest_put_xt",
 ]
-
-_U64 = 1 << 64
-
-
-def _wrap64(n: int) -> int:
-    """Wrap to a signed 64-bit integer, like the C arithmetic does on overflow."""
-    n &= _U64 - 1
-    return n - _U64 if n >= 1 << 63 else n
 
 
 def _skip_blanks(data: bytes, pos: int = 0) -> int:
@@ -61,7 +54,7 @@ def kt_atoi(data: bytes | str) -> int:
         pos += 1
     if pos == start:
         return 0
-    return _wrap64(int(data[start:pos]) * sign)
+    return wrap_int64(int(data[start:pos]) * sign)
 
 
 def kt_atoih(data: bytes | str) -> int:
@@ -77,7 +70,7 @@ def kt_atoih(data: bytes | str) -> int:
         pos += 1
     if pos == start:
         return 0
-    return _wrap64(int(data[start:pos], 16))
+    return wrap_int64(int(data[start:pos], 16))
 
 
 def resolve_xt(xt: int, now: int) -> int:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import re
 
-from ktstore.protocol.dumps import wrap_int64
+from ktstore.protocol.expire import kt_atoi
 from ktstore.protocol.limits import INT64MAX, INT64MIN
 from ktstore.server.database import compile_posix_regex
 
@@ -27,16 +27,8 @@ def _cstr(data: bytes) -> bytes:
 
 
 def atoi(data: bytes) -> int:
-    """KC ``atoi``: leading spaces, a sign, digits; anything else ends the number."""
-    s = _cstr(data).lstrip(_SPACES)
-    sign = 1
-    if s[:1] == b"-":
-        sign, s = -1, s[1:]
-    elif s[:1] == b"+":
-        s = s[1:]
-    m = re.match(rb"[0-9]*", s)
-    digits = m.group(0) if m else b""
-    return wrap_int64(sign * int(digits)) if digits else 0
+    """KC ``atoi`` (``kt.atoi``): the protocol core's parser, on the C-string view."""
+    return kt_atoi(_cstr(data))
 
 
 _PREFIX_SHIFT = {b"k": 10, b"m": 20, b"g": 30, b"t": 40, b"p": 50, b"e": 60}
