@@ -20,83 +20,13 @@ from collections.abc import Sequence
 from typing import Any, TextIO
 
 from ktstore.server.config import ServerConfig, parse_args
-from ktstore.server.database import Database, DBCursor
+from ktstore.server.connection import serve_connection
+from ktstore.server.database import Database
+from ktstore.server.session import ConditionMap, Session
 
 __all__ = ["Server", "Session", "ConditionMap"]
 
 _LEVELS = {"debug": 0, "info": 1, "system": 2, "error": 3, "none": 9}
-
-
-class ConditionMap:
-    """Named conditions for the ``WAIT``/``SIGNAL`` RPC parameters.
-
-    ``signal`` wakes one waiter (or all with ``broadcast``) and returns how many
-    it woke, which ktserver reports as ``SIGNALED``.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._entries: dict[bytes, list[Any]] = {}  # name -> [Condition, waiters, tickets]
-        self._stopping = False
-
-    def wait(self, name: bytes, timeout: float) -> bool:
-        """Block until ``name`` is signalled (True) or ``timeout`` seconds pass (False)."""
-        deadline = time.monotonic() + timeout
-        with self._lock:
-            entry = self._entries.get(name)
-            if entry is None:
-                entry = [threading.Condition(self._lock), 0, 0]
-                self._entries[name] = entry
-            entry[1] += 1
-            try:
-                while entry[2] == 0 and not self._stopping:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        return False
-                    entry[0].wait(remaining)
-                if entry[2] > 0:
-                    entry[2] -= 1
-                    return True
-                return False
-            finally:
-                entry[1] -= 1
-                if entry[1] == 0 and entry[2] == 0:
-                    self._entries.pop(name, None)
-
-    def signal(self, name: bytes, broadcast: bool = False) -> int:
-        """Wake one (or every) waiter of ``name``; returns the number woken."""
-        with self._lock:
-            entry = self._entries.get(name)
-            if entry is None:
-                return 0
-            idle = entry[1] - entry[2]
-            n = idle if broadcast else min(1, idle)
-            if n > 0:
-                entry[2] += n
-                entry[0].notify_all()
-            return max(n, 0)
-
-    def stop(self) -> None:
-        """Wake every waiter (the server is stopping)."""
-        with self._lock:
-            self._stopping = True
-            for entry in self._entries.values():
-                entry[0].notify_all()
-
-
-class Session:
-    """Per-connection state: the RPC cursors (ids are session-local, as in ktserver)."""
-
-    __slots__ = ("cursors", "peer")
-
-    def __init__(self, peer: str = "") -> None:
-        self.cursors: dict[int, DBCursor] = {}
-        self.peer = peer
-
-    def close(self) -> None:
-        for cur in self.cursors.values():
-            cur.disable()
-        self.cursors.clear()
 
 
 class Server:
@@ -287,8 +217,6 @@ class Server:
         self.log("system", f"listening on {cfg.host}:{self._port}")
 
     def _accept_loop(self) -> None:
-        from ktstore.server.connection import serve_connection
-
         listener = self._listener
         assert listener is not None
         while not self._stopping.is_set():
@@ -310,7 +238,7 @@ class Server:
                 continue
             t = threading.Thread(
                 target=self._run_connection,
-                args=(conn, addr, serve_connection),
+                args=(conn, addr),
                 name="ktstore-conn",
                 daemon=True,
             )
@@ -335,11 +263,11 @@ class Server:
         else:  # pragma: no cover - other platforms
             conn.settimeout(tout)
 
-    def _run_connection(self, conn: socket.socket, addr: Any, serve: Any) -> None:
+    def _run_connection(self, conn: socket.socket, addr: Any) -> None:
         peer = f"{addr[0]}:{addr[1]}" if isinstance(addr, tuple) else str(addr)
         session = Session(peer)
         try:
-            serve(self, conn, session)
+            serve_connection(self, conn, session)
         except Exception as e:  # a bug must not take the server down
             self.log("error", f"connection {peer}: {e!r}")
         finally:

@@ -19,10 +19,11 @@ from ktstore.protocol.expire import resolve_xt, rest_put_xt
 from ktstore.protocol.limits import XTMAX
 from ktstore.protocol.rpc import rv_to_status
 from ktstore.server import rpc
-from ktstore.server.connection import Reader, _send, send_last
+from ktstore.server.netio import Reader, send, send_last
 
 if TYPE_CHECKING:
-    from ktstore.server.core import Server, Session
+    from ktstore.server.context import ServerContext
+    from ktstore.server.session import Session
 
 __all__ = ["handle_http"]
 
@@ -77,7 +78,7 @@ def _read_body(reader: Reader, head: Any) -> bytes:
     return reader.buf[start : start + length]
 
 
-def handle_http(server: Server, reader: Reader, session: Session) -> bool:
+def handle_http(server: ServerContext, reader: Reader, session: Session) -> bool:
     """Serve one HTTP request; returns whether the connection stays open."""
     try:
         head = reader.parse(http.parse_request_head)
@@ -98,7 +99,7 @@ def handle_http(server: Server, reader: Reader, session: Session) -> bool:
         data = _rpc(server, session, path, head.query, headers, body, keep)
     else:
         data = _rest(server, method, path, head.target, headers, body, keep)
-    _send(reader.sock, data)
+    send(reader.sock, data)
     return keep
 
 
@@ -112,7 +113,7 @@ def _finish(
 
 
 def _rpc(
-    server: Server,
+    server: ServerContext,
     session: Session,
     path: str,
     query: str | None,
@@ -156,7 +157,7 @@ def _rpc(
 
 
 def _rest(
-    server: Server,
+    server: ServerContext,
     method: str,
     path: str,
     target: str,

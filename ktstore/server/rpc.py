@@ -47,7 +47,8 @@ from ktstore.protocol.rpc import (
 from ktstore.server.database import Database, DBCursor
 
 if TYPE_CHECKING:
-    from ktstore.server.core import Server, Session
+    from ktstore.server.context import ServerContext
+    from ktstore.server.session import Session
 
 __all__ = ["dispatch", "resolve_db", "PROCEDURES", "KT_VERSION"]
 
@@ -62,7 +63,7 @@ class _Call:
 
     __slots__ = ("server", "session", "params", "db", "dbidx", "cur", "out")
 
-    def __init__(self, server: Server, session: Session, params: Params) -> None:
+    def __init__(self, server: ServerContext, session: Session, params: Params) -> None:
         self.server = server
         self.session = session
         self.params = params
@@ -586,7 +587,7 @@ PROCEDURES: dict[bytes, Callable[[_Call], int]] = {
 }
 
 
-def resolve_db(server: Server, raw: bytes | None) -> int:
+def resolve_db(server: ServerContext, raw: bytes | None) -> int:
     """The index named by a ``DB`` value (digit first = atoi index, else a name); -1 if none."""
     if not raw:
         return 0
@@ -597,7 +598,9 @@ def resolve_db(server: Server, raw: bytes | None) -> int:
     return idx if 0 <= idx < len(server.dbs) else -1
 
 
-def dispatch(server: Server, session: Session, name: bytes, params: Params) -> tuple[int, Pairs]:
+def dispatch(
+    server: ServerContext, session: Session, name: bytes, params: Params
+) -> tuple[int, Pairs]:
     """Run procedure ``name`` with ``params``; returns ``(rv, outputs)``.
 
     ktserver's order: WAIT first (a timeout ends the request), then the DB and
