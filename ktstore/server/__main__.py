@@ -28,6 +28,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ktstore-server: {e}", file=sys.stderr)
         print(USAGE, file=sys.stderr, end="")
         return 1
+    if cfg.show_help:
+        print(USAGE, end="")
+        return 0
     if cfg.show_version:
         from ktstore.server.rpc import KT_VERSION
 

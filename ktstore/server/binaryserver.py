@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ktstore.errors import ProtocolError
+from ktstore.errors import Incomplete, ProtocolError
 from ktstore.protocol import binary
 from ktstore.protocol.limits import DATA_MAX_SIZE
 from ktstore.server.netio import Reader, send, send_last
@@ -25,6 +25,26 @@ if TYPE_CHECKING:
 __all__ = ["handle_binary", "replicate"]
 
 _ERROR = binary.ERROR_REPLY_BYTES
+
+#: The largest binary request frame we buffer: room for one record of the largest
+#: key and value KT accepts.  The parsers report a lower bound of a frame's size
+#: from its record count and the record headers received so far, so a frame that
+#: would exceed this is refused (0xBF, as for an oversized record) *before* its
+#: bytes are buffered, and memory stays within a small constant of what arrived.
+FRAME_MAX = 2 * DATA_MAX_SIZE + 64
+
+
+class FrameTooLarge(ProtocolError):
+    """A binary frame whose size exceeds :data:`FRAME_MAX`."""
+
+
+def _parse_capped(buf: bytes, pos: int) -> tuple[Any, int]:
+    try:
+        return binary.parse_request(buf, pos)
+    except Incomplete as inc:
+        if inc.need > FRAME_MAX:
+            raise FrameTooLarge(f"binary frame of at least {inc.need} bytes") from None
+        raise
 
 
 def _binary_header_flags(reader: Reader) -> int:
@@ -69,8 +89,9 @@ def _get_bulk(
 def handle_binary(server: ServerContext, reader: Reader, session: Session) -> bool:
     """Serve one binary command; returns whether the connection stays open."""
     sock = reader.sock
+    reader.start_body()  # a frame is all body: it must keep the minimum rate
     try:
-        req = reader.parse(binary.parse_request)
+        req = reader.parse(_parse_capped)
     except ProtocolError:
         # Replication: served from the update log (0xBF without one).  Unknown
         # magic: close without a word.  A size over the limit: the bulk commands
@@ -158,6 +179,7 @@ def replicate(server: ServerContext, reader: Reader) -> None:
 
     sock = reader.sock
     reader.fill(_REPL_REQUEST.size)
+    reader.no_deadline()  # a stream: its consumer acknowledges as long as it likes
     _, flags, ts, sid = _REPL_REQUEST.unpack_from(reader.buf, reader.pos)
     reader.pos += _REPL_REQUEST.size
     ulog = server.ulog

@@ -16,10 +16,23 @@ Our own additions:
   replication options (``-mhost``...) are accepted and ignored.
 * ``-port`` accepts any valid TCP port (1-65535).  ktserver itself rejects ports
   above 32767; we do not, and document it.
+* ``-ktlua`` loads the ``kt.lua`` that ships with ktstore (the procedures the
+  client's containers and models call) without knowing where it is installed.
+* ``-maxconn N`` caps the connections served at once (default 1024); further
+  clients wait until one ends.  (``-th`` is ktserver's worker count; we run one
+  thread per connection, so capping connections at ``-th`` would lock out every
+  client beyond the 16th.)
+* ``--help`` (also ``-help``, ``-h``) prints the usage.
+
+Every value is checked here, at start: a number that is not one, a negative
+or out-of-range count, a timeout that is not a finite positive number are a
+:class:`UsageError` with the usage text, never a server that starts and then
+misbehaves.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 __all__ = ["ServerConfig", "UsageError", "parse_args", "USAGE"]
@@ -27,13 +40,27 @@ __all__ = ["ServerConfig", "UsageError", "parse_args", "USAGE"]
 DEFAULT_PORT = 1978
 
 USAGE = """\
-usage: ktstore-server [-host str] [-port num] [-tout num] [-th num] [-log file]
-                      [-li|-ls|-le|-lz] [-ulog dir] [-sid num] [-pid file]
-                      [-scr file] [-scr-unsafe] [--version] [db...]
+usage: ktstore-server [-host str] [-port num] [-tout num] [-th num] [-maxconn num]
+                      [-log file] [-li|-ls|-le|-lz] [-ulog dir -sid num [-ulim num]]
+                      [-pid file] [-scr file | -ktlua] [-scr-unsafe]
+                      [--version] [--help] [db...]
+
+  -host str      bind address (default 127.0.0.1)
+  -port num      TCP port, 1-65535 (default 1978)
+  -tout num      seconds a socket operation or a request head may take (default 30,
+                 0.001 to 1000000); a body must also keep 16 KiB/s after that
+  -th num        ktserver's worker count (accepted, reported; default 16)
+  -maxconn num   connections served at once (default 1024); others wait
+  -scr file      Lua script with the server-side procedures
+  -ktlua         load the kt.lua that ships with ktstore (what the client's
+                 containers and models call)
+  -ulog dir      keep an update log (needs -sid); -ulim: its file size
 
   databases: * % : - + or file paths (casket.kch, casket.kct), each optionally
   followed by #name=value tuning parameters; default ':'.
 """
+MAX_TIMEOUT = 1_000_000.0
+MIN_TIMEOUT = 0.001
 
 
 class UsageError(Exception):
@@ -48,6 +75,7 @@ class ServerConfig:
     port: int = DEFAULT_PORT
     timeout: float = 30.0
     threads: int = 16
+    max_conns: int = 1024
     log_file: str | None = None  # None = stdout
     log_level: str = "debug"  # debug, info, system, error, none
     pid_file: str | None = None
@@ -59,6 +87,7 @@ class ServerConfig:
     read_only: bool = False
     databases: list[str] = field(default_factory=list)
     show_version: bool = False
+    show_help: bool = False
 
 
 # Options that take a value we ignore, and flags we ignore.
@@ -87,6 +116,35 @@ def _number(opt: str, text: str, kind: type = int) -> float:
         raise UsageError(f"{opt}: not a number: {text!r}") from None
 
 
+def _count(opt: str, text: str, low: int, high: int) -> int:
+    n = int(_number(opt, text))
+    if not low <= n <= high:
+        raise UsageError(f"{opt}: out of range ({low}-{high}): {n}")
+    return n
+
+
+def _timeout(opt: str, text: str) -> float:
+    """``-tout``: a finite number of seconds; 0 keeps the default (30 s)."""
+    t = float(_number(opt, text, float))
+    if t == 0:
+        return 30.0
+    if not math.isfinite(t) or not MIN_TIMEOUT <= t <= MAX_TIMEOUT:
+        raise UsageError(
+            f"{opt}: not a timeout between {MIN_TIMEOUT} and {MAX_TIMEOUT:.0f} s: {text!r}"
+        )
+    return t
+
+
+def bundled_script() -> str:
+    """The path of the ``kt.lua`` that ships with ktstore (``-ktlua``)."""
+    from ktstore.resources import kt_lua_path
+
+    try:
+        return str(kt_lua_path())
+    except FileNotFoundError as e:
+        raise UsageError(f"-ktlua: {e}") from None
+
+
 def parse_args(argv: list[str]) -> ServerConfig:
     """Parse ktserver-style arguments (without the program name)."""
     cfg = ServerConfig()
@@ -107,16 +165,13 @@ def parse_args(argv: list[str]) -> ServerConfig:
         if arg == "-host":
             cfg.host = value(arg)
         elif arg == "-port":
-            port = int(_number(arg, value(arg)))
-            if not 1 <= port <= 65535:
-                raise UsageError(f"-port: out of range: {port}")
-            cfg.port = port
+            cfg.port = _count(arg, value(arg), 1, 65535)
         elif arg == "-tout":
-            t = float(_number(arg, value(arg), float))
-            cfg.timeout = t if t > 0 else 30.0
+            cfg.timeout = _timeout(arg, value(arg))
         elif arg == "-th":
-            th = int(_number(arg, value(arg)))
-            cfg.threads = max(1, min(th, 64))
+            cfg.threads = min(_count(arg, value(arg), 1, 1_000_000), 64)
+        elif arg == "-maxconn":
+            cfg.max_conns = _count(arg, value(arg), 1, 1_000_000)
         elif arg == "-log":
             cfg.log_file = value(arg)
         elif arg == "-li":
@@ -131,21 +186,24 @@ def parse_args(argv: list[str]) -> ServerConfig:
             cfg.pid_file = value(arg)
         elif arg == "-scr":
             cfg.script = value(arg)
+        elif arg == "-ktlua":
+            cfg.script = bundled_script()
         elif arg == "-scr-unsafe":
             cfg.script_unsafe = True
         elif arg == "-ulog":
             cfg.ulog = value(arg)
         elif arg == "-sid":
-            sid = int(_number(arg, value(arg)))
-            if not 0 <= sid <= 65535:
-                raise UsageError(f"-sid: out of range: {sid}")
-            cfg.sid = sid
+            cfg.sid = _count(arg, value(arg), 0, 65535)
         elif arg == "-ulim":
             from ktstore.server.database import _atoix
 
             cfg.ulim = _atoix(value(arg))
+            if cfg.ulim <= 0:
+                raise UsageError("-ulim: not a positive size")
         elif arg == "--version":
             cfg.show_version = True
+        elif arg in ("--help", "-help", "-h"):
+            cfg.show_help = True
         elif arg in _IGNORED_WITH_VALUE:
             value(arg)
         elif arg in _IGNORED_FLAGS:

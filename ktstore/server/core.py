@@ -81,6 +81,10 @@ class Server:
         self._accept_thread: threading.Thread | None = None
         self._conns: dict[socket.socket, threading.Thread] = {}
         self._conns_lock = threading.Lock()
+        self._slots = threading.BoundedSemaphore(cfg.max_conns)
+        self._cap_logged = False
+        # how connection threads are made (a test replaces it to inject a failure)
+        self._thread_factory: Any = threading.Thread
         self._stopping = threading.Event()
         self._port = cfg.port
         self._server_name: str | None = None
@@ -217,34 +221,63 @@ class Server:
         self.log("system", f"listening on {cfg.host}:{self._port}")
 
     def _accept_loop(self) -> None:
+        """Accept connections until stopped; nothing that happens here ends the loop.
+
+        At most ``-maxconn`` connections are served at once: beyond that the loop
+        stops accepting until one ends, so new clients wait in the kernel's listen
+        backlog (they connect, and are answered once a slot frees).  A connection
+        whose thread cannot be started is logged and closed.
+        """
         listener = self._listener
         assert listener is not None
+        slots = self._slots
         while not self._stopping.is_set():
+            if not slots.acquire(timeout=0.2):
+                if not self._cap_logged:
+                    self._cap_logged = True
+                    self.log("info", f"connection limit reached ({self.config.max_conns}): waiting")
+                continue
+            self._cap_logged = False
             try:
-                conn, addr = listener.accept()
-            except OSError:
-                if self._stopping.is_set():
-                    return
+                self._accept_one(listener)
+            except Exception as e:  # never let the accept thread die
+                slots.release()
+                self.log("error", f"accept loop: {e!r}")
                 time.sleep(0.01)
-                continue
-            if self._stopping.is_set():
-                conn.close()
-                return
-            try:
-                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                self._set_timeout(conn)
-            except OSError:
-                conn.close()
-                continue
-            t = threading.Thread(
-                target=self._run_connection,
-                args=(conn, addr),
-                name="ktstore-conn",
-                daemon=True,
+
+    def _accept_one(self, listener: socket.socket) -> None:
+        """Accept one connection and start its thread; holds one slot, which the
+        connection's thread (or a failure here) gives back."""
+        try:
+            conn, addr = listener.accept()
+        except OSError:
+            self._slots.release()
+            if not self._stopping.is_set():
+                time.sleep(0.01)  # e.g. EMFILE: do not spin
+            return
+        if self._stopping.is_set():
+            self._slots.release()
+            conn.close()
+            return
+        try:
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._set_timeout(conn)
+            t = self._thread_factory(
+                target=self._run_connection, args=(conn, addr), name="ktstore-conn", daemon=True
             )
             with self._conns_lock:
                 self._conns[conn] = t
             t.start()
+        except Exception as e:
+            with self._conns_lock:
+                self._conns.pop(conn, None)
+            self._slots.release()
+            self.log("error", f"cannot serve a connection from {addr!r}: {e!r}")
+            try:
+                conn.close()
+            except OSError:
+                pass
+            time.sleep(0.01)  # out of threads or memory: give the others a moment
 
     def _set_timeout(self, conn: socket.socket) -> None:
         """Apply ``-tout`` to every socket operation.
@@ -265,7 +298,7 @@ class Server:
 
     def _run_connection(self, conn: socket.socket, addr: Any) -> None:
         peer = f"{addr[0]}:{addr[1]}" if isinstance(addr, tuple) else str(addr)
-        session = Session(peer)
+        session = Session(peer, conn)
         try:
             serve_connection(self, conn, session)
         except Exception as e:  # a bug must not take the server down
@@ -278,6 +311,7 @@ class Server:
                 conn.close()
             except OSError:
                 pass
+            self._slots.release()
 
     @property
     def stopping(self) -> bool:
@@ -309,7 +343,8 @@ class Server:
             except OSError:
                 pass
         for _, t in conns:
-            t.join(5)
+            if t.ident is not None:  # a thread that failed to start cannot be joined
+                t.join(5)
         host = self._script_host
         if host is not None and hasattr(host, "close"):
             try:

@@ -167,10 +167,12 @@ _POSIX_CLASSES = {
 _POSIX_CLASS = re.compile(rb"\[:(" + b"|".join(_POSIX_CLASSES) + rb"):\]")
 
 
-def compile_posix_regex(regex: bytes) -> re.Pattern[bytes]:
-    """Compile a KC (POSIX ERE) regex: bracket classes such as ``[:alpha:]`` become
-    Python ranges.  Raises ``re.error`` when it does not compile."""
-    return re.compile(_POSIX_CLASS.sub(lambda m: _POSIX_CLASSES[m.group(1)], regex))
+def compile_posix_regex(regex: bytes) -> Any:
+    """Compile a KC (POSIX ERE) regex on the linear-time engine of
+    :mod:`ktstore.server.posixregex`; raises ``re.error`` when it does not compile."""
+    from ktstore.server.posixregex import compile_posix
+
+    return compile_posix(regex)
 
 
 class DatabaseOpenError(Exception):
@@ -955,24 +957,36 @@ class Database:
         return out
 
     def match_regex(self, regex: bytes, max: int = -1) -> list[bytes] | None:
-        """Keys where ``regex`` matches somewhere; ``None`` if it does not compile."""
+        """Keys where ``regex`` matches somewhere; ``None`` if it does not compile.
+
+        The keys are copied under the lock (a tree: in pages, resuming after the
+        last key seen) and matched without it, so a long match never stalls writers.
+        """
+        from ktstore.server.posixregex import PosixRegexError, match_keys
+
         try:
             pattern = compile_posix_regex(regex)
-        except (re.error, OverflowError, RecursionError):
+        except PosixRegexError:
             self.set_error(ERR_LOGIC, "compilation failed")
             return None
-        out: list[bytes] = []
         if max == 0:
-            return out
-        with self.lock:
-            search = pattern.search
-            for k in list(self._scan_keys()):
-                # KC matches the key as a C string: it ends at the first NUL
-                if search(k.partition(b"\0")[0] if b"\0" in k else k):
-                    out.append(k)
-                    if len(out) == max:
-                        break
-        return out
+            return []
+        if self._keys is None:
+            with self.lock:
+                snapshot = list(self._data)
+            return match_keys(pattern, snapshot, max)
+        out: list[bytes] = []
+        page: list[bytes] = []
+        while True:
+            with self.lock:
+                tree = self._keys
+                start = tree.bisect_right(page[-1]) if page else 0
+                page = list(tree.islice(start, start + 4096))
+            if not page:
+                return out
+            out += match_keys(pattern, page, max - len(out) if max > 0 else -1)
+            if len(out) == max:
+                return out
 
     def match_similar(
         self, origin: bytes, range: int = 1, utf: bool = False, max: int = -1

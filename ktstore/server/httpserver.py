@@ -66,10 +66,21 @@ def _framed(parse: Callable[..., Any], message: str, *args: Any) -> Any:
 
 
 def _read_body(reader: Reader, head: Any) -> bytes:
-    """The body of a POST/PUT/unknown-method request: by Content-Length or chunked."""
+    """The body of a POST/PUT/unknown-method request: by Content-Length or chunked.
+
+    A chunked body is decoded as it arrives (:class:`ktstore.protocol.http.ChunkedDecoder`),
+    so it costs about its own size in memory whatever its chunk sizes.
+    """
     framing, length = _framed(http.body_framing, "receiving data failed", head)
     if framing == "chunked":
-        return _framed(reader.parse, "invalid chunk", http.parse_chunked)
+        decoder = http.ChunkedDecoder()
+        while True:
+            reader.pos = _framed(decoder.feed, "invalid chunk", reader.buf, reader.pos)
+            if decoder.done:
+                body = bytes(decoder.body)
+                decoder.body = bytearray()
+                return body
+            reader.fill_more()
     if framing != "length" or not length:
         return b""
     reader.fill(length)
@@ -84,10 +95,15 @@ def handle_http(server: ServerContext, reader: Reader, session: Session) -> bool
         head = reader.parse(http.parse_request_head)
     except ProtocolError:
         return False  # bad request line / version: ktserver drops the connection
+    if "\0" in head.target:
+        # ktserver reads the request line as a C string: a NUL cuts it before the
+        # version, and a line without a version drops the connection
+        return False
     method = head.method
     headers = head.headers
     body = b""
     if method not in _NO_BODY_METHODS:
+        reader.start_body()
         try:
             body = _read_body(reader, head)
         except _BadRequest as e:

@@ -34,6 +34,7 @@ __all__ = ["Reader", "Closed", "send", "send_last", "BODY_MIN_RATE"]
 _RECV = 1 << 16
 _RECV_MAX = 1 << 20
 _DRAIN_WAIT_MS = 5  # how long a large message's next packet may take to be drained eagerly
+_DRAIN_MAX = 1 << 28  # never drain eagerly past this (the buffer is bounded by need or this)
 _SLACK = 0.01  # a deadline may be overshot by this much rather than poll() before every recv
 
 #: The slowest a request body may arrive, in bytes per second (after a grace of
@@ -138,7 +139,7 @@ class Reader:
                 # (a bulk of many small records): also take what arrives without a
                 # pause, up to twice the bound.  The buffer then grows geometrically
                 # and the parser re-runs O(log n) times instead of once per 64 KiB.
-                target = need << 1
+                target = min(need << 1, max(need, _DRAIN_MAX))
                 poll = self._poll()
                 while have < target and poll.poll(_DRAIN_WAIT_MS):
                     try:
