@@ -1,0 +1,130 @@
+"""Key matching for ktstore-server databases: KC's POSIX regexes, edit distance.
+
+Why a module of its own: the regex rules (POSIX bracket classes, keys read as C
+strings) and the edit-distance rules (KC's lenient UTF-8 decoding) are the same
+for every engine; an engine only supplies the keys to look at.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Any
+
+from ktstore.server.dbspec import ERR_LOGIC
+
+__all__ = ["compile_posix_regex", "match_regex", "match_similar_keys"]
+
+# POSIX bracket classes (KC's regexes are POSIX EREs) as Python character ranges.
+_POSIX_CLASSES = {
+    b"alpha": rb"a-zA-Z",
+    b"digit": rb"0-9",
+    b"alnum": rb"a-zA-Z0-9",
+    b"upper": rb"A-Z",
+    b"lower": rb"a-z",
+    b"space": rb" \t\n\r\x0b\x0c",
+    b"blank": rb" \t",
+    b"punct": rb"!-/:-@\[-`{-~",
+    b"xdigit": rb"0-9A-Fa-f",
+    b"cntrl": rb"\x00-\x1f\x7f",
+    b"print": rb"\x20-\x7e",
+    b"graph": rb"\x21-\x7e",
+}
+_POSIX_CLASS = re.compile(rb"\[:(" + b"|".join(_POSIX_CLASSES) + rb"):\]")
+
+
+def compile_posix_regex(regex: bytes) -> re.Pattern[bytes]:
+    """Compile a KC (POSIX ERE) regex: bracket classes such as ``[:alpha:]`` become
+    Python ranges.  Raises ``re.error`` when it does not compile."""
+    return re.compile(_POSIX_CLASS.sub(lambda m: _POSIX_CLASSES[m.group(1)], regex))
+
+
+def _levenshtein(a: Any, b: Any) -> int:
+    """Edit distance over two sequences (bytes or str)."""
+    if len(a) < len(b):
+        a, b = b, a
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        cur = [i]
+        for j, cb in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
+        prev = cur
+    return prev[-1]
+
+
+_UTF_LEADS = [(0xE0, 1, 0x1F, 0x80), (0xF0, 2, 0x0F, 0x800), (0xF8, 3, 0x07, 0x10000)]
+_UTF_LEADS += [(0xFC, 4, 0x03, 0x200000), (0xFE, 5, 0x01, 0x4000000)]
+
+
+def _utf_to_ucs(data: bytes) -> list[int]:
+    """KC's ``strutftoucs``: lenient UTF-8 decoding, as match_similar's ``utf`` measures.
+
+    A lead byte whose continuation bytes run into a NUL or the end is dropped alone;
+    otherwise its sequence is consumed whatever the continuation bytes are, and the
+    code point is kept unless it is overlong.  Bytes 0xFE and 0xFF are dropped.
+    """
+    out: list[int] = []
+    n = len(data)
+    i = 0
+    while i < n:
+        c = data[i]
+        if c < 0x80:
+            out.append(c)
+        else:
+            for limit, extra, mask, least in _UTF_LEADS:
+                if c < limit:
+                    tail = data[i + 1 : i + 1 + extra]
+                    if len(tail) == extra and 0 not in tail:
+                        v = c & mask
+                        for b in tail:
+                            v = (v << 6) | (b & 0x3F)
+                        if v >= least:
+                            out.append(v)
+                        i += extra
+                    break
+        i += 1
+    return out
+
+
+def match_regex(self: Any, regex: bytes, max: int = -1) -> list[bytes] | None:
+    """Keys of database ``self`` where ``regex`` matches somewhere; ``None`` if it does
+    not compile (:meth:`ktstore.server.database.Database.match_regex`)."""
+    try:
+        pattern = compile_posix_regex(regex)
+    except (re.error, OverflowError, RecursionError):
+        self.set_error(ERR_LOGIC, "compilation failed")
+        return None
+    out: list[bytes] = []
+    if max == 0:
+        return out
+    with self.lock:
+        search = pattern.search
+        for k in list(self._scan_keys()):
+            # KC matches the key as a C string: it ends at the first NUL
+            if search(k.partition(b"\0")[0] if b"\0" in k else k):
+                out.append(k)
+                if len(out) == max:
+                    break
+    return out
+
+
+def match_similar_keys(
+    keys: Iterable[bytes], origin: bytes, range: int = 1, utf: bool = False, max: int = -1
+) -> list[bytes]:
+    """The ``keys`` within edit distance ``range`` of ``origin``, by (distance, key)."""
+    if utf:
+        o: Any = _utf_to_ucs(origin)
+    else:
+        o = origin
+    found: list[tuple[int, bytes]] = []
+    for k in keys:
+        kk = _utf_to_ucs(k) if utf else k
+        if range >= 0 and abs(len(kk) - len(o)) > range:
+            continue
+        d = _levenshtein(o, kk)
+        if range < 0 or d <= range:
+            found.append((d, k))
+    found.sort()
+    if max >= 0:
+        found = found[:max]
+    return [k for _, k in found]
