@@ -46,7 +46,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 from ktstore.protocol import dumps
@@ -91,6 +91,7 @@ __all__ = [
     "Visitor",
     "DatabaseOpenError",
     "parse_db_spec",
+    "request_scope",
     "compile_posix_regex",
     "ERR_SUCCESS",
     "ERR_NOIMPL",
@@ -856,3 +857,21 @@ class Database:
 
     def __repr__(self) -> str:
         return f"<Database {self.spec!r} {self.kind} count={self.count()}>"
+
+
+@contextmanager
+def request_scope(databases: Iterable[Database]) -> Iterator[None]:
+    """Make one request (a Lua call) one atomic commit on every file database.
+
+    Each file database's :meth:`Database.batch` is entered in list order (so two
+    requests never wait for each other's locks in opposite orders) and committed
+    when the block ends: after a SIGKILL the request's writes to a file are there
+    entirely or not at all, whatever transactions it opened inside.  Memory
+    databases are left alone (no lock held, each operation commits as today).
+    A failed commit raises :class:`ktstore.server.filedb.CommitError`.
+    """
+    with ExitStack() as stack:
+        for db in databases:
+            if db.persistent:
+                stack.enter_context(db.batch())
+        yield

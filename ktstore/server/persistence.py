@@ -26,6 +26,7 @@ import fcntl
 import os
 import shlex
 import sys
+import time
 from typing import Any
 
 import lmdb
@@ -152,7 +153,8 @@ def open_environment(path: str) -> Any:
 
 def convert_sqlite(path: str) -> int:
     """Convert a ``ktstore-sqlite-1`` file at ``path`` into the current format, in
-    place; the old file is kept as ``PATH.sqlite-1.bak``.  Returns the record count."""
+    place (expired records are dropped); the old file is kept as ``PATH.sqlite-1.bak``.
+    Returns the record count."""
     import sqlite3
 
     from ktstore.server.filedb import FileDatabase
@@ -173,7 +175,10 @@ def convert_sqlite(path: str) -> int:
         db = FileDatabase(tmp + "#type=" + kind)
         n = 0
         batch: list[tuple[bytes, bytes, int]] = []
+        now = int(time.time())
         for key, value, xt in src.execute("SELECT key, value, xt FROM records"):
+            if now > xt:
+                continue  # expired: the old engine dropped these when it loaded the file
             batch.append((bytes(key), bytes(value), int(xt)))
             if len(batch) >= 10_000:
                 n += db.set_bulk_xt(batch)
