@@ -24,7 +24,8 @@ I/O error) leaves the file as it was: a single operation then answers
 Keys.  LMDB keys are 1..511 bytes; KT keys are 0 bytes up.  A key ``k`` of up
 to 509 bytes is stored as ``b"\\0" + k``; a longer key lives in a *bucket*
 stored under ``b"\\0" + k[:510]`` (511 bytes: no short key is that long), whose
-value is a msgpack list of ``[key, value, xt]`` sorted by key.  That keeps byte
+value lists its records sorted by key, each as ``u32 key size, u32 value size,
+5-byte xt, key, value`` (big-endian).  That keeps byte
 order: every key sorts, against every other, as its stored key does, and keys
 sharing a bucket are sorted inside it, so range scans and cursors see keys of
 any length in order.
@@ -39,7 +40,6 @@ from contextlib import contextmanager
 from typing import Any
 
 import lmdb
-import msgpack
 
 from ktstore.protocol.expire import resolve_xt
 from ktstore.protocol.limits import XTMAX
@@ -81,7 +81,26 @@ def _pack(value: bytes, xt: int) -> bytes:
 
 
 def _members(raw: bytes) -> list[list[Any]]:
-    return msgpack.unpackb(raw, use_list=True)  # type: ignore[no-any-return]
+    """The ``[key, value, xt]`` records of a bucket, in key order."""
+    out: list[list[Any]] = []
+    p = 0
+    n = len(raw)
+    while p < n:
+        ksiz, vsiz = struct.unpack_from(">II", raw, p)
+        xt = int.from_bytes(raw[p + 8 : p + 13], "big")
+        k = p + 13
+        out.append([raw[k : k + ksiz], raw[k + ksiz : k + ksiz + vsiz], xt])
+        p = k + ksiz + vsiz
+    return out
+
+
+def _pack_members(members: list[list[Any]]) -> bytes:
+    parts = []
+    for key, value, xt in members:
+        parts.append(struct.pack(">II", len(key), len(value)) + _XT5.pack(xt)[3:])
+        parts.append(key)
+        parts.append(value)
+    return b"".join(parts)
 
 
 def _records_at(sk: bytes, raw: bytes) -> list[Record]:
@@ -262,7 +281,7 @@ class FileDatabase(Database):
                 members.sort(key=lambda m: m[0])
                 self._count += 1
                 self._size += len(key) + len(value) + 5
-            txn.put(sk, msgpack.packb(members), db=self._recs)
+            txn.put(sk, _pack_members(members), db=self._recs)
         else:
             old = txn.replace(sk, _XT5.pack(xt)[3:] + value, db=self._recs)
             if old is None:
@@ -300,7 +319,7 @@ class FileDatabase(Database):
             else:
                 return False
             if members:
-                txn.put(sk, msgpack.packb(members), db=self._recs)
+                txn.put(sk, _pack_members(members), db=self._recs)
             else:
                 txn.delete(sk, db=self._recs)
             size = len(m[1])
