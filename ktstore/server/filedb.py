@@ -120,6 +120,7 @@ class FileDatabase(Database):
         self._track = True  # every change is committed
         self._dirty: Any = {}  # key -> new record or None (removed)
         self._dirty_clear = False
+        self._r: Any = None  # the read transaction of the current snapshot
         self._w: Any = None  # the innermost open write transaction
         self._outer: Any = None  # the outermost one (what a commit commits)
         self._saved: tuple[int, int, dict[bytes, Any], bool] | None = None
@@ -165,8 +166,26 @@ class FileDatabase(Database):
         self._count0, self._size0 = self._count, self._size
 
     def _txn(self) -> Any:
-        """The transaction to read in: the open write one, else a new read one."""
-        return self._w if self._w is not None else self._env.begin()
+        """The transaction to read in: the open write one, else the read one."""
+        return self._w if self._w is not None else self._reader()
+
+    def _reader(self) -> Any:
+        """A read transaction kept until the next commit (caller holds the lock).
+
+        Reusing it saves a begin/abort per read.  Without LMDB's reader table
+        (``lock=False``) a later commit may reuse the pages it sees, so it is
+        dropped at every commit and never read after one.
+        """
+        r = self._r
+        if r is None:
+            r = self._r = self._env.begin()
+        return r
+
+    def _drop_reader(self) -> None:
+        r = self._r
+        if r is not None:
+            self._r = None
+            r.abort()
 
     def _wtxn(self) -> Any:
         """The write transaction, opened on first use (caller holds the lock)."""
@@ -187,6 +206,7 @@ class FileDatabase(Database):
         if txn is None:
             return True
         self._w = self._outer = None
+        self._drop_reader()
         try:
             if self._count != self._count0 or self._size != self._size0:
                 txn.put(b"count", b"%d" % self._count, db=self._meta)
@@ -243,6 +263,7 @@ class FileDatabase(Database):
                 if self._saved is not None:
                     self._rollback()
                 self._flush()
+                self._drop_reader()
                 self._env.close()
                 self._env = None
             if self._lockfile is not None:
@@ -337,11 +358,7 @@ class FileDatabase(Database):
     def _live(self, key: bytes) -> tuple[bytes, int] | None:
         """The record if it exists and has not expired; purges it if it has."""
         w = self._w
-        if w is not None:
-            rec = self._get(w, key)
-        else:
-            with self._env.begin() as txn:
-                rec = self._get(txn, key)
+        rec = self._get(w if w is not None else self._reader(), key)
         if rec is not None and rec[1] < XTMAX and int(self._clock()) > rec[1]:
             self._erase(key)
             self._changed()
@@ -424,11 +441,7 @@ class FileDatabase(Database):
             ok = cur.next()
 
     def _scan_keys(self) -> Iterable[bytes]:
-        w = self._w
-        if w is not None:
-            return [rec[0] for rec in self._records(w)]
-        with self._env.begin() as txn:
-            return [rec[0] for rec in self._records(txn)]
+        return [rec[0] for rec in self._records(self._txn())]
 
     # -------------------------------------------------------------- bulk ops
 
@@ -464,22 +477,18 @@ class FileDatabase(Database):
         with self.lock:
             now = int(self._clock())
             txn = self._txn()
-            try:
-                get = self._get
-                for d, key in keys:
-                    if d != dbidx:
-                        others = True
-                        continue
-                    rec = get(txn, key)
-                    if rec is not None:
-                        xt = rec[1]
-                        if xt < XTMAX and now > xt:
-                            expired.append(key)
-                        else:
-                            out.append((d, key, rec[0], xt))
-            finally:
-                if txn is not self._w:
-                    txn.abort()
+            get = self._get
+            for d, key in keys:
+                if d != dbidx:
+                    others = True
+                    continue
+                rec = get(txn, key)
+                if rec is not None:
+                    xt = rec[1]
+                    if xt < XTMAX and now > xt:
+                        expired.append(key)
+                    else:
+                        out.append((d, key, rec[0], xt))
             for key in expired:
                 self._live(key)  # purge it: it is not found
         return out, others
@@ -515,18 +524,14 @@ class FileDatabase(Database):
     def iterate(self, visitor: Visitor, writable: bool = True) -> bool:
         """Show every live record to ``visitor`` in key order (it may write)."""
         with self.batch():
-            rec = self._seek(self._txn_any(), None, False, True)
+            rec = self._seek(self._txn(), None, False, True)
             while rec is not None:
                 key = rec[0]
                 live = self._live(key)
                 if live is not None:
                     self._apply(key, live, visitor(key, live[0], live[1]), writable)
-                rec = self._seek(self._txn_any(), key, True, True)
+                rec = self._seek(self._txn(), key, True, True)
         return True
-
-    def _txn_any(self) -> Any:
-        """Inside a batch: the write transaction if open (reads see its writes)."""
-        return self._w if self._w is not None else self._env.begin()
 
     def match_prefix(self, prefix: bytes, max: int = -1) -> list[bytes]:
         """Keys starting with ``prefix``, in byte order; ``max < 0`` = unlimited."""
@@ -534,17 +539,12 @@ class FileDatabase(Database):
         if max == 0:
             return out
         with self.lock:
-            txn = self._txn()
-            try:
-                for rec in self._records(txn, prefix):
-                    if not rec[0].startswith(prefix):
-                        break
-                    out.append(rec[0])
-                    if len(out) == max:
-                        break
-            finally:
-                if txn is not self._w:
-                    txn.abort()
+            for rec in self._records(self._txn(), prefix):
+                if not rec[0].startswith(prefix):
+                    break
+                out.append(rec[0])
+                if len(out) == max:
+                    break
         return out
 
     def status(self) -> list[tuple[str, str]]:
@@ -642,16 +642,12 @@ class FileCursor:
         """The nearest live record from ``key`` in a direction (caller holds the lock)."""
         db = self.db
         txn = db._txn()
-        try:
-            now = int(db._clock())
-            while True:
-                rec = db._seek(txn, key, strict, forward)
-                if rec is None or rec[2] >= XTMAX or now <= rec[2]:
-                    return rec
-                key, strict = rec[0], True
-        finally:
-            if txn is not db._w:
-                txn.abort()
+        now = int(db._clock())
+        while True:
+            rec = db._seek(txn, key, strict, forward)
+            if rec is None or rec[2] >= XTMAX or now <= rec[2]:
+                return rec
+            key, strict = rec[0], True
 
     def _go(self, rec: Record | None) -> bool:
         if rec is None:
