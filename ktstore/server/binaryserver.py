@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from ktstore.errors import Incomplete, ProtocolError
 from ktstore.protocol import binary
 from ktstore.protocol.limits import DATA_MAX_SIZE
+from ktstore.server.database import request_scope
 from ktstore.server.netio import Reader, send, send_last
 
 if TYPE_CHECKING:
@@ -143,7 +144,8 @@ def handle_binary(server: ServerContext, reader: Reader, session: Session) -> bo
     reply = _ERROR
     if host is not None and len(req.name) <= DATA_MAX_SIZE:
         try:
-            rv, outputs = host.call(req.name, req.params)
+            with request_scope(server.dbs):  # one Lua call = one commit per file database
+                rv, outputs = host.call(req.name, req.params)
         except Exception as e:
             server.log("error", f"[SCRIPT]: host failure: {e!r}")
             rv, outputs = 5, []

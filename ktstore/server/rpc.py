@@ -44,7 +44,7 @@ from ktstore.protocol.rpc import (
     RVSUCCESS,
     rv_for_kc_error,
 )
-from ktstore.server.database import Database, DBCursor
+from ktstore.server.database import Database, DBCursor, request_scope
 
 if TYPE_CHECKING:
     from ktstore.server.context import ServerContext
@@ -233,7 +233,8 @@ def _play_script(call: _Call) -> int:
     params = [(k[1:], v) for k, v in call.params.items() if k[:1] == b"_"]
     server.stats["script"] += 1
     try:
-        rv, outputs = host.call(name, params)
+        with request_scope(server.dbs):  # one Lua call = one commit per file database
+            rv, outputs = host.call(name, params)
     except Exception:
         server.log("error", f"[SCRIPT]: {name.decode('utf-8', 'replace')}: host failure")
         rv, outputs = RVEINTERNAL, []
