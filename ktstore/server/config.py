@@ -12,8 +12,9 @@ Our own additions:
   ``io``, ``require``...).  Off by default: a script can then only touch the
   databases, like a sandboxed real server.
 * ``-ulog DIR -sid N [-ulim SIZE]`` keep an update log in ktserver's format
-  (``ulog_list``, ``ulog_remove`` and binary replication read it); the other
-  replication options (``-mhost``...) are accepted and ignored.
+  (``ulog_list``, ``ulog_remove`` and binary replication read it).
+* ``-mhost H -mport N -rts FILE -riv S``: follow a master as its replication slave
+  (:mod:`ktstore.server.slave`); ``-mhost`` needs ``-sid`` and ``-rts``, as in ktserver.
 * ``-port`` accepts any valid TCP port (1-65535).  ktserver itself rejects ports
   above 32767; we do not, and document it.
 * ``-ktlua`` loads the ``kt.lua`` that ships with ktstore (the procedures the
@@ -43,6 +44,7 @@ USAGE = """\
 usage: ktstore-server [-host str] [-port num] [-tout num] [-th num] [-maxconn num]
                       [-log file] [-li|-ls|-le|-lz] [-ulog dir -sid num [-ulim num]]
                       [-pid file] [-scr file | -ktlua] [-scr-unsafe]
+                      [-mhost str -mport num -rts file [-riv num]]
                       [--version] [--help] [db...]
 
   -host str      bind address (default 127.0.0.1)
@@ -55,6 +57,10 @@ usage: ktstore-server [-host str] [-port num] [-tout num] [-th num] [-maxconn nu
   -ktlua         load the kt.lua that ships with ktstore (what the client's
                  containers and models call)
   -ulog dir      keep an update log (needs -sid); -ulim: its file size
+  -mhost str     follow this master as a replication slave (needs -sid, -rts)
+  -mport num     the master's port (default 1978)
+  -rts file      the replication time stamp file (where a restart resumes)
+  -riv num       replication throttle, ktserver's (default 0.04)
 
   databases: * % : - + or file paths (casket.kch, casket.kct), each optionally
   followed by #name=value tuning parameters; default ':'.
@@ -84,6 +90,10 @@ class ServerConfig:
     ulog: str | None = None
     ulim: int = 256 << 20
     sid: int | None = None
+    master_host: str | None = None  # -mhost: follow this master (replication slave)
+    master_port: int = DEFAULT_PORT
+    rts_path: str | None = None  # -rts: the replication time stamp file
+    riv: float = 0.04  # -riv: replication throttle, ktserver's default
     read_only: bool = False
     databases: list[str] = field(default_factory=list)
     show_version: bool = False
@@ -98,10 +108,6 @@ _IGNORED_WITH_VALUE = {
     "-bgsi",
     "-bgsc",
     "-cmd",
-    "-mhost",
-    "-mport",
-    "-rts",
-    "-riv",
     "-plsv",
     "-plex",
     "-pldb",
@@ -200,6 +206,20 @@ def parse_args(argv: list[str]) -> ServerConfig:
             cfg.ulim = _atoix(value(arg))
             if cfg.ulim <= 0:
                 raise UsageError("-ulim: not a positive size")
+        elif arg == "-mhost":
+            cfg.master_host = value(arg)
+        elif arg == "-mport":
+            mport = int(_number(arg, value(arg)))
+            if not 1 <= mport <= 65535:
+                raise UsageError(f"-mport: out of range: {mport}")
+            cfg.master_port = mport
+        elif arg == "-rts":
+            cfg.rts_path = value(arg)
+        elif arg == "-riv":
+            riv = float(_number(arg, value(arg), float))
+            if not riv >= 0 or riv == float("inf"):
+                raise UsageError(f"-riv: not a usable interval: {riv}")
+            cfg.riv = riv
         elif arg == "--version":
             cfg.show_version = True
         elif arg in ("--help", "-help", "-h"):
@@ -215,6 +235,11 @@ def parse_args(argv: list[str]) -> ServerConfig:
     cfg.databases = list(argv[i:]) or [":"]
     if cfg.ulog is not None and cfg.sid is None:
         raise UsageError("-ulog needs a server id (-sid)")
+    if cfg.master_host is not None:  # ktserver's two refusals, in its order
+        if cfg.sid is None:
+            raise UsageError("replication requires the server ID (-sid)")
+        if cfg.rts_path is None:
+            raise UsageError("replication requires the replication time stamp file (-rts)")
     if len(cfg.databases) > 200:
         raise UsageError("too many databases (at most 200)")
     return cfg

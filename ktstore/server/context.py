@@ -25,6 +25,7 @@ class ServerContext(Protocol):
     dbs: list[Database]
     stats: dict[str, int]
     ulog: Any
+    slave: Any  # the replication slave (-rts), or None
     conditions: ConditionMap
     script_path: str | None
     started_at: float

@@ -71,6 +71,20 @@ class Server:
             self.ulog = UpdateLog(cfg.ulog, cfg.sid or 0, cfg.ulim)
             for i, db in enumerate(self.dbs):
                 db.set_commit_hook(self.ulog.hook(i))
+        self.slave: Any = None
+        if cfg.rts_path is not None:
+            from ktstore.server.slave import ReplicationSlave
+
+            self.slave = ReplicationSlave(
+                sid=cfg.sid or 0,
+                rts_path=cfg.rts_path,
+                host=cfg.master_host,
+                port=cfg.master_port,
+                riv=cfg.riv,
+                dbs=self.dbs,
+                ulog=self.ulog,
+                log=self.log,
+            )
         self.conditions = ConditionMap()
         self.stats: dict[str, int] = dict.fromkeys(
             ("set", "set_misses", "remove", "remove_misses", "get", "get_misses", "script", "misc"),
@@ -219,6 +233,8 @@ class Server:
         )
         self._accept_thread.start()
         self.log("system", f"listening on {cfg.host}:{self._port}")
+        if self.slave is not None:
+            self.slave.start()
 
     def _accept_loop(self) -> None:
         """Accept connections until stopped; nothing that happens here ends the loop.
@@ -322,6 +338,8 @@ class Server:
         if self._stopping.is_set():
             return
         self._stopping.set()
+        if self.slave is not None:
+            self.slave.stop()
         self.conditions.stop()
         if self.ulog is not None:
             with self.ulog.lock:

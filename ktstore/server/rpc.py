@@ -218,6 +218,7 @@ def _report(call: _Call) -> int:
         ("conf_os_name", platform.system() or "unknown"),
     ]
     rows += _sysinfo()
+    rows += _replication_rows(server)
     call.out.extend((k.encode(), v.encode()) for k, v in rows)
     return RVSUCCESS
 
@@ -248,7 +249,48 @@ def _play_script(call: _Call) -> int:
 
 
 def _tune_replication(call: _Call) -> int:
-    return _fail(call, ERR_RTS_NOT_SET.encode(), RVENOIMPL)
+    slave = call.server.slave
+    if slave is None:
+        return _fail(call, ERR_RTS_NOT_SET.encode(), RVENOIMPL)
+    params = call.params
+    host = params.get(b"host", b"").decode("utf-8", "surrogateescape")
+    raw = params.get(b"port")
+    port = kt_atoi(raw) if raw is not None else 0
+    if port < 1:
+        port = 1978
+    raw = params.get(b"ts")
+    ts: int | None = None
+    if raw is not None:
+        ts = _clock_pure() if raw == b"now" else kt_atoi(raw) & ((1 << 64) - 1)
+    raw = params.get(b"iv")
+    iv = _atof(raw) if raw is not None else None
+    call.server.log(
+        "system",
+        f"replication setting was modified: host={host} port={port} "
+        f"ts={'*' if ts is None else ts} iv={'*' if iv is None or iv < 0 else f'{iv:.6f}'}",
+    )
+    slave.set_master(host, port, ts, iv)
+    return RVSUCCESS
+
+
+def _clock_pure() -> int:
+    return time.time_ns() // 1_000_000 * 1_000_000
+
+
+def _replication_rows(server: Any) -> list[tuple[str, str]]:
+    """ktserver's ``repl_*`` report lines, present while a master is set."""
+    slave = server.slave
+    if slave is None or not slave.host:
+        return []
+    rts = slave.rts
+    delay = max(_clock_pure() - rts, 0)
+    return [
+        ("repl_master_host", slave.host),
+        ("repl_master_port", str(slave.port)),
+        ("repl_timestamp", str(rts)),
+        ("repl_interval", f"{slave.riv:.6f}"),
+        ("repl_delay", f"{delay / 1e9:.6f}"),
+    ]
 
 
 def _ulog_ts(call: _Call) -> int:
