@@ -7,13 +7,13 @@ connection dispatcher, :mod:`ktstore.server.connection`, decides per request).
 
 from __future__ import annotations
 
-import struct
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ktstore.errors import Incomplete, ProtocolError
 from ktstore.protocol import binary
+from ktstore.protocol import replication as repl
 from ktstore.protocol.limits import DATA_MAX_SIZE
 from ktstore.server.database import request_scope
 from ktstore.server.netio import Reader, send, send_last
@@ -158,10 +158,6 @@ def handle_binary(server: ServerContext, reader: Reader, session: Session) -> bo
 
 # ------------------------------------------------------------------- replication
 
-_REPL_REQUEST = struct.Struct(">BIQH")  # magic, flags, ts, sid
-_REPL_FRAME = struct.Struct(">BQI")  # 0xB1, ts, size (then the message)
-_NOP = struct.Struct(">BQ")  # 0xB0, ts (heart-beat)
-_WHITE_SID = 1
 _DUMMY_FREQ = 256
 
 
@@ -180,17 +176,19 @@ def replicate(server: ServerContext, reader: Reader) -> None:
     from ktstore.server.ulog import UlogReader
 
     sock = reader.sock
-    reader.fill(_REPL_REQUEST.size)
+    reader.fill(repl.REQUEST_SIZE)
     reader.no_deadline()  # a stream: its consumer acknowledges as long as it likes
-    _, flags, ts, sid = _REPL_REQUEST.unpack_from(reader.buf, reader.pos)
-    reader.pos += _REPL_REQUEST.size
+    request = repl.parse_request(reader.buf, reader.pos)
+    assert request is not None  # fill() made the bytes available
+    flags, ts, sid = request
+    reader.pos += repl.REQUEST_SIZE
     ulog = server.ulog
     if ulog is None:
         server.log("info", "no update log allows no replication")
         send_last(sock, _ERROR)
         return
-    white = bool(flags & _WHITE_SID)
-    send(sock, b"\xb1")
+    white = bool(flags & repl.FLAG_WHITE_SID)
+    send(sock, repl.ACK)
     server.log("system", f"a slave was connected: ts={ts} sid={sid}")
     log_reader = UlogReader(ulog, ts)
     last_ts = 0
@@ -204,11 +202,11 @@ def replicate(server: ServerContext, reader: Reader) -> None:
                 if (rsid != sid) if white else (rsid == sid):
                     misses += 1
                     if misses >= _DUMMY_FREQ:
-                        out.append(_REPL_FRAME.pack(0xB1, mts, 0))
+                        out.append(repl.encode_data_frame(mts, b""))
                         misses = 0
                 else:
                     misses = 0
-                    out.append(_REPL_FRAME.pack(0xB1, mts, len(msg)) + msg)
+                    out.append(repl.encode_data_frame(mts, msg))
                 last_ts = max(last_ts, mts)
                 if len(out) >= 256:
                     send(sock, b"".join(out))
@@ -222,11 +220,11 @@ def replicate(server: ServerContext, reader: Reader) -> None:
             cc = ulog.clock_pure()
             if cc > 1_000_000_000:
                 cc -= 1_000_000_000
-            send(sock, _NOP.pack(0xB0, max(cc, last_ts)))
+            send(sock, repl.encode_heartbeat(max(cc, last_ts)))
             reader.fill(1)
             ack = reader.buf[reader.pos]
             reader.pos += 1
-            if ack != 0xB1:
+            if ack != repl.MAGIC_REPLICATION:
                 return
             with ulog.lock:
                 if not server.stopping:
