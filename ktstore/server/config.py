@@ -24,6 +24,10 @@ Our own additions:
   thread per connection, so capping connections at ``-th`` would lock out every
   client beyond the 16th.)
 * ``--help`` (also ``-help``, ``-h``) prints the usage.
+* ``-lifeline``: stop when standard input reaches end-of-file; ``-shared PREFIX``:
+  serve the processes that hold a shared lock on ``PREFIX.users`` and stop when none
+  is left (:mod:`ktstore.server.sharing`).  ``EmbeddedServer`` and ``Store(path)``
+  use them so a server never outlives the processes it serves.
 
 Every value is checked here, at start: a number that is not one, a negative
 or out-of-range count, a timeout that is not a finite positive number are a
@@ -45,6 +49,7 @@ usage: ktstore-server [-host str] [-port num] [-tout num] [-th num] [-maxconn nu
                       [-log file] [-li|-ls|-le|-lz] [-ulog dir -sid num [-ulim num]]
                       [-pid file] [-scr file | -ktlua] [-scr-unsafe]
                       [-mhost str -mport num -rts file [-riv num]]
+                      [-lifeline] [-shared prefix]
                       [--version] [--help] [db...]
 
   -host str      bind address (default 127.0.0.1)
@@ -61,6 +66,9 @@ usage: ktstore-server [-host str] [-port num] [-tout num] [-th num] [-maxconn nu
   -mport num     the master's port (default 1978)
   -rts file      the replication time stamp file (where a restart resumes)
   -riv num       replication throttle, ktserver's (default 0.04)
+  -lifeline      stop when standard input closes (the owner process is gone)
+  -shared prefix serve the processes holding a shared lock on prefix.users and
+                 stop when none is left; publish the address in prefix.addr
 
   databases: * % : - + or file paths (casket.kch, casket.kct), each optionally
   followed by #name=value tuning parameters; default ':'.
@@ -98,6 +106,8 @@ class ServerConfig:
     databases: list[str] = field(default_factory=list)
     show_version: bool = False
     show_help: bool = False
+    lifeline: bool = False  # -lifeline: stop at end-of-file on stdin
+    shared: str | None = None  # -shared PREFIX: stop when no process uses us
 
 
 # Options that take a value we ignore, and flags we ignore.
@@ -196,6 +206,10 @@ def parse_args(argv: list[str]) -> ServerConfig:
             cfg.script = bundled_script()
         elif arg == "-scr-unsafe":
             cfg.script_unsafe = True
+        elif arg == "-lifeline":
+            cfg.lifeline = True
+        elif arg == "-shared":
+            cfg.shared = value(arg)
         elif arg == "-ulog":
             cfg.ulog = value(arg)
         elif arg == "-sid":
