@@ -53,6 +53,7 @@ from ktstore.models.fields import (
     Decimal,
     Field,
     Float,
+    Index,
     Integer,
     Text,
     Version,
@@ -93,6 +94,7 @@ class ModelInfo:
     def __init__(self) -> None:
         self.fields: dict[str, Field] = {}
         self.containers: dict[str, ContainerField] = {}
+        self.indexes: dict[str, Index] = {}  # composite indexes, by name
         self.pk: Field = None  # type: ignore[assignment]
         self.version: Field | None = None
         self.store: Any = None
@@ -105,6 +107,11 @@ class ModelInfo:
     @property
     def indexed(self) -> list[Field]:
         return [f for f in self.fields.values() if f.index]
+
+    @property
+    def index_names(self) -> list[str]:
+        """Every index's name: indexed fields and composite indexes."""
+        return [f.name for f in self.indexed] + list(self.indexes)
 
     @property
     def unique(self) -> list[Field]:
@@ -236,6 +243,7 @@ class Model(metaclass=ModelType):
         if parent is not None:
             info.fields.update(parent.fields)
             info.containers.update(parent.containers)
+            info.indexes.update(parent.indexes)
             info.store = parent.store
             info.ttl = parent.ttl
         if store is not None:
@@ -256,6 +264,9 @@ class Model(metaclass=ModelType):
             elif isinstance(value, ContainerField):
                 value.name, value.model = name, cls
                 info.containers[name] = value
+            elif isinstance(value, Index):
+                value.name, value.model = name, cls
+                info.indexes[name] = value
         for name, ann in annotations.items():
             if name in own or name.startswith("_") or name in info.containers:
                 continue
@@ -273,7 +284,7 @@ class Model(metaclass=ModelType):
             own[name] = f
             setattr(cls, name, f)
 
-        for name in [*own, *info.containers]:
+        for name in [*own, *info.containers, *info.indexes]:
             if name in _RESERVED or name.startswith("_kt"):
                 raise ModelDefinitionError(
                     f"{cls.__name__}.{name}: the name is taken by the Model API; rename the field"
@@ -281,6 +292,9 @@ class Model(metaclass=ModelType):
         for name, f in own.items():
             f.name, f.model = name, cls
             info.fields[name] = f
+
+        for ix in info.indexes.values():
+            ix.resolve(info.fields)
 
         pks = [f for f in info.fields.values() if f.primary_key]
         if not pks:
@@ -339,7 +353,7 @@ class Model(metaclass=ModelType):
                     "Store(client, db=..., index_db=<a tree database>)"
                 )
             binding = Binding(store, info.prefix)
-            binding.check_schema([f.name for f in info.indexed])
+            binding.check_schema(info.index_names)
             info.binding = binding
             info.binding_store = store
         return info.binding
@@ -394,6 +408,9 @@ class Model(metaclass=ModelType):
             if f.unique and value is not None and f is not self._kt.pk:
                 ux.append(binding.unique_base(f.name) + vkey)
                 uf.append(f.name)
+        for cx in self._kt.indexes.values():
+            values = [getattr(self, f.name) for f, _desc in cx.parts]
+            ix.append(binding.index_base(cx.name) + cx.encode(values) + pk_key)
         return ix, ux, uf
 
     def _record(self, ix: list[bytes], ux: list[bytes], overrides: dict[str, Any]) -> bytes:

@@ -45,6 +45,7 @@ __all__ = [
     "ListField",
     "SetField",
     "HashField",
+    "Index",
     "NOTHING",
 ]
 
@@ -476,6 +477,76 @@ def _check_jsonable(value: Any, where: str) -> None:
             _check_jsonable(v, where)
         return
     raise ValidationError(f"{where}: {type(value).__name__} is not JSON-able")
+
+
+# ---- composite indexes ---------------------------------------------------------------
+
+
+class Index:
+    """An index over several fields, each ascending or descending::
+
+        class Task(Model):
+            done = fields.Boolean(default=False)
+            due = fields.Date()
+            by_done_due = fields.Index(done, due.desc())   # or Index("done", "-due")
+
+    Its entries are ``P\\0i\\0<name>\\0<part codes><pk>`` (a descending part's code
+    inverted), so one range scan answers equality on a prefix of the parts plus a range
+    on the next part, in the order of the parts that follow (``order_by(Task.done,
+    Task.due.desc())``, or all of them reversed).  The attribute name names the index.
+    """
+
+    index = True
+    unique = False
+
+    def __init__(self, *parts: Any) -> None:
+        if len(parts) < 1:
+            raise ModelDefinitionError("Index() needs at least one field")
+        self.spec = parts
+        self.parts: list[tuple[Field, bool]] = []
+        self.name = ""
+        self.model: type | None = None
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def resolve(self, fields: dict[str, Field]) -> None:
+        """Turn the declared parts (names, ``"-name"``, fields, ``field.desc()``) into
+        ``(field, descending)`` pairs once the model's fields are known."""
+        from ktstore.models.query import Order
+
+        out: list[tuple[Field, bool]] = []
+        for part in self.spec:
+            if isinstance(part, str):
+                desc = part.startswith("-")
+                f = fields.get(part.lstrip("+-"))
+            elif isinstance(part, Order):
+                f, desc = part.field, part.descending
+            else:
+                f, desc = part, False
+            if not isinstance(f, Field) or fields.get(f.name) is not f:
+                raise ModelDefinitionError(
+                    f"Index {self.name!r}: {part!r} is not a field of the model"
+                )
+            if not f.indexable:
+                raise ModelDefinitionError(f"Index {self.name!r}: {f._where()} cannot be indexed")
+            out.append((f, desc))
+        if len({f.name for f, _ in out}) != len(out):
+            raise ModelDefinitionError(f"Index {self.name!r} names a field twice")
+        self.parts = out
+
+    def encode(self, values: list[Any]) -> bytes:
+        """The parts' codes of ``values`` (one per part), concatenated."""
+        out = []
+        for (f, desc), v in zip(self.parts, values, strict=True):
+            k = f.encode_key(v)
+            out.append(keycodec.invert(k) if desc else k)
+        return b"".join(out)
+
+    def __repr__(self) -> str:
+        owner = self.model.__name__ if self.model is not None else "?"
+        cols = ", ".join(("-" if d else "") + f.name for f, d in self.parts) or "?"
+        return f"<Index {owner}.{self.name} ({cols})>"
 
 
 # ---- container fields ----------------------------------------------------------------

@@ -173,7 +173,7 @@ def rebuild(model: type[Model]) -> RebuildReport:
             # a conflict means a concurrent save rewrote the entries itself
     report.removed_entries = sweep(model)
     if report.ok:  # every record now has its entries: the indexes are complete
-        b.mark_built({f.name for f in model._kt.indexed})
+        b.mark_built(set(model._kt.index_names))
     return report
 
 
