@@ -1960,6 +1960,16 @@ local function model_save_one(idb, rdb, s, i, outmap)
   if not rdb:set(key, s.r, xt) then
     error("record write failed: " .. tostring(rdb:error()))
   end
+  if s.cw ~= nil then
+    -- whole containers given with the instance: written (or removed when empty) here
+    for ckey, cv in pairs(kt.mapload(s.cw)) do
+      if cv == "" then
+        rdb:remove(ckey)
+      elseif not rdb:set(ckey, cv, xt) then
+        error("container write failed: " .. tostring(rdb:error()))
+      end
+    end
+  end
   if s.cx ~= nil then
     for _, ckey in ipairs(kt.arrayload(s.cx)) do
       local cv = rdb:get(ckey)
@@ -1974,7 +1984,8 @@ local function model_save_one(idb, rdb, s, i, outmap)
 end
 
 -- modelsave: n records s1..sn (mapdump each: k key, r record, p pk, xt, dxt, mode,
--- vf/vold version check, cas, ix/ux/uf/cx arraydumps).  All or nothing.
+-- vf/vold version check, cas, ix/ux/uf/cx arraydumps, cw mapdump of whole containers
+-- to write).  All or nothing.
 function modelsave(inmap, outmap)
   local n = tonumber(inmap.n or "1") or 1
   return model_atomic(inmap, outmap, function(idb, rdb)

@@ -26,14 +26,17 @@ from ktstore.models.errors import (
 )
 from ktstore.models.fields import (
     JSON,
+    UUID,
     Boolean,
     Bytes,
     Date,
     DateTime,
     Decimal,
+    Enum,
     Field,
     Float,
     HashField,
+    Index,
     Integer,
     ListField,
     SetField,
@@ -41,11 +44,12 @@ from ktstore.models.fields import (
     Version,
 )
 from ktstore.models.maintenance import CheckReport, RebuildReport
-from ktstore.models.query import Query
+from ktstore.models.query import F, Query
 
 __all__ = [
     "Model",
     "Query",
+    "F",
     "fields",
     "new_id",
     "Field",
@@ -58,6 +62,9 @@ __all__ = [
     "Date",
     "Decimal",
     "JSON",
+    "UUID",
+    "Enum",
+    "Index",
     "Version",
     "ListField",
     "SetField",

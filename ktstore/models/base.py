@@ -60,6 +60,7 @@ from ktstore.models.fields import (
     field_for_annotation,
 )
 from ktstore.models.query import Expr, Query
+from ktstore.models.views import python_value, raw_record, view_for
 
 __all__ = ["Model", "new_id"]
 
@@ -161,64 +162,6 @@ def _abs_xt(ttl: Any) -> int:
             raise ValidationError("expiry datetimes must be timezone-aware")
         return -int(ttl.timestamp())
     return -int(time.time() + _seconds(ttl))
-
-
-class _ContainerProxy:
-    """A List/Set/Hash container of an instance.  After each call that may write, the
-    container's expiry is put back in step with its instance's (the container scripts
-    rewrite the record, which resets or shifts its expiry)."""
-
-    _READS = frozenset(
-        "get get_all get_raw get_bulk length contains index get_range find rfind "
-        "count items keys values".split()
-    )
-
-    def __init__(self, instance: Model, field: ContainerField, container: Any, key: bytes) -> None:
-        self._inst = instance
-        self._field = field
-        self._c = container
-        self._key = key
-
-    def _sync(self) -> None:
-        inst = self._inst
-        if inst._kt_xt is not None:
-            b = type(inst)._binding()
-            b.expire(b.record_key(inst._pkstr()), None, [self._key])
-
-    def __getattr__(self, name: str) -> Any:
-        attr = getattr(self._c, name)
-        if not callable(attr) or name in self._READS or name.startswith("_"):
-            return attr
-
-        def call(*args: Any, **kwargs: Any) -> Any:
-            result = attr(*args, **kwargs)
-            self._sync()
-            return result
-
-        return call
-
-    def __len__(self) -> int:
-        return len(self._c)
-
-    def __contains__(self, item: Any) -> bool:
-        return item in self._c
-
-    def __getitem__(self, item: Any) -> Any:
-        return self._c[item]
-
-    def __setitem__(self, item: Any, value: Any) -> None:
-        self._c[item] = value
-        self._sync()
-
-    def __delitem__(self, item: Any) -> None:
-        del self._c[item]
-        self._sync()
-
-    def __iter__(self) -> Iterator[Any]:
-        return iter(self._c)
-
-    def __repr__(self) -> str:
-        return f"<{self._field.container} {type(self._inst).__name__}.{self._field.name}>"
 
 
 class Model(metaclass=ModelType):
@@ -332,6 +275,8 @@ class Model(metaclass=ModelType):
                 )
         cls._kt = info
         attrs.define(cls, these=these, slots=False, kw_only=True, eq=True, repr=True)
+        if info.containers:
+            _accept_containers(cls)
 
     # ---- binding ----------------------------------------------------------------------
 
@@ -486,6 +431,16 @@ class Model(metaclass=ModelType):
             spec[b"cas"] = cas
         if info.containers:
             spec[b"cx"] = arraydump([binding.container_key(pkstr, n) for n in info.containers])
+            pending = self.__dict__.get("_kt_pending")
+            if pending:
+                spec[b"cw"] = mapdump(
+                    {
+                        binding.container_key(pkstr, n): raw_record(
+                            binding.client, info.containers[n], v
+                        )
+                        for n, v in pending.items()
+                    }
+                )
         return spec, record
 
     def _assign_pk(self, binding: Binding) -> None:
@@ -516,6 +471,7 @@ class Model(metaclass=ModelType):
         raise ModelError(f"the server refused the change: {err.decode(errors='replace')}")
 
     def _after_save(self, record: bytes, xt: bytes | None) -> None:
+        self.__dict__.pop("_kt_pending", None)  # the containers given are stored now
         vf = self._kt.version
         if vf is not None and self._kt_raw is not None:
             object.__setattr__(self, vf.name, (getattr(self, vf.name) or 0) + 1)
@@ -655,10 +611,86 @@ class Model(metaclass=ModelType):
         raise ConflictError(f"{cls.__name__} {pkstr!r}: too much contention, gave up")
 
     def _kt_container(self, field: ContainerField) -> Any:
+        pending = self.__dict__.get("_kt_pending")
+        if pending and field.name in pending:
+            return pending[field.name]  # given, not saved yet: a plain list/set/dict
         b = type(self)._binding()
         key = b.container_key(self._pkstr(), field.name)
         factory = getattr(b.client, field.container)
-        return _ContainerProxy(self, field, factory(key, db=b.rdb), key)
+        return view_for(self, field, factory(key, db=b.rdb), key)
+
+    def _kt_set_container(self, field: ContainerField, value: Any) -> None:
+        """``inst.tags = {...}``: replaces the container's contents at the next save(),
+        in the same atomic call as the record."""
+        pending = self.__dict__.setdefault("_kt_pending", {})
+        pending[field.name] = python_value(field, value)
+
+    # ---- export -----------------------------------------------------------------------
+
+    def to_dict(
+        self,
+        *,
+        json_safe: bool = False,
+        only: Iterable[str] | None = None,
+        containers: bool = False,
+    ) -> dict[str, Any]:
+        """The field values by name.  ``json_safe=True`` gives forms ``json.dumps``
+        takes (datetime/date as ISO text, Decimal and UUID as text, bytes as base64,
+        enums as their value, non-finite floats as ``"nan"``/``"inf"``); ``only``
+        picks fields; ``containers=True`` also reads the container fields (one call
+        each) as a list / list (sets, sorted when possible, in JSON) / dict."""
+        fields = self._kt.fields
+        names = list(fields) if only is None else list(only)
+        out: dict[str, Any] = {}
+        for name in names:
+            f = self._field_named(name) if name not in fields else fields[name]
+            value = getattr(self, name)
+            out[name] = f.to_json(value) if json_safe and value is not None else value
+        if containers:
+            for name, cf in self._kt.containers.items():
+                value = self._kt_container(cf)
+                value = value.copy() if hasattr(value, "copy") else value
+                if json_safe and isinstance(value, set):
+                    try:
+                        value = sorted(value)
+                    except TypeError:
+                        value = list(value)
+                out[name] = value
+        return out
+
+    def to_json(self, **kwargs: Any) -> str:
+        """``json.dumps`` of ``to_dict(json_safe=True)``; keywords go to ``json.dumps``
+        except ``only`` and ``containers``, which go to ``to_dict``."""
+        import json
+
+        own = {k: kwargs.pop(k) for k in ("only", "containers") if k in kwargs}
+        return json.dumps(self.to_dict(json_safe=True, **own), **kwargs)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Any:
+        """A new, unsaved instance from ``to_dict()`` output (plain or JSON-safe forms
+        are both taken; containers too).  Unknown keys raise :class:`ModelError`."""
+        info = cls._kt
+        values: dict[str, Any] = {}
+        for name, value in data.items():
+            f = info.fields.get(name)
+            if f is not None:
+                values[name] = None if value is None else f.from_json(value)
+            elif name in info.containers:
+                values[name] = value
+            else:
+                raise ModelError(f"{cls.__name__} has no field {name!r}")
+        return cls(**values)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Any:
+        """``from_dict(json.loads(text))``."""
+        import json
+
+        data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValidationError(f"{cls.__name__}.from_json needs a JSON object")
+        return cls.from_dict(data)
 
     # ---- class API --------------------------------------------------------------------
 
@@ -680,6 +712,31 @@ class Model(metaclass=ModelType):
                 return default
             raise DoesNotExist(f"{cls.__name__} {pk!r} does not exist")
         return cls._from_record(*got)
+
+    @classmethod
+    def get_or_create(
+        cls, defaults: dict[str, Any] | None = None, **lookup: Any
+    ) -> tuple[Any, bool]:
+        """``(instance, created)``: the first instance whose fields equal ``lookup``, or
+        a new one created from ``lookup`` and ``defaults``.  Two callers racing on a
+        unique field or the primary key end with the same instance (the loser's
+        create is refused atomically and it reads the winner's)."""
+        q = cls.query(**lookup)
+        for _attempt in range(3):
+            found = q.first()
+            if found is not None:
+                return found, False
+            try:
+                return cls.create(**{**(defaults or {}), **lookup}), True
+            except (UniqueViolation, AlreadyExists):
+                continue  # somebody else created it meanwhile: read theirs
+        found = q.first()
+        if found is None:
+            raise ModelError(
+                f"{cls.__name__}.get_or_create: the create is refused but no instance "
+                f"matches {lookup!r} (a unique value held by an instance that does not match?)"
+            )
+        return found, False
 
     @classmethod
     def exists(cls, pk: Any) -> bool:
@@ -797,9 +854,26 @@ class Model(metaclass=ModelType):
 
 _RESERVED = frozenset(
     "save delete reload refresh expire persist expires_at ttl update incr decr create get "
+    "get_or_create to_dict to_json from_dict from_json search "
     "exists get_many create_many delete_pk delete_many query filter all count check "
     "rebuild sweep bind".split()
 )
+
+
+def _accept_containers(cls: Any) -> None:
+    """Let the constructor take container fields too (``User(tags={"a"})``): attrs'
+    ``__init__`` knows only the scalar fields."""
+    attrs_init = cls.__init__
+
+    def __init__(self: Any, **kwargs: Any) -> None:
+        containers = type(self)._kt.containers
+        given = {n: kwargs.pop(n) for n in list(kwargs) if n in containers}
+        attrs_init(self, **kwargs)
+        for name, value in given.items():
+            self._kt_set_container(containers[name], value)
+
+    __init__.__doc__ = attrs_init.__doc__
+    cls.__init__ = __init__
 
 
 def _as_store(store: Any) -> Any:

@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import datetime as _dt
 import decimal as _decimal
+import enum as _enum
 import math
+import uuid as _uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -40,6 +42,8 @@ __all__ = [
     "Date",
     "Decimal",
     "JSON",
+    "UUID",
+    "Enum",
     "Version",
     "ContainerField",
     "ListField",
@@ -174,6 +178,14 @@ class Field:
     def from_storage(self, obj: Any) -> Any:
         return obj
 
+    def to_json(self, value: Any) -> Any:
+        """A JSON-safe form of a (non-None) value (``json.dumps`` takes it as is)."""
+        return value
+
+    def from_json(self, obj: Any) -> Any:
+        """The value of a JSON-safe form (or of the value itself: both are taken)."""
+        return self.convert(obj)
+
     def pack(self, value: Any) -> bytes:
         if value is None:
             return b"\xc0"
@@ -241,6 +253,37 @@ class Field:
 
     __hash__ = object.__hash__
 
+    # ---- update expressions (Query.update(views=Post.views + 1)) ----------------------
+
+    def _arith(self, op: str, other: Any, swap: bool = False) -> Any:
+        from ktstore.models.query import F
+
+        return F(self.name)._op(op, other, swap)
+
+    def __add__(self, other: Any) -> Any:
+        return self._arith("+", other)
+
+    def __radd__(self, other: Any) -> Any:
+        return self._arith("+", other, True)
+
+    def __sub__(self, other: Any) -> Any:
+        return self._arith("-", other)
+
+    def __rsub__(self, other: Any) -> Any:
+        return self._arith("-", other, True)
+
+    def __mul__(self, other: Any) -> Any:
+        return self._arith("*", other)
+
+    def __rmul__(self, other: Any) -> Any:
+        return self._arith("*", other, True)
+
+    def __truediv__(self, other: Any) -> Any:
+        return self._arith("/", other)
+
+    def __floordiv__(self, other: Any) -> Any:
+        return self._arith("//", other)
+
     def between(self, low: Any, high: Any) -> Any:
         """``low <= value <= high`` (both ends included)."""
         from ktstore.models.query import Between
@@ -298,11 +341,29 @@ class Text(_Binary):
 
 
 class Bytes(_Binary):
+    """Bytes; JSON form: base64 text."""
+
     kind = "bytes"
     python_types = (bytes,)
 
     def convert(self, value: Any) -> Any:
         return bytes(value) if isinstance(value, (bytearray, memoryview)) else value
+
+    def to_json(self, value: Any) -> Any:
+        import base64
+
+        return base64.b64encode(value).decode("ascii")
+
+    def from_json(self, obj: Any) -> Any:
+        import base64
+        import binascii
+
+        if isinstance(obj, str):
+            try:
+                return base64.b64decode(obj.encode("ascii"), validate=True)
+            except (binascii.Error, UnicodeEncodeError):
+                raise ValidationError(f"{self._where()}: not base64: {obj!r}") from None
+        return self.convert(obj)
 
 
 class Integer(Field):
@@ -352,6 +413,9 @@ class Version(Integer):
 
 
 class Float(Field):
+    """A float; JSON form: the number, or ``"nan"``/``"inf"``/``"-inf"`` (which JSON
+    has no number for)."""
+
     kind = "float"
     python_types = (float,)
 
@@ -359,6 +423,14 @@ class Float(Field):
         if isinstance(value, int) and not isinstance(value, bool):
             return float(value)
         return value
+
+    def to_json(self, value: Any) -> Any:
+        return value if math.isfinite(value) else str(value)
+
+    def from_json(self, obj: Any) -> Any:
+        if isinstance(obj, str) and obj in ("nan", "inf", "-inf"):
+            return float(obj)
+        return self.convert(obj)
 
     def _encode_key(self, value: Any) -> bytes:
         return keycodec.encode_float(value)
@@ -401,6 +473,17 @@ class DateTime(Field):
     def _encode_key(self, value: Any) -> bytes:
         return keycodec.encode_datetime(value)
 
+    def to_json(self, value: Any) -> Any:
+        return value.isoformat()  # with its offset
+
+    def from_json(self, obj: Any) -> Any:
+        if isinstance(obj, str):
+            try:
+                return _dt.datetime.fromisoformat(obj.replace("Z", "+00:00"))
+            except ValueError:
+                raise ValidationError(f"{self._where()}: not an ISO datetime: {obj!r}") from None
+        return obj
+
 
 class Date(Field):
     kind = "date"
@@ -419,6 +502,17 @@ class Date(Field):
 
     def _encode_key(self, value: Any) -> bytes:
         return keycodec.encode_date(value)
+
+    def to_json(self, value: Any) -> Any:
+        return value.isoformat()
+
+    def from_json(self, obj: Any) -> Any:
+        if isinstance(obj, str):
+            try:
+                return _dt.date.fromisoformat(obj)
+            except ValueError:
+                raise ValidationError(f"{self._where()}: not an ISO date: {obj!r}") from None
+        return obj
 
 
 class Decimal(Field):
@@ -443,6 +537,81 @@ class Decimal(Field):
 
     def _encode_key(self, value: Any) -> bytes:
         return keycodec.encode_decimal(value)
+
+    def to_json(self, value: Any) -> Any:
+        return str(value)  # exact, unlike a JSON number
+
+
+class UUID(Field):
+    """A :class:`uuid.UUID` (its text form is converted), stored and indexed as its 16
+    bytes (so the order is the bytes' order); JSON form: the canonical text."""
+
+    kind = "uuid"
+    python_types = (_uuid.UUID,)
+
+    def convert(self, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                return _uuid.UUID(value)
+            except ValueError:
+                raise ValidationError(f"{self._where()}: not a UUID: {value!r}") from None
+        return value
+
+    def to_storage(self, value: _uuid.UUID) -> Any:
+        return value.bytes
+
+    def from_storage(self, obj: Any) -> Any:
+        return _uuid.UUID(bytes=bytes(obj))
+
+    def _encode_key(self, value: Any) -> bytes:
+        return keycodec.encode_fixed(value.bytes)  # fixed length: prefix-free
+
+    def to_json(self, value: Any) -> Any:
+        return str(value)
+
+
+class Enum(Field):
+    """A member of an :class:`enum.Enum` whose values are all ``int`` or all ``str``.
+    Stored, indexed and ordered by its value (a member's value is converted: ``"red"``
+    -> ``Color.RED``); JSON form: the value."""
+
+    kind = "enum"
+
+    def __init__(self, enum: type[_enum.Enum], **kwargs: Any) -> None:
+        if not (isinstance(enum, type) and issubclass(enum, _enum.Enum)):
+            raise ModelDefinitionError(f"fields.Enum needs an Enum class, got {enum!r}")
+        kinds = {type(m.value) for m in enum}
+        if not (kinds <= {int} or kinds <= {str}) or not kinds:
+            raise ModelDefinitionError(
+                f"fields.Enum({enum.__name__}): member values must be all int or all str"
+            )
+        self.enum = enum
+        self.python_types = (enum,)
+        self._text = kinds == {str}
+        super().__init__(**kwargs)
+
+    def convert(self, value: Any) -> Any:
+        if isinstance(value, self.enum):
+            return value
+        try:
+            return self.enum(value)
+        except ValueError:
+            raise ValidationError(
+                f"{self._where()}: {value!r} is not a value of {self.enum.__name__}"
+            ) from None
+
+    def to_storage(self, value: Any) -> Any:
+        return value.value
+
+    def from_storage(self, obj: Any) -> Any:
+        return self.enum(obj)
+
+    def _encode_key(self, value: Any) -> bytes:
+        v = value.value
+        return keycodec.encode_text(v) if self._text else keycodec.encode_int(v)
+
+    def to_json(self, value: Any) -> Any:
+        return value.value
 
 
 class JSON(Field):
@@ -572,10 +741,8 @@ class ContainerField:
         return instance._kt_container(self)
 
     def __set__(self, instance: Any, value: Any) -> None:
-        raise AttributeError(
-            f"{self.name} is a container field: change it through its methods "
-            "(append/add/update...), it is stored on its own"
-        )
+        # the whole contents, written by the next save() in the same atomic call
+        instance._kt_set_container(self, value)
 
     def __repr__(self) -> str:
         owner = self.model.__name__ if self.model is not None else "?"
@@ -605,6 +772,7 @@ _BY_TYPE: dict[Any, type[Field]] = {
     _dt.datetime: DateTime,
     _dt.date: Date,
     _decimal.Decimal: Decimal,
+    _uuid.UUID: UUID,
     dict: JSON,
     list: JSON,
 }
@@ -627,6 +795,8 @@ def field_for_annotation(annotation: Any) -> Field | None:
         origin = typing.get_origin(annotation)
     if origin in (list, dict):
         annotation = origin
+    if isinstance(annotation, type) and issubclass(annotation, _enum.Enum):
+        return Enum(annotation, optional=optional)
     cls = _BY_TYPE.get(annotation)
     if cls is None:
         return None

@@ -46,6 +46,7 @@ __all__ = [
     "decode_date",
     "prefix_successor",
     "invert",
+    "encode_fixed",
     "invert_range",
 ]
 
@@ -289,3 +290,9 @@ def invert_range(lo: bytes, hi: bytes | None) -> tuple[bytes, bytes | None] | No
     if new_hi is not None and new_lo >= new_hi:
         return None
     return new_lo, new_hi
+
+
+def encode_fixed(value: bytes) -> bytes:
+    """Bytes of a fixed length (a UUID's 16): no terminator is needed, every code of
+    the kind has the same length, so the set is prefix-free."""
+    return _PRESENT + bytes(value)

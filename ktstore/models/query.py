@@ -326,6 +326,83 @@ class Not(Expr):
         return not self.part.matches(instance)
 
 
+class UpdateExpr:
+    """A value computed from an instance's own fields, for ``Query.update``:
+    ``Post.views + 1``, ``F("price") * 2``, ``F("name") + "!"``."""
+
+    def evaluate(self, instance: Any) -> Any:
+        raise NotImplementedError
+
+    def _op(self, op: str, other: Any, swap: bool = False) -> UpdateExpr:
+        return Arith(op, other, self) if swap else Arith(op, self, other)
+
+    def __add__(self, other: Any) -> UpdateExpr:
+        return self._op("+", other)
+
+    def __radd__(self, other: Any) -> UpdateExpr:
+        return self._op("+", other, True)
+
+    def __sub__(self, other: Any) -> UpdateExpr:
+        return self._op("-", other)
+
+    def __rsub__(self, other: Any) -> UpdateExpr:
+        return self._op("-", other, True)
+
+    def __mul__(self, other: Any) -> UpdateExpr:
+        return self._op("*", other)
+
+    def __rmul__(self, other: Any) -> UpdateExpr:
+        return self._op("*", other, True)
+
+    def __truediv__(self, other: Any) -> UpdateExpr:
+        return self._op("/", other)
+
+    def __floordiv__(self, other: Any) -> UpdateExpr:
+        return self._op("//", other)
+
+
+class F(UpdateExpr):
+    """The current value of the field ``name`` of the instance being updated."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def evaluate(self, instance: Any) -> Any:
+        if self.name not in type(instance)._kt.fields:
+            raise ModelError(f"{type(instance).__name__} has no field {self.name!r}")
+        return getattr(instance, self.name)
+
+    def __repr__(self) -> str:
+        return f"F({self.name!r})"
+
+
+_OPS: dict[str, Any] = {
+    "+": lambda a, b: a + b,
+    "-": lambda a, b: a - b,
+    "*": lambda a, b: a * b,
+    "/": lambda a, b: a / b,
+    "//": lambda a, b: a // b,
+}
+
+
+class Arith(UpdateExpr):
+    def __init__(self, op: str, left: Any, right: Any) -> None:
+        self.op, self.left, self.right = op, left, right
+
+    def evaluate(self, instance: Any) -> Any:
+        a = self.left.evaluate(instance) if isinstance(self.left, UpdateExpr) else self.left
+        b = self.right.evaluate(instance) if isinstance(self.right, UpdateExpr) else self.right
+        if a is None or b is None:
+            return None  # as SQL: arithmetic on NULL is NULL
+        try:
+            return _OPS[self.op](a, b)
+        except TypeError as exc:
+            raise ValidationError(f"cannot compute {self!r}: {exc}") from None
+
+    def __repr__(self) -> str:
+        return f"({self.left!r} {self.op} {self.right!r})"
+
+
 class Order:
     """``User.age.desc()`` / ``User.age.asc()`` for ``order_by``."""
 
@@ -753,7 +830,113 @@ class Query:
                     return
 
     def all(self) -> list[Model]:
-        return list(self)
+        return [inst for inst in self]  # not list(self): that would call __len__ (a count)
+
+    def __len__(self) -> int:
+        """``count()``.  Note that ``list(q)``, ``tuple(q)`` and ``sorted(q)`` ask
+        ``len()`` first (a size hint), so they count before iterating; ``q.all()``
+        does not."""
+        return self.count()
+
+    def values(self, *names: str, json_safe: bool = False) -> Iterator[dict[str, Any]]:
+        """A projection: ``{name: value}`` of the fields named (all without names) for
+        each match, lazily (``json_safe`` as in ``Model.to_dict``)."""
+        fields = self.model._kt.fields
+        for name in names:
+            if name not in fields:
+                raise ModelError(f"{self.model.__name__} has no field {name!r}")
+        only = list(names) or None
+        for inst in self:
+            yield inst.to_dict(only=only, json_safe=json_safe)
+
+    def values_list(self, *names: str, flat: bool = False) -> Iterator[Any]:
+        """Tuples of the fields named for each match; ``flat=True`` with one name yields
+        the bare values."""
+        if flat and len(names) != 1:
+            raise ValidationError("values_list(flat=True) takes exactly one field")
+        for row in self.values(*names):
+            yield row[names[0]] if flat else tuple(row.values())
+
+    def update(self, **changes: Any) -> int:
+        """Apply ``changes`` to every match; the number of instances changed.
+
+        Values are plain values or expressions of the instance's own fields
+        (``Post.views + 1``, ``F("price") * 2``).  Each page of matches (``page_size``)
+        is **one** atomic server call: every record of the page is rewritten with its
+        index entries moved, only if none changed since it was read (compare-and-swap);
+        if one did, the page is read again and re-applied, so no concurrent change is
+        lost.  Pages are independent: a failure (a unique violation...) leaves the
+        earlier pages applied and raises.  An instance whose change moves it further
+        along the index being scanned is not changed twice."""
+        from ktstore.models.base import Model as _Model
+
+        model = self.model
+        meta = model._kt
+        for name in changes:
+            f = meta.fields.get(name)
+            if f is None:
+                raise ModelError(f"{model.__name__} has no field {name!r}")
+            if f is meta.pk or f is meta.version:
+                raise ModelError(f"{model.__name__}.{name} cannot be changed by update()")
+        binding = model._writable()
+        plan_fields: set[str] = set()
+        for index, _ranges, _branch in self._copy(limit=None, offset=0).plan():
+            cols = getattr(index, "parts", None) or [(index, False)]
+            plan_fields.update(f.name for f, _d in cols)
+        track = bool(plan_fields & set(changes))
+        seen: set[str] = set()
+        total = 0
+        page: list[_Model] = []
+        for inst in self:
+            if track:
+                pk = inst._pkstr()
+                if pk in seen:
+                    continue
+                seen.add(pk)
+            page.append(inst)
+            if len(page) >= self.page_size:
+                total += self._update_page(binding, page, changes)
+                page = []
+        if page:
+            total += self._update_page(binding, page, changes)
+        return total
+
+    def _update_page(self, binding: Any, page: list[Any], changes: dict[str, Any]) -> int:
+        import time
+
+        model = self.model
+        for attempt in range(50):
+            specs, records, fresh = [], [], []
+            for inst in page:
+                new = model._from_record(inst._kt_raw, inst._kt_xt)
+                for name, value in changes.items():
+                    v = value.evaluate(inst) if isinstance(value, UpdateExpr) else value
+                    setattr(new, name, v)  # validated and converted by attrs
+                spec, record = new._spec(binding, mode="update", cas=inst._kt_raw)
+                specs.append(spec)
+                records.append(record)
+                fresh.append(new)
+            if not specs:
+                return 0
+            out = binding.save(specs)
+            if out.get(b"err") in (b"conflict", b"missing"):
+                # one record changed (or went) since it was read: read the page again
+                keys = [binding.record_key(i._pkstr()) for i in page]
+                found = binding.get_records(keys)
+                page = [
+                    inst
+                    for k in keys
+                    if k in found
+                    and (inst := model._from_record(*found[k])) is not None
+                    and (self.where is None or self.where.matches(inst))
+                ]
+                time.sleep(min(0.001 * attempt, 0.02))
+                continue
+            fresh[0]._raise_for(out, fresh)
+            for i, (new, record) in enumerate(zip(fresh, records, strict=True), 1):
+                new._after_save(record, out.get(b"xt%d" % i))
+            return len(fresh)
+        raise ModelError(f"{model.__name__}.query().update(): too much contention, gave up")
 
     def first(self) -> Model | None:
         for inst in self.limit(1):
@@ -807,4 +990,15 @@ class Query:
             if found is None:
                 raise IndexError(item)
             return found
-        raise TypeError("queries take non-negative int indexes and slices")
+        if isinstance(item, int):
+            if self.order and self._limit is None and not self._offset:
+                # the ordering reversed: q[-1] is the first of the reversed query
+                flipped = tuple(Order(o.field, not o.descending) for o in self.order)
+                found = self._copy(order=flipped).offset(-item - 1).first()
+            else:
+                n = self.count()
+                found = self.offset(self._offset + n + item).first() if n + item >= 0 else None
+            if found is None:
+                raise IndexError(item)
+            return found
+        raise TypeError("queries take int indexes and non-negative slices")
