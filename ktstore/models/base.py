@@ -45,6 +45,8 @@ from ktstore.models.errors import (
     DoesNotExist,
     ModelDefinitionError,
     ModelError,
+    ProtectedError,
+    RelationError,
     UniqueViolation,
     ValidationError,
 )
@@ -60,6 +62,8 @@ from ktstore.models.fields import (
     field_for_annotation,
 )
 from ktstore.models.query import Expr, Query
+from ktstore.models.relations import ForeignKey, Related, delete_plan
+from ktstore.models.relations import check_definition as check_relations
 from ktstore.models.views import python_value, raw_record, view_for
 
 __all__ = ["Model", "new_id"]
@@ -96,6 +100,8 @@ class ModelInfo:
         self.fields: dict[str, Field] = {}
         self.containers: dict[str, ContainerField] = {}
         self.indexes: dict[str, Index] = {}  # composite indexes, by name
+        self.children: list[Any] = []  # ForeignKeys of other models referring to this one
+        self.accessors: dict[str, str] = {}  # relation accessor -> its foreign key field
         self.pk: Field = None  # type: ignore[assignment]
         self.version: Field | None = None
         self.store: Any = None
@@ -227,7 +233,18 @@ class Model(metaclass=ModelType):
             own[name] = f
             setattr(cls, name, f)
 
-        for name in [*own, *info.containers, *info.indexes]:
+        for name, f in list(own.items()):
+            if isinstance(f, ForeignKey):
+                # stored as <name>_id; <name> is the lazy accessor of the instance
+                store_name = name if name.endswith("_id") else name + "_id"
+                accessor = store_name[:-3]
+                if store_name != name and store_name in own:
+                    raise ModelDefinitionError(f"{cls.__name__}.{store_name} is declared twice")
+                own = {(store_name if k == name else k): v for k, v in own.items()}
+                setattr(cls, store_name, f)
+                f.accessor = accessor
+                info.accessors[accessor] = store_name
+        for name in [*own, *info.containers, *info.indexes, *info.accessors]:
             if name in _RESERVED or name.startswith("_kt"):
                 raise ModelDefinitionError(
                     f"{cls.__name__}.{name}: the name is taken by the Model API; rename the field"
@@ -275,7 +292,12 @@ class Model(metaclass=ModelType):
                 )
         cls._kt = info
         attrs.define(cls, these=these, slots=False, kw_only=True, eq=True, repr=True)
-        if info.containers:
+        for f in own.values():
+            if isinstance(f, ForeignKey):
+                setattr(cls, f.accessor, Related(f))
+                f.setup(cls)
+        check_relations(cls)
+        if info.containers or info.accessors:
             _accept_containers(cls)
 
     # ---- binding ----------------------------------------------------------------------
@@ -429,6 +451,23 @@ class Model(metaclass=ModelType):
             spec[b"mode"] = mode.encode()
         if cas is not None:
             spec[b"cas"] = cas
+        fks = [
+            (f, getattr(self, f.name))
+            for f in info.fields.values()
+            if isinstance(f, ForeignKey) and getattr(self, f.name) is not None
+        ]
+        if fks:
+            keys = []
+            for f, value in fks:
+                tb = f.target._binding()
+                if tb.client is not binding.client or tb.rdb != binding.rdb:
+                    raise ModelError(
+                        f"{f._where()}: {f.target.__name__} lives in another store; related "
+                        "models must share one store"
+                    )
+                keys.append(tb.record_key(f.target._pk_to_str(value)))
+            spec[b"fk"] = arraydump(keys)
+            spec[b"fkf"] = arraydump([f.name.encode() for f, _v in fks])
         if info.containers:
             spec[b"cx"] = arraydump([binding.container_key(pkstr, n) for n in info.containers])
             pending = self.__dict__.get("_kt_pending")
@@ -464,6 +503,18 @@ class Model(metaclass=ModelType):
             raise AlreadyExists(f"{name} {inst._pkstr()!r} already exists")
         if err == b"missing":
             raise DoesNotExist(f"{name} {inst._pkstr()!r} does not exist")
+        if err == b"fk":
+            field = out.get(b"field", b"").decode()
+            fk: Any = inst._kt.fields[field]
+            raise RelationError(
+                f"{name}.{field}: {fk.target.__name__} {getattr(inst, field)!r} does not exist"
+            )
+        if err == b"protected":
+            field = out.get(b"field", b"").decode()
+            raise ProtectedError(
+                f"{name} {inst._pkstr()!r} is referred to by {field} of instance "
+                f"{out.get(b'owner', b'').decode()!r} (on_delete=PROTECT): nothing deleted"
+            )
         if err == b"conflict":
             raise ConflictError(
                 f"{name} {inst._pkstr()!r} changed since it was read: reload and retry"
@@ -503,10 +554,9 @@ class Model(metaclass=ModelType):
         With a version field, a stale copy raises :class:`ConflictError`."""
         b = type(self)._binding()
         spec = self._delete_spec(b)
-        out = b.delete([spec])
-        self._raise_for(out)
+        out = type(self)._delete_specs(b, [spec], [self])
         self._kt_raw = None
-        return out.get(b"d", b"0") != b"0"
+        return out != 0
 
     def _delete_spec(self, b: Binding) -> dict[bytes, bytes]:
         pkstr = self._pkstr()
@@ -799,9 +849,34 @@ class Model(metaclass=ModelType):
         insts = list(instances)
         if not insts:
             return 0
-        out = b.delete([i._delete_spec(b) for i in insts])
-        insts[0]._raise_for(out, insts)
-        return int(out.get(b"d", b"0"))
+        return cls._delete_specs(b, [i._delete_spec(b) for i in insts], insts)
+
+    cascade_page: ClassVar[int] = 1000
+
+    @classmethod
+    def _delete_specs(cls, b: Binding, specs: list[dict[bytes, bytes]], insts: list[Any]) -> int:
+        """Run ``modeldelete``; with relations, again from where a page of children
+        stopped until every instance is gone (each call atomic).  Records removed."""
+        extra: dict[bytes, bytes] = {}
+        if cls._kt.children:
+            rels, roots = delete_plan(cls, b)
+            extra = {
+                b"rels": arraydump(rels),
+                b"budget": str(cls.cascade_page).encode(),
+            }
+            rr = ",".join(map(str, roots)).encode()
+            for spec, inst in zip(specs, insts, strict=True):
+                spec[b"rr"] = rr
+                spec[b"pkk"] = cls._kt.pk.encode_key(getattr(inst, cls._kt.pk.name))
+        removed = 0
+        while True:
+            out = b.delete(specs, extra)
+            if out.get(b"more") != b"1":
+                insts[0]._raise_for(out, insts)
+                return removed + int(out.get(b"d", b"0"))
+            removed += int(out.get(b"d", b"0"))
+            at = int(out.get(b"at", b"1"))
+            specs, insts = specs[at - 1 :], insts[at - 1 :]
 
     @classmethod
     def query(cls, *exprs: Expr, **equals: Any) -> Query:
@@ -861,14 +936,27 @@ _RESERVED = frozenset(
 
 
 def _accept_containers(cls: Any) -> None:
-    """Let the constructor take container fields too (``User(tags={"a"})``): attrs'
-    ``__init__`` knows only the scalar fields."""
+    """Let the constructor take container fields (``User(tags={"a"})``) and relation
+    accessors (``Post(author=ada)``) too: attrs' ``__init__`` knows only the stored
+    scalar fields."""
     attrs_init = cls.__init__
 
     def __init__(self: Any, **kwargs: Any) -> None:
-        containers = type(self)._kt.containers
+        info = type(self)._kt
+        containers = info.containers
         given = {n: kwargs.pop(n) for n in list(kwargs) if n in containers}
+        related = {}
+        for accessor, store_name in info.accessors.items():
+            if accessor in kwargs:
+                if store_name in kwargs:
+                    raise ModelError(f"give {accessor} or {store_name}, not both")
+                value = kwargs.pop(accessor)
+                kwargs[store_name] = value
+                if hasattr(value, "_kt"):
+                    related[store_name] = value
         attrs_init(self, **kwargs)
+        if related:
+            self.__dict__["_kt_rel"] = related
         for name, value in given.items():
             self._kt_set_container(containers[name], value)
 

@@ -801,3 +801,8 @@ def field_for_annotation(annotation: Any) -> Field | None:
     if cls is None:
         return None
     return cls(optional=optional)
+
+
+from ktstore.models.relations import CASCADE, PROTECT, SET_NULL, ForeignKey  # noqa: E402
+
+__all__ += ["ForeignKey", "CASCADE", "PROTECT", "SET_NULL"]
