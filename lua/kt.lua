@@ -2528,4 +2528,131 @@ function modelseq(inmap, outmap)
   outmap.id = string.format("%d", v)
   return kt.RVSUCCESS
 end
+-- modelsearch: full-text query (ktstore.models.search).  In: db (the index db), sp = the
+-- posting base P\0s\0, dp = the length base P\0d\0, base = P (counters P\0sn, P\0sl),
+-- nt terms t1..tnt (p<i> = 1: a prefix term), n = page size, as/ak = continue after this
+-- score (as answered) and pk key, jdb/jp = where the records are.  The documents holding
+-- every term are scored with BM25 and ranked by score, then pk key.  Answers m = number
+-- of matches, n, k<i> = pk key, s<i> = score, r<i>/x<i> = record and xt, done = 1 when
+-- the page reaches the end.
+function modelsearch(inmap, outmap)
+  local db = model_db(inmap, "db")
+  local jdb = model_db(inmap, "jdb")
+  if db == nil or jdb == nil then
+    outmap.err = "nodb"
+    return kt.RVSUCCESS
+  end
+  local sp, dp, base, jp = inmap.sp or "", inmap.dp or "", inmap.base or "", inmap.jp or ""
+  local nt = tonumber(inmap.nt or "0") or 0
+  local limit = tonumber(inmap.n or "10") or 10
+  local docs = nil -- pk key -> { pk = pk, tf = { per term } }
+  local dfs = {}
+  for ti = 1, nt do
+    local term = inmap["t" .. ti] or ""
+    local prefix = inmap["p" .. ti] == "1"
+    local lo = sp .. term
+    if not prefix then
+      lo = lo .. "\0"
+    end
+    local hits, df = {}, 0
+    local cur = db:cursor()
+    local ok = cur:jump(lo)
+    while ok do
+      local k, v = cur:get()
+      if k == nil or string.sub(k, 1, #lo) ~= lo then
+        break
+      end
+      local pkkey = string.sub(k, #lo + 1)
+      if prefix then
+        local z = string.find(pkkey, "\0", 1, true)
+        pkkey = string.sub(pkkey, z + 1)
+      end
+      local pk = model_pkof(v)
+      local tf = tonumber(string.sub(v, #pk + 2)) or 0
+      local hit = hits[pkkey]
+      if hit == nil then
+        df = df + 1
+        if docs == nil or docs[pkkey] ~= nil then
+          hits[pkkey] = { pk = pk, tf = tf }
+        else
+          hits[pkkey] = false
+        end
+      elseif hit then
+        hit.tf = hit.tf + tf
+      end
+      ok = cur:step()
+    end
+    cur:disable()
+    local nextdocs = {}
+    for pkkey, hit in pairs(hits) do
+      if hit then
+        local d = docs and docs[pkkey] or { pk = hit.pk, tf = {} }
+        d.tf[ti] = hit.tf
+        nextdocs[pkkey] = d
+      end
+    end
+    docs = nextdocs
+    dfs[ti] = df
+  end
+  docs = docs or {}
+  local ndocs = db:increment(base .. "\0sn", 0, 0) or 0
+  local nterms = db:increment(base .. "\0sl", 0, 0) or 0
+  local avgdl = 1
+  if ndocs > 0 and nterms > 0 then
+    avgdl = nterms / ndocs
+  end
+  local k1, b = 1.2, 0.75
+  local idf = {}
+  for ti = 1, nt do
+    local n = math.max(ndocs, dfs[ti])
+    idf[ti] = math.log(1 + (n - dfs[ti] + 0.5) / (dfs[ti] + 0.5))
+  end
+  local ranked = {}
+  for pkkey, d in pairs(docs) do
+    local lv = db:get(dp .. pkkey)
+    local dl = 0
+    if lv ~= nil then
+      dl = tonumber(string.sub(lv, #model_pkof(lv) + 2)) or 0
+    end
+    local score = 0
+    for ti = 1, nt do
+      local tf = d.tf[ti]
+      score = score + idf[ti] * tf * (k1 + 1) / (tf + k1 * (1 - b + b * dl / avgdl))
+    end
+    local text = string.format("%.17g", score)
+    table.insert(ranked, { tonumber(text), pkkey, d.pk, text })
+  end
+  table.sort(ranked, function(x, y)
+    if x[1] ~= y[1] then
+      return x[1] > y[1]
+    end
+    return x[2] < y[2]
+  end)
+  outmap.m = #ranked
+  local as = tonumber(inmap.as or "")
+  local ak = inmap.ak
+  local n = 0
+  local done = true
+  for _, e in ipairs(ranked) do
+    if as == nil or e[1] < as or (e[1] == as and e[2] > ak) then
+      if n >= limit then
+        done = false
+        break
+      end
+      n = n + 1
+      outmap["k" .. n] = e[2]
+      outmap["s" .. n] = e[4]
+      local rec, xt = jdb:get(jp .. e[3])
+      if rec ~= nil then
+        outmap["r" .. n] = rec
+        outmap["x" .. n] = xt
+      end
+    end
+  end
+  outmap.n = n
+  if done then
+    outmap.done = 1
+  end
+  return kt.RVSUCCESS
+end
 -- ==== ktstore.models: end ====

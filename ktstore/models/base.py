@@ -118,7 +118,13 @@ class ModelInfo:
     @property
     def index_names(self) -> list[str]:
         """Every index's name: indexed fields and composite indexes."""
-        return [f.name for f in self.indexed] + list(self.indexes)
+        names = [f.name for f in self.indexed] + list(self.indexes)
+        return names + ["__search__"] if self.search else names
+
+    @property
+    def search(self) -> list[Field]:
+        """The fields of the full-text index."""
+        return [f for f in self.fields.values() if getattr(f, "search", False)]
 
     @property
     def unique(self) -> list[Field]:
@@ -361,8 +367,18 @@ class Model(metaclass=ModelType):
             raise ValidationError("primary keys must not contain NUL")
         return pk
 
+    def _search_entries(self, binding: Binding, pkstr: str) -> dict[bytes, bytes]:
+        """The full-text entries of this instance (none without search fields)."""
+        fields = self._kt.search
+        if not fields:
+            return {}
+        from ktstore.models.search import entries
+
+        pk_key = self._kt.pk.encode_key(getattr(self, self._kt.pk.name))
+        return entries(binding, [getattr(self, f.name) for f in fields], pkstr, pk_key)
+
     def _index_keys(
-        self, binding: Binding, pkstr: str
+        self, binding: Binding, pkstr: str, search: dict[bytes, bytes] | None = None
     ) -> tuple[list[bytes], list[bytes], list[str]]:
         # the pk suffix keeps entries with equal values in primary key order (numeric
         # for int keys), and makes every entry key unique
@@ -378,6 +394,7 @@ class Model(metaclass=ModelType):
         for cx in self._kt.indexes.values():
             values = [getattr(self, f.name) for f, _desc in cx.parts]
             ix.append(binding.index_base(cx.name) + cx.encode(values) + pk_key)
+        ix.extend(self._search_entries(binding, pkstr) if search is None else search)
         return ix, ux, uf
 
     def _record(self, ix: list[bytes], ux: list[bytes], overrides: dict[str, Any]) -> bytes:
@@ -423,13 +440,16 @@ class Model(metaclass=ModelType):
     ) -> tuple[dict[bytes, bytes], bytes]:
         info = self._kt
         pkstr = self._pkstr()
-        ix, ux, uf = self._index_keys(binding, pkstr)
+        sx = self._search_entries(binding, pkstr)
+        ix, ux, uf = self._index_keys(binding, pkstr, sx)
         overrides = dict(overrides or {})
         spec: dict[bytes, bytes] = {
             b"k": binding.record_key(pkstr),
             b"p": pkstr.encode("utf-8"),
             b"ix": arraydump(ix),
         }
+        if sx:
+            spec[b"sx"] = mapdump(sx)
         if ux:
             spec[b"ux"] = arraydump(ux)
             spec[b"uf"] = arraydump([n.encode() for n in uf])
@@ -887,6 +907,16 @@ class Model(metaclass=ModelType):
         return Query(cls).filter(*exprs, **equals)
 
     filter = query
+
+    @classmethod
+    def search(cls, text: str, *exprs: Expr, **equals: Any) -> Any:
+        """Instances whose ``Text(search=True)`` fields hold every term of ``text``
+        (``"tyc*"`` is a prefix term), best BM25 score first, lazily and paged; other
+        predicates filter them (see :mod:`ktstore.models.search`)."""
+        from ktstore.models.search import SearchQuery
+
+        q = SearchQuery(cls, text)
+        return q.filter(*exprs, **equals) if exprs or equals else q
 
     @classmethod
     def all(cls) -> Query:

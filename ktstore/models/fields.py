@@ -333,8 +333,15 @@ class _Binary(Field):
 
 
 class Text(_Binary):
+    """Text.  ``search=True`` puts it in the model's full-text index
+    (:mod:`ktstore.models.search`, ``Model.search(...)``)."""
+
     kind = "text"
     python_types = (str,)
+
+    def __init__(self, *, search: bool = False, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.search = bool(search)
 
     def _raw(self, value: Any) -> bytes:
         return value.encode("utf-8")  # type: ignore[no-any-return]
