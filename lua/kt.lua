@@ -2655,4 +2655,76 @@ function modelsearch(inmap, outmap)
   end
   return kt.RVSUCCESS
 end
+-- modelremoveprefix: remove the records of database db whose key starts with pre, at most
+-- n per call (Store.delete_prefix), in one transaction.  On a tree database (tree = 1)
+-- they are one key range; otherwise the cursor walks the database (at most 20 n records
+-- a call) from after the key "after" (a key kept by the previous call).  Answers
+-- removed, last (where to resume, absent to start over) and done = 1 at the end.
+function modelremoveprefix(inmap, outmap)
+  local db = model_db(inmap, "db")
+  if db == nil then
+    outmap.err = "nodb"
+    return kt.RVSUCCESS
+  end
+  local pre = inmap.pre or ""
+  local limit = tonumber(inmap.n or "1000") or 1000
+  local tree = inmap.tree == "1"
+  local cur = db:cursor()
+  local ok
+  if tree then
+    ok = cur:jump(pre)
+  elseif inmap.after ~= nil then
+    ok = cur:jump(inmap.after)
+    if ok then
+      ok = cur:step()
+    end
+  else
+    ok = cur:jump()
+  end
+  local keys = {}
+  local visited = 0
+  local done = true
+  while ok do
+    local k = cur:get_key()
+    if k == nil then
+      break
+    end
+    local match = string.sub(k, 1, #pre) == pre
+    if tree and not match then
+      break
+    end
+    if match then
+      if #keys >= limit then
+        done = false
+        break
+      end
+      table.insert(keys, k)
+    else
+      outmap.last = k
+    end
+    visited = visited + 1
+    if not tree and visited >= 20 * limit then
+      done = false
+      break
+    end
+    ok = cur:step()
+  end
+  cur:disable()
+  if not db:begin_transaction() then
+    outmap.err = "transaction"
+    return kt.RVSUCCESS
+  end
+  local removed = 0
+  for _, k in ipairs(keys) do
+    if db:remove(k) then
+      removed = removed + 1
+    end
+  end
+  db:end_transaction(true)
+  outmap.removed = removed
+  if done then
+    outmap.done = 1
+  end
+  return kt.RVSUCCESS
+end
 -- ==== ktstore.models: end ====
