@@ -24,11 +24,12 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Iterable, Iterator
-from typing import Any, ClassVar
+from collections.abc import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, overload
 
 import attrs
 
+from ktstore.models import fields as fields_mod
 from ktstore.models import keycodec
 from ktstore.models.backend import (
     MEMO,
@@ -131,6 +132,45 @@ class ModelInfo:
         return [f for f in self.fields.values() if f.unique]
 
 
+if TYPE_CHECKING:
+    from typing_extensions import Self, dataclass_transform
+
+    from ktstore.models.search import SearchQuery
+else:
+    try:
+        from typing import dataclass_transform
+    except ImportError:  # Python 3.10: type checkers read typing_extensions' anyway
+
+        def dataclass_transform(**_kwargs: Any) -> Any:
+            return lambda cls: cls
+
+
+_Default = TypeVar("_Default")
+
+
+@dataclass_transform(
+    kw_only_default=True,
+    field_specifiers=(
+        Field,
+        Text,
+        Integer,
+        Float,
+        Decimal,
+        Version,
+        fields_mod.Bytes,
+        fields_mod.Boolean,
+        fields_mod.DateTime,
+        fields_mod.Date,
+        fields_mod.JSON,
+        fields_mod.UUID,
+        fields_mod.Enum,
+        ForeignKey,
+        ContainerField,
+        fields_mod.ListField,
+        fields_mod.SetField,
+        fields_mod.HashField,
+    ),
+)
 class ModelType(type):
     """Metaclass: makes the model class itself a mapping of its instances by primary
     key (``User[pk]``, ``del User[pk]``, ``pk in User``, ``len(User)``)."""
@@ -507,7 +547,7 @@ class Model(metaclass=ModelType):
         if getattr(self, pk.name) is None and getattr(pk, "auto", False):
             object.__setattr__(self, pk.name, binding.next_id())
 
-    def _raise_for(self, out: dict[bytes, bytes], instances: list[Model] | None = None) -> None:
+    def _raise_for(self, out: dict[bytes, bytes], instances: Sequence[Model] | None = None) -> None:
         err = out.get(b"err")
         if err is None:
             return
@@ -552,7 +592,7 @@ class Model(metaclass=ModelType):
 
     # ---- instance API -----------------------------------------------------------------
 
-    def save(self, ttl: Any = None, *, only_if_new: bool = False) -> Model:
+    def save(self, ttl: Any = None, *, only_if_new: bool = False) -> Self:
         """Store this instance with its index entries, atomically.
 
         ``ttl`` (seconds, timedelta or aware datetime) sets a new expiry for the record,
@@ -589,7 +629,7 @@ class Model(metaclass=ModelType):
             spec[b"cx"] = arraydump([b.container_key(pkstr, n) for n in self._kt.containers])
         return spec
 
-    def reload(self) -> Model:
+    def reload(self) -> Self:
         """Read the stored state again (raises :class:`DoesNotExist` if it is gone)."""
         fresh = type(self).get(getattr(self, self._kt.pk.name))
         for name in self._kt.fields:
@@ -627,7 +667,7 @@ class Model(metaclass=ModelType):
         """Seconds left before the stored record expires (``None``: never)."""
         return None if self._kt_xt is None else max(0.0, self._kt_xt - time.time())
 
-    def update(self, **changes: Any) -> Model:
+    def update(self, **changes: Any) -> Self:
         """Apply ``changes`` to the *stored* record atomically (read, change, write back
         only if nobody changed it meanwhile, else retry) and return self, refreshed."""
         for name in changes:
@@ -655,7 +695,7 @@ class Model(metaclass=ModelType):
     def decr(self, field: str | Field, n: int | float = 1) -> Any:
         return self.incr(field, -n)
 
-    def _atomic(self, change: Any, retries: int = 100) -> Model:
+    def _atomic(self, change: Any, retries: int = 100) -> Self:
         cls = type(self)
         b = cls._writable()
         pkstr = self._pkstr()
@@ -737,7 +777,7 @@ class Model(metaclass=ModelType):
         return json.dumps(self.to_dict(json_safe=True, **own), **kwargs)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Any:
+    def from_dict(cls, data: dict[str, Any]) -> Self:
         """A new, unsaved instance from ``to_dict()`` output (plain or JSON-safe forms
         are both taken; containers too).  Unknown keys raise :class:`ModelError`."""
         info = cls._kt
@@ -753,7 +793,7 @@ class Model(metaclass=ModelType):
         return cls(**values)
 
     @classmethod
-    def from_json(cls, text: str | bytes) -> Any:
+    def from_json(cls, text: str | bytes) -> Self:
         """``from_dict(json.loads(text))``."""
         import json
 
@@ -765,12 +805,22 @@ class Model(metaclass=ModelType):
     # ---- class API --------------------------------------------------------------------
 
     @classmethod
-    def create(cls, ttl: Any = None, **values: Any) -> Any:
+    def create(cls, ttl: Any = None, **values: Any) -> Self:
         """Make and save a new instance; :class:`AlreadyExists` if the pk is taken."""
         inst = cls(**values)
         return inst.save(ttl=ttl, only_if_new=True)
 
-    @classmethod
+    if TYPE_CHECKING:
+
+        @overload
+        @classmethod
+        def get(cls, pk: Any) -> Self: ...
+
+        @overload
+        @classmethod
+        def get(cls, pk: Any, default: _Default) -> Self | _Default: ...
+
+    @classmethod  # type: ignore[no-redef]
     def get(cls, pk: Any, default: Any = attrs.NOTHING) -> Any:
         """The instance with primary key ``pk``; :class:`DoesNotExist` (a KeyError) if
         there is none (or it expired), unless a ``default`` is given."""
@@ -786,7 +836,7 @@ class Model(metaclass=ModelType):
     @classmethod
     def get_or_create(
         cls, defaults: dict[str, Any] | None = None, **lookup: Any
-    ) -> tuple[Any, bool]:
+    ) -> tuple[Self, bool]:
         """``(instance, created)``: the first instance whose fields equal ``lookup``, or
         a new one created from ``lookup`` and ``defaults``.  Two callers racing on a
         unique field or the primary key end with the same instance (the loser's
@@ -815,7 +865,7 @@ class Model(metaclass=ModelType):
         return key in b.get_records([key])
 
     @classmethod
-    def get_many(cls, pks: Iterable[Any]) -> list[Any]:
+    def get_many(cls, pks: Iterable[Any]) -> list[Self]:
         """The instances that exist among ``pks``, in that order, in one get_bulk."""
         b = cls._binding()
         keys = [b.record_key(cls._pk_to_str(pk)) for pk in pks]
@@ -823,7 +873,7 @@ class Model(metaclass=ModelType):
         return [cls._from_record(*found[k]) for k in keys if k in found]
 
     @classmethod
-    def create_many(cls, items: Iterable[Any], ttl: Any = None) -> list[Any]:
+    def create_many(cls, items: Iterable[Any], ttl: Any = None) -> list[Self]:
         """Create many instances (models or dicts of values) in **one** atomic server
         call: if any is refused (unique violation, existing pk), none is written."""
         insts = [i if isinstance(i, cls) else cls(**i) for i in items]
@@ -899,7 +949,7 @@ class Model(metaclass=ModelType):
             specs, insts = specs[at - 1 :], insts[at - 1 :]
 
     @classmethod
-    def query(cls, *exprs: Expr, **equals: Any) -> Query:
+    def query(cls, *exprs: Expr, **equals: Any) -> Query[Self]:
         """A lazy, paged query (see :mod:`ktstore.models.query`); with no arguments,
         every instance in primary key order.  Predicates on indexed fields are answered
         by index range scans; a predicate on an **unindexed** field is answered by
@@ -909,7 +959,7 @@ class Model(metaclass=ModelType):
     filter = query
 
     @classmethod
-    def search(cls, text: str, *exprs: Expr, **equals: Any) -> Any:
+    def search(cls, text: str, *exprs: Expr, **equals: Any) -> SearchQuery[Self]:
         """Instances whose ``Text(search=True)`` fields hold every term of ``text``
         (``"tyc*"`` is a prefix term), best BM25 score first, lazily and paged; other
         predicates filter them (see :mod:`ktstore.models.search`)."""
@@ -919,7 +969,7 @@ class Model(metaclass=ModelType):
         return q.filter(*exprs, **equals) if exprs or equals else q
 
     @classmethod
-    def all(cls) -> Query:
+    def all(cls) -> Query[Self]:
         return Query(cls)
 
     @classmethod
@@ -975,6 +1025,9 @@ def _accept_containers(cls: Any) -> None:
         info = type(self)._kt
         containers = info.containers
         given = {n: kwargs.pop(n) for n in list(kwargs) if n in containers}
+        for name, cf in containers.items():
+            if name not in given and cf.default:
+                given[name] = cf.default  # copied by python_value
         related = {}
         for accessor, store_name in info.accessors.items():
             if accessor in kwargs:

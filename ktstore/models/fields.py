@@ -22,8 +22,8 @@ import decimal as _decimal
 import enum as _enum
 import math
 import uuid as _uuid
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Generic, overload
 
 import attrs
 import msgpack
@@ -55,8 +55,39 @@ __all__ = [
 
 NOTHING = attrs.NOTHING
 
+# Type parameters of the fields, for type checkers (see "Typed models" in
+# docs/models.md): ``email: Field[str] = fields.Text()`` makes ``User.email`` a
+# ``Field[str]`` (the query builder) and ``user.email`` a ``str``.  Each field class's
+# parameter is bound to its value type (``| None`` for optional fields) and defaults to
+# it, so an unannotated ``fields.Text()`` is a ``Text[str]``.
+if TYPE_CHECKING:
+    from typing_extensions import Self, TypeVar
 
-class Field:
+    from ktstore.models.views import HashView, ListView, SetView
+else:
+    from typing import TypeVar as _TypeVar
+
+    def TypeVar(name: str, *constraints: Any, default: Any = None, **kw: Any) -> Any:  # noqa: N802
+        return _TypeVar(name, *constraints, **kw)  # the default matters to checkers only
+
+
+_T = TypeVar("_T")
+_S = TypeVar("_S", bound="str | None", default=str)
+_By = TypeVar("_By", bound="bytes | None", default=bytes)
+_I = TypeVar("_I", bound="int | None", default=int)
+_Fl = TypeVar("_Fl", bound="float | None", default=float)
+_Bo = TypeVar("_Bo", bound="bool | None", default=bool)
+_DT = TypeVar("_DT", bound="_dt.datetime | None", default=_dt.datetime)
+_D = TypeVar("_D", bound="_dt.date | None", default=_dt.date)
+_Dec = TypeVar("_Dec", bound="_decimal.Decimal | None", default=_decimal.Decimal)
+_U = TypeVar("_U", bound="_uuid.UUID | None", default=_uuid.UUID)
+_J = TypeVar("_J", default=Any)
+_E = TypeVar("_E", default=Any)
+_V = TypeVar("_V", default=Any)
+_K = TypeVar("_K", default=Any)
+
+
+class Field(Generic[_T]):
     """Base class of scalar fields.
 
     ``index=True`` keeps an ordered index (equality and range queries, ordering);
@@ -220,13 +251,23 @@ class Field:
 
     # ---- the class-level query builder ------------------------------------------------
 
-    def __get__(self, instance: Any, owner: type | None = None) -> Any:
+    @overload
+    def __get__(self, instance: None, owner: Any = None) -> Self: ...
+
+    @overload
+    def __get__(self, instance: object, owner: Any = None) -> _T: ...
+
+    def __get__(self, instance: Any, owner: Any = None) -> Any:
         # Non-data descriptor: attrs stores instance values in __dict__, which wins, so
         # this is reached only for class access (User.age) -- or for a field a loaded
         # instance lacks, which cannot happen since __init__ sets every field.
         if instance is None:
             return self
         raise AttributeError(self.name)
+
+    if TYPE_CHECKING:  # for type checkers only: at run time attrs sets the value
+
+        def __set__(self, instance: object, value: _T) -> None: ...
 
     def _pred(self, op: str, value: Any) -> Any:
         from ktstore.models.query import Compare
@@ -315,7 +356,7 @@ class Field:
         return f"<{type(self).__name__} {owner}.{self.name}>"
 
 
-class _Binary(Field):
+class _Binary(Field[_T]):
     """Text and bytes: indexed as their bytes (UTF-8 for text, whose byte order is code
     point order), which also gives ``startswith`` a key prefix."""
 
@@ -332,7 +373,7 @@ class _Binary(Field):
         return keycodec.encode_bytes_prefix(self._raw(value))
 
 
-class Text(_Binary):
+class Text(_Binary[_S]):
     """Text.  ``search=True`` puts it in the model's full-text index
     (:mod:`ktstore.models.search`, ``Model.search(...)``)."""
 
@@ -347,7 +388,7 @@ class Text(_Binary):
         return value.encode("utf-8")  # type: ignore[no-any-return]
 
 
-class Bytes(_Binary):
+class Bytes(_Binary[_By]):
     """Bytes; JSON form: base64 text."""
 
     kind = "bytes"
@@ -373,7 +414,7 @@ class Bytes(_Binary):
         return self.convert(obj)
 
 
-class Integer(Field):
+class Integer(Field[_I]):
     """An int.  ``primary_key=True, auto=True`` draws ids from a server-side counter."""
 
     kind = "int"
@@ -408,7 +449,7 @@ def _ext_hook(code: int, data: bytes) -> Any:
     return msgpack.ExtType(code, data)
 
 
-class Version(Integer):
+class Version(Integer[int]):
     """Optimistic locking: incremented by every save; saving a copy whose version is
     not the stored one raises :class:`~ktstore.models.errors.ConflictError`."""
 
@@ -419,7 +460,7 @@ class Version(Integer):
         super().__init__(**kwargs)
 
 
-class Float(Field):
+class Float(Field[_Fl]):
     """A float; JSON form: the number, or ``"nan"``/``"inf"``/``"-inf"`` (which JSON
     has no number for)."""
 
@@ -443,7 +484,7 @@ class Float(Field):
         return keycodec.encode_float(value)
 
 
-class Boolean(Field):
+class Boolean(Field[_Bo]):
     kind = "bool"
     python_types = (bool,)
 
@@ -451,7 +492,7 @@ class Boolean(Field):
         return keycodec.encode_bool(value)
 
 
-class DateTime(Field):
+class DateTime(Field[_DT]):
     """A timezone-aware datetime.  Stored as (UTC microseconds, utc offset seconds), so
     it reads back in the offset it was written in; naive datetimes are refused (which
     zone would they be in?)."""
@@ -492,7 +533,7 @@ class DateTime(Field):
         return obj
 
 
-class Date(Field):
+class Date(Field[_D]):
     kind = "date"
     python_types = (_dt.date,)
 
@@ -522,7 +563,7 @@ class Date(Field):
         return obj
 
 
-class Decimal(Field):
+class Decimal(Field[_Dec]):
     """A :class:`decimal.Decimal`, stored as its exact string."""
 
     kind = "decimal"
@@ -549,7 +590,7 @@ class Decimal(Field):
         return str(value)  # exact, unlike a JSON number
 
 
-class UUID(Field):
+class UUID(Field[_U]):
     """A :class:`uuid.UUID` (its text form is converted), stored and indexed as its 16
     bytes (so the order is the bytes' order); JSON form: the canonical text."""
 
@@ -577,7 +618,7 @@ class UUID(Field):
         return str(value)
 
 
-class Enum(Field):
+class Enum(Field[_E]):
     """A member of an :class:`enum.Enum` whose values are all ``int`` or all ``str``.
     Stored, indexed and ordered by its value (a member's value is converted: ``"red"``
     -> ``Color.RED``); JSON form: the value."""
@@ -621,7 +662,7 @@ class Enum(Field):
         return value.value
 
 
-class JSON(Field):
+class JSON(Field[_J]):
     """JSON-able data (dicts, lists, str, numbers, bools, None), stored with msgpack.
     Not indexable: what would its order be?"""
 
@@ -730,19 +771,26 @@ class Index:
 
 class ContainerField:
     """A collection stored as its own record at ``<prefix>:<pk>\\x00<name>`` (tree order
-    puts it right after the instance), loaded lazily, deleted and expired with it."""
+    puts it right after the instance), loaded lazily, deleted and expired with it.
+
+    Reading it gives a view that behaves like the Python type it mirrors
+    (:mod:`ktstore.models.views`); assigning it, or giving it to the constructor,
+    replaces the contents at the next ``save()``, in the same atomic call as the
+    record.  ``default`` is the contents a new instance starts with (empty unless
+    given; type checkers need ``default=`` to see the field as optional)."""
 
     container = "Hash"
 
-    def __init__(self, doc: str | None = None) -> None:
+    def __init__(self, doc: str | None = None, *, default: Any = None) -> None:
         self.doc = doc
+        self.default = default
         self.name = ""
         self.model: type | None = None
 
     def __set_name__(self, owner: type, name: str) -> None:
         self.name = name
 
-    def __get__(self, instance: Any, owner: type | None = None) -> Any:
+    def __get__(self, instance: Any, owner: Any = None) -> Any:
         if instance is None:
             return self
         return instance._kt_container(self)
@@ -756,16 +804,58 @@ class ContainerField:
         return f"<{type(self).__name__} {owner}.{self.name}>"
 
 
-class ListField(ContainerField):
+class ListField(ContainerField, Generic[_V]):
+    """A list (``ListView``: a ``MutableSequence``)."""
+
     container = "List"
 
+    if TYPE_CHECKING:
 
-class SetField(ContainerField):
+        @overload
+        def __get__(self, instance: None, owner: Any = None) -> Self: ...
+
+        @overload
+        def __get__(self, instance: object, owner: Any = None) -> ListView[_V]: ...
+
+        def __get__(self, instance: Any, owner: Any = None) -> Any: ...
+
+        def __set__(self, instance: object, value: Iterable[_V]) -> None: ...
+
+
+class SetField(ContainerField, Generic[_V]):
+    """A set (``SetView``: a ``MutableSet``)."""
+
     container = "Set"
 
+    if TYPE_CHECKING:
 
-class HashField(ContainerField):
+        @overload
+        def __get__(self, instance: None, owner: Any = None) -> Self: ...
+
+        @overload
+        def __get__(self, instance: object, owner: Any = None) -> SetView[_V]: ...
+
+        def __get__(self, instance: Any, owner: Any = None) -> Any: ...
+
+        def __set__(self, instance: object, value: Iterable[_V]) -> None: ...
+
+
+class HashField(ContainerField, Generic[_K, _V]):
+    """A dict (``HashView``: a ``MutableMapping``)."""
+
     container = "Hash"
+
+    if TYPE_CHECKING:
+
+        @overload
+        def __get__(self, instance: None, owner: Any = None) -> Self: ...
+
+        @overload
+        def __get__(self, instance: object, owner: Any = None) -> HashView[_K, _V]: ...
+
+        def __get__(self, instance: Any, owner: Any = None) -> Any: ...
+
+        def __set__(self, instance: object, value: Mapping[_K, _V]) -> None: ...
 
 
 # ---- annotations -> fields -----------------------------------------------------------

@@ -43,7 +43,7 @@ is no cap on how far you can page.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 from ktstore.models import keycodec
 from ktstore.models.errors import ModelError, ValidationError
@@ -461,12 +461,16 @@ def _union(ranges: list[Range]) -> list[Range]:
     return out
 
 
-class Query:
-    """A lazy query over one model.  Immutable: every method returns a new query."""
+_M = TypeVar("_M", bound="Model")
+
+
+class Query(Generic[_M]):
+    """A lazy query over one model (``Query[User]`` iterates ``User`` instances).
+    Immutable: every method returns a new query."""
 
     def __init__(
         self,
-        model: type[Model],
+        model: type[_M],
         where: Expr | None = None,
         order: tuple[Order, ...] = (),
         limit: int | None = None,
@@ -482,7 +486,7 @@ class Query:
         self.page_size = page_size
         self.max_sort = max_sort
 
-    def _copy(self, **kw: Any) -> Query:
+    def _copy(self, **kw: Any) -> Query[_M]:
         args: dict[str, Any] = dict(
             where=self.where,
             order=self.order,
@@ -510,7 +514,7 @@ class Query:
 
     # ---- building ---------------------------------------------------------------------
 
-    def filter(self, *exprs: Expr, **equals: Any) -> Query:
+    def filter(self, *exprs: Expr, **equals: Any) -> Query[_M]:
         """Narrow the query (``&`` of everything given); keywords mean equality."""
         parts = list(exprs)
         fields = self.model._kt.fields
@@ -529,7 +533,7 @@ class Query:
 
     where_ = filter
 
-    def order_by(self, *orders: Any) -> Query:
+    def order_by(self, *orders: Any) -> Query[_M]:
         """Order by one or several fields: ``order_by(User.age)``,
         ``order_by(Task.done, Task.due.desc())``, ``order_by("done", "-due")``.
 
@@ -561,22 +565,22 @@ class Query:
             )
         return self._copy(order=tuple(out))
 
-    def sort_limit(self, n: int) -> Query:
+    def sort_limit(self, n: int) -> Query[_M]:
         """How many matches a multi-field ordering without a fitting index may sort in
         memory (default 10,000) before raising instead."""
         return self._copy(max_sort=max(0, int(n)))
 
-    def limit(self, n: int | None) -> Query:
+    def limit(self, n: int | None) -> Query[_M]:
         if n is not None and n < 0:
             raise ValidationError("limit must be >= 0")
         return self._copy(limit=n)
 
-    def offset(self, n: int) -> Query:
+    def offset(self, n: int) -> Query[_M]:
         if n < 0:
             raise ValidationError("offset must be >= 0")
         return self._copy(offset=n)
 
-    def paged(self, page_size: int) -> Query:
+    def paged(self, page_size: int) -> Query[_M]:
         """How many records one server round trip brings (memory held while iterating)."""
         return self._copy(page_size=max(1, int(page_size)))
 
@@ -717,7 +721,7 @@ class Query:
 
     def _candidates(
         self, start: tuple[int, int, bytes] | None = None, page: int | None = None
-    ) -> Iterator[tuple[tuple[int, int, bytes], Model]]:
+    ) -> Iterator[tuple[tuple[int, int, bytes], _M]]:
         """``(position, instance)`` for every match; a position (scan, range, index key)
         can resume the query right after that instance (see :meth:`page`).  ``page``
         sizes the first server page of each scan (later pages are ``page_size``)."""
@@ -763,12 +767,12 @@ class Query:
 
     def _sorted(
         self, start: tuple[int, int, bytes] | None
-    ) -> Iterator[tuple[tuple[int, int, bytes], Model]]:
+    ) -> Iterator[tuple[tuple[int, int, bytes], _M]]:
         """The matches sorted in memory by the ordering (no index gives it): at most
         ``max_sort`` of them, else :class:`ModelError` naming the index to declare.
         Positions are ``(-1, rank, b"")``."""
         pk = self.model._kt.pk
-        found: list[tuple[list[bytes], Model]] = []
+        found: list[tuple[list[bytes], _M]] = []
         for _pos, inst in self._copy(order=())._candidates():
             if len(found) >= self.max_sort:
                 spec = ", ".join(
@@ -790,7 +794,7 @@ class Query:
         for rank in range(skip, len(found)):
             yield (-1, rank, b""), found[rank][1]
 
-    def page(self, size: int, token: str | None = None) -> tuple[list[Model], str | None]:
+    def page(self, size: int, token: str | None = None) -> tuple[list[_M], str | None]:
         """One page of results and a token for the next one (``None`` at the end).
 
         Tokens are stateless ("continue after this index key"): nothing is kept on the
@@ -801,7 +805,7 @@ class Query:
         if size < 1:
             raise ValidationError("page size must be >= 1")
         start = _decode_token(token) if token else None
-        items: list[Model] = []
+        items: list[_M] = []
         last: tuple[int, int, bytes] | None = start
         q = self.paged(min(size + 1, 1000)) if self.page_size < size else self
         for pos, inst in q._candidates(start):
@@ -811,7 +815,7 @@ class Query:
             last = pos
         return items, None
 
-    def __iter__(self) -> Iterator[Model]:
+    def __iter__(self) -> Iterator[_M]:
         skip = self._offset
         left = self._limit
         if left == 0:
@@ -829,7 +833,7 @@ class Query:
                 if left == 0:
                     return
 
-    def all(self) -> list[Model]:
+    def all(self) -> list[_M]:
         return [inst for inst in self]  # not list(self): that would call __len__ (a count)
 
     def __len__(self) -> int:
@@ -938,7 +942,7 @@ class Query:
             return len(fresh)
         raise ModelError(f"{model.__name__}.query().update(): too much contention, gave up")
 
-    def first(self) -> Model | None:
+    def first(self) -> _M | None:
         for inst in self.limit(1):
             return inst
         return None
@@ -975,6 +979,12 @@ class Query:
         if batch:
             n += self.model.delete_many(batch)
         return n
+
+    @overload
+    def __getitem__(self, item: int) -> _M: ...
+
+    @overload
+    def __getitem__(self, item: slice) -> Query[_M]: ...
 
     def __getitem__(self, item: Any) -> Any:
         if isinstance(item, slice):

@@ -31,7 +31,7 @@ import re
 import unicodedata
 from collections import Counter
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from ktstore.models.errors import ModelError, ValidationError
 
@@ -101,27 +101,31 @@ def entries(
     return out
 
 
-class SearchQuery:
-    """A lazy, paged full-text query (``Model.search(...)``); immutable."""
+_M = TypeVar("_M")
+
+
+class SearchQuery(Generic[_M]):
+    """A lazy, paged full-text query (``Model.search(...)``; ``SearchQuery[User]``
+    iterates ``User`` instances); immutable."""
 
     def __init__(
         self,
-        model: Any,
+        model: type[_M],
         text: str,
         where: Expr | None = None,
         limit: int | None = None,
         page_size: int = 100,
     ) -> None:
-        if not model._kt.search:
+        if not getattr(model, "_kt").search:  # noqa: B009 - type[_M] is any model
             raise ModelError(f"{model.__name__} has no Text(search=True) field")
-        self.model = model
+        self.model: Any = model
         self.text = text
         self.terms = parse_query(text)
         self.where = where
         self._limit = limit
         self.page_size = page_size
 
-    def _copy(self, **kw: Any) -> SearchQuery:
+    def _copy(self, **kw: Any) -> SearchQuery[_M]:
         args: dict[str, Any] = dict(where=self.where, limit=self._limit, page_size=self.page_size)
         args.update(kw)
         return SearchQuery(self.model, self.text, **args)
@@ -134,7 +138,7 @@ class SearchQuery:
             out += f" limit={self._limit}"
         return out + ">"
 
-    def filter(self, *exprs: Expr, **equals: Any) -> SearchQuery:
+    def filter(self, *exprs: Expr, **equals: Any) -> SearchQuery[_M]:
         """Keep only the matches of these predicates too (checked on the client)."""
         q = self.model.query(*exprs, **equals)
         where = q.where
@@ -142,12 +146,12 @@ class SearchQuery:
             where = self.where & where
         return self._copy(where=where if where is not None else self.where)
 
-    def limit(self, n: int | None) -> SearchQuery:
+    def limit(self, n: int | None) -> SearchQuery[_M]:
         if n is not None and n < 0:
             raise ValidationError("limit must be >= 0")
         return self._copy(limit=n)
 
-    def paged(self, page_size: int) -> SearchQuery:
+    def paged(self, page_size: int) -> SearchQuery[_M]:
         return self._copy(page_size=max(1, int(page_size)))
 
     # ---- execution --------------------------------------------------------------------
@@ -188,7 +192,7 @@ class SearchQuery:
             rows.append((out[b"s%d" % i].decode(), out[b"k%d" % i], inst))
         return rows, out.get(b"done") == b"1", int(out.get(b"m", b"0"))
 
-    def scored(self) -> Iterator[tuple[Any, float]]:
+    def scored(self) -> Iterator[tuple[_M, float]]:
         """``(instance, score)`` pairs, best first."""
         left = self._limit
         if left == 0:
@@ -210,14 +214,14 @@ class SearchQuery:
                 return
             n = self.page_size
 
-    def __iter__(self) -> Iterator[Any]:
+    def __iter__(self) -> Iterator[_M]:
         for inst, _score in self.scored():
             yield inst
 
-    def all(self) -> list[Any]:
+    def all(self) -> list[_M]:
         return [inst for inst in self]
 
-    def first(self) -> Any:
+    def first(self) -> _M | None:
         for inst in self.limit(1):
             return inst
         return None
@@ -233,7 +237,7 @@ class SearchQuery:
     def __len__(self) -> int:
         return self.count()
 
-    def page(self, size: int, token: str | None = None) -> tuple[list[Any], str | None]:
+    def page(self, size: int, token: str | None = None) -> tuple[list[_M], str | None]:
         """One page of results and a stateless token for the next (``None`` at the
         end): "continue after this score and primary key"."""
         import base64
@@ -249,7 +253,7 @@ class SearchQuery:
                 after = (str(s), bytes(k))
             except Exception:
                 raise ValidationError(f"not a page token of this search: {token!r}") from None
-        items: list[Any] = []
+        items: list[_M] = []
         last = after
         while True:
             rows, done, _m = self._call(max(size + 1, self.page_size), after)

@@ -25,13 +25,16 @@ from collections.abc import (
     MutableSequence,
     MutableSet,
 )
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     from ktstore.models.base import Model
     from ktstore.models.fields import ContainerField
 
 __all__ = ["HashView", "SetView", "ListView", "raw_record", "view_for", "python_value"]
+
+_K = TypeVar("_K")
+_V = TypeVar("_V")
 
 
 class _View:
@@ -77,7 +80,7 @@ class _View:
         raise NotImplementedError
 
 
-class HashView(_View, MutableMapping):  # type: ignore[misc]
+class HashView(_View, MutableMapping[_K, _V]):
     """A ``HashField`` as a ``MutableMapping``."""
 
     def copy(self) -> dict[Any, Any]:
@@ -133,7 +136,7 @@ class HashView(_View, MutableMapping):  # type: ignore[misc]
     __hash__ = None  # type: ignore[assignment]
 
 
-class SetView(_View, MutableSet):  # type: ignore[misc]
+class SetView(_View, MutableSet[_V]):
     """A ``SetField`` as a ``MutableSet``."""
 
     @classmethod
@@ -193,7 +196,7 @@ class SetView(_View, MutableSet):  # type: ignore[misc]
     __hash__ = None  # type: ignore[assignment]
 
 
-class ListView(_View, MutableSequence):  # type: ignore[misc]
+class ListView(_View, MutableSequence[_V]):
     """A ``ListField`` as a ``MutableSequence`` (negative indexes and slices work)."""
 
     def copy(self) -> list[Any]:
