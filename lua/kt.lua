@@ -2196,6 +2196,7 @@ local function model_clear(idb, rdb, rels, roots, pkkey, state)
           state.err = "protected"
           state.field = rel.f
           state.owner = cpk
+          state.rp = rel.rp
           return false
         elseif state.budget <= 0 then
           state.more = true
@@ -2260,6 +2261,7 @@ local function model_delete_one(idb, rdb, s, outmap, rels, state)
       outmap.err = state.err
       outmap.field = state.field
       outmap.owner = state.owner
+      outmap.rp = state.rp
     end
     return false, 0
   end

@@ -571,8 +571,9 @@ class Model(metaclass=ModelType):
             )
         if err == b"protected":
             field = out.get(b"field", b"").decode()
+            child = out.get(b"rp", b":").decode(errors="replace")[:-1]
             raise ProtectedError(
-                f"{name} {inst._pkstr()!r} is referred to by {field} of instance "
+                f"{name} {inst._pkstr()!r} is referred to by {child}.{field} of "
                 f"{out.get(b'owner', b'').decode()!r} (on_delete=PROTECT): nothing deleted"
             )
         if err == b"conflict":
