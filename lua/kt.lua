@@ -1844,27 +1844,40 @@ end
 -- per distinct term and one length entry P\0d\0<pk key> = pk\0<number of terms>;
 -- the counters P\0sn (documents) and P\0sl (terms in all documents) follow the
 -- length entries as they are written and removed, in the same transaction.
-local function model_stat(idb, k, v, sign)
+local function model_lenbase(k)
+  -- the model prefix P when k is a length entry P\0d\0..., else nil
   local z = string.find(k, "\0", 1, true)
-  if z == nil or string.sub(k, z, z + 2) ~= "\0d\0" then
+  if z ~= nil and string.sub(k, z, z + 2) == "\0d\0" then
+    return string.sub(k, 1, z - 1)
+  end
+  return nil
+end
+
+local function model_stat(idb, k, v, sign)
+  local base = model_lenbase(k)
+  if base == nil then
     return
   end
   local len = tonumber(string.sub(v, #model_pkof(v) + 2)) or 0
-  local base = string.sub(k, 1, z - 1)
   idb:increment(base .. "\0sn", sign, 0)
   idb:increment(base .. "\0sl", sign * len, 0)
 end
 
 -- Write an index-db entry (counting a length entry in the search statistics).
 local function model_put(idb, k, v, xt)
-  local old = idb:get(k)
-  if old ~= nil then
-    model_stat(idb, k, old, -1)
+  local counted = model_lenbase(k) ~= nil
+  if counted then
+    local old = idb:get(k)
+    if old ~= nil then
+      model_stat(idb, k, old, -1)
+    end
   end
   if not idb:set(k, v, xt) then
     error("index write failed: " .. tostring(idb:error()))
   end
-  model_stat(idb, k, v, 1)
+  if counted then
+    model_stat(idb, k, v, 1)
+  end
 end
 
 -- Remove an entry if the record pk still owns it.
@@ -2041,11 +2054,7 @@ local function model_save_one(idb, rdb, s, i, outmap)
     end
   end
   for nkey in pairs(newkeys) do
-    local v = values[nkey] or pk
-    -- an entry the stored record already has, unchanged and without expiry, stays
-    if xt ~= nil or old == nil or idb:get(nkey) ~= v then
-      model_put(idb, nkey, v, xt)
-    end
+    model_put(idb, nkey, values[nkey] or pk, xt)
   end
   if not rdb:set(key, s.r, xt) then
     error("record write failed: " .. tostring(rdb:error()))

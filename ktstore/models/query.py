@@ -912,7 +912,10 @@ class Query(Generic[_M]):
         for attempt in range(50):
             specs, records, fresh = [], [], []
             for inst in page:
-                new = model._from_record(inst._kt_raw, inst._kt_xt)
+                new = model.__new__(model)  # a copy of the loaded state (no decoding)
+                new.__dict__.update(
+                    (k, v) for k, v in inst.__dict__.items() if k not in ("_kt_rel", "_kt_pending")
+                )
                 for name, value in changes.items():
                     v = value.evaluate(inst) if isinstance(value, UpdateExpr) else value
                     setattr(new, name, v)  # validated and converted by attrs
