@@ -199,3 +199,13 @@ def test_concurrent_children_never_outlive_their_parent(kt_server):
     assert Post.check().ok
     for c in clients:
         c.close_all()
+
+
+def test_check_reports_references_to_missing_instances(store):
+    Author, Post, Comment, Badge = make(store)
+    ada = Author.create(name="ada")
+    p = Post.create(author=ada)
+    assert Post.check().ok
+    store.client.remove(Author._binding().record_key(ada.id), db=1)  # around the model layer
+    report = Post.check()
+    assert not report.ok and report.dangling_refs == [(p.id, "author_id", ada.id)]

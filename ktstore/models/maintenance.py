@@ -36,11 +36,15 @@ class CheckReport:
     # full-text counters (documents, terms) that differ from the length entries:
     # ((stored), (expected)); None when they agree or the model has no search fields
     search_stats: tuple[tuple[int, int], tuple[int, int]] | None = None
+    # (pk, foreign key field, referenced pk) whose referenced instance does not exist
+    # (written around the model layer, or expired): fix or delete those instances
+    dangling_refs: list[tuple[str, str, Any]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return not (
-            self.orphan_entries
+            self.dangling_refs
+            or self.orphan_entries
             or self.missing_entries
             or self.unreadable
             or self.orphan_containers
@@ -109,6 +113,24 @@ def check(model: type[Model]) -> CheckReport:
             report.entries += 1
             if rec is None or key not in memo_keys(rec):
                 report.orphan_entries.append(key)
+    from ktstore.models.relations import ForeignKey
+
+    fks: list[Any] = [f for f in model._kt.fields.values() if isinstance(f, ForeignKey)]
+    refs: list[tuple[str, str, Any]] = []
+
+    def _dangling(refs: list[tuple[str, str, Any]]) -> list[tuple[str, str, Any]]:
+        """The references among ``refs`` whose instance does not exist."""
+        out: list[tuple[str, str, Any]] = []
+        by_target: dict[Any, list[tuple[str, str, Any]]] = {}
+        for ref in refs:
+            by_target.setdefault(model._kt.fields[ref[1]].target, []).append(ref)  # type: ignore[attr-defined]
+        for target, group in by_target.items():
+            tb = target._binding()
+            keys = {ref: tb.record_key(target._pk_to_str(ref[2])) for ref in group}
+            live = tb.get_records(sorted(set(keys.values())))
+            out.extend(ref for ref in group if keys[ref] not in live)
+        return out
+
     for key, raw, _xt in _records(model, b):
         report.records += 1
         pkstr = key[len(b.record_prefix) :].decode("utf-8", "surrogateescape")
@@ -128,6 +150,14 @@ def check(model: type[Model]) -> CheckReport:
         for k in expected:
             if k not in present or k not in memo:
                 report.missing_entries.append((pkstr, k))
+        for f in fks:
+            value = getattr(inst, f.name)
+            if value is not None:
+                refs.append((pkstr, f.name, value))
+        if len(refs) >= 200:
+            report.dangling_refs.extend(_dangling(refs))
+            refs = []
+    report.dangling_refs.extend(_dangling(refs))
     for batch in _batches(key for key, _v, _x in _records(model, b, containers=True)):
         parents = {k: k.split(b"\x00", 1)[0] for k in batch}
         live = b.get_records(sorted(set(parents.values())))
