@@ -2684,12 +2684,9 @@ function modelremoveprefix(inmap, outmap)
   local ok
   if tree then
     ok = cur:jump(pre)
-  elseif inmap.after ~= nil then
-    ok = cur:jump(inmap.after)
-    if ok then
-      ok = cur:step()
-    end
-  else
+  elseif inmap.after ~= nil and cur:jump(inmap.after) then
+    ok = cur:step()
+  else -- from the start (also when the key to resume after is gone)
     ok = cur:jump()
   end
   local keys = {}
