@@ -39,7 +39,7 @@ class Author(Model, prefix="typed_author"):
 
 class Post(Model, prefix="typed_post"):
     title: Field[str] = fields.Text(search=True)
-    author: Field[str] = fields.ForeignKey(Author, on_delete=CASCADE)
+    author: fields.ForeignKey[Author] = fields.ForeignKey(Author, on_delete=CASCADE)
 
 
 def use() -> None:
@@ -67,6 +67,9 @@ def use() -> None:
     assert_type(Author.get_many(["a"]), list[Author])
     assert_type(Author.get_or_create(name="c"), tuple[Author, bool])
     assert_type(Author.from_dict({"name": "d"}), Author)
+    post = Post(title="t", author=a)
+    assert_type(post.author, Author)
+    Post(title="t", author="an-author-pk")
     s = Post.search("kyoto")
     assert_type(s, SearchQuery[Post])
     for p in s:
@@ -88,6 +91,13 @@ Author(name=1)
 Author(nme="ada")
 Author(karma=3)
 x: int = Author.get("a").name
+
+
+class Post(Model, prefix="typed_post"):
+    author: fields.ForeignKey[Author] = fields.ForeignKey(Author)
+
+
+Post(author=3.5)
 """
 
 
@@ -132,3 +142,4 @@ def test_wrong_calls_are_reported(tmp_path):
     assert 'Unexpected keyword argument "nme"' in text, text
     assert 'Missing named argument "name"' in text, text
     assert "usercode.py:15:" in text and "incompatible types in assignment" in text.lower(), text
+    assert 'Argument "author" to "Post" has incompatible type "float"' in text, text

@@ -27,13 +27,19 @@ atomic; the author goes with the last one.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, overload
 
 from ktstore.models.errors import ModelDefinitionError, ModelError, ValidationError
-from ktstore.models.fields import Field
+from ktstore.models.fields import Field, TypeVar
 
 if TYPE_CHECKING:
+    from typing_extensions import Self
+
     from ktstore.models.backend import Binding
+
+# the referenced model as type checkers see it: ``author: ForeignKey[Author]``
+# (``ForeignKey[Author | None]`` for an optional one)
+_R = TypeVar("_R", default=Any)
 
 __all__ = ["ForeignKey", "CASCADE", "PROTECT", "SET_NULL", "Related", "Reverse"]
 
@@ -43,11 +49,25 @@ SET_NULL = "set_null"
 _RULES = {CASCADE: "c", PROTECT: "p", SET_NULL: "n"}
 
 
-class ForeignKey(Field):
+class ForeignKey(Field[Any], Generic[_R]):
     """A reference to an instance of ``to`` (a model class, or ``"self"``), stored as
     its primary key.  ``on_delete``: ``PROTECT`` (default), ``CASCADE`` or ``SET_NULL``
     (which makes the field optional).  ``related_name`` names the reverse query on
-    ``to`` (default ``<model>_set``)."""
+    ``to`` (default ``<model>_set``).  For type checkers, annotate it
+    ``author: fields.ForeignKey[Author] = fields.ForeignKey(Author)``: ``post.author``
+    is then an ``Author`` and the constructor takes an ``Author`` (or its pk)."""
+
+    if TYPE_CHECKING:
+
+        @overload  # type: ignore[override]
+        def __get__(self, instance: None, owner: Any = None) -> Self: ...
+
+        @overload
+        def __get__(self, instance: object, owner: Any = None) -> _R: ...
+
+        def __get__(self, instance: Any, owner: Any = None) -> Any: ...
+
+        def __set__(self, instance: object, value: _R | str | int) -> None: ...  # type: ignore[override]
 
     kind = "fk"
 
