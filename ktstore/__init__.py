@@ -63,6 +63,8 @@ __all__ = [
 
 _LAZY = {
     "KyotoTycoon": "ktstore.client",
+    "AsyncKyotoTycoon": "ktstore.client.aio",
+    "AsyncStore": "ktstore.async_store",
     "Cursor": "ktstore.cursor",
     "CursorNotSupported": "ktstore.cursor",
     "EmbeddedServer": "ktstore.embedded",
