@@ -162,7 +162,7 @@ class Commands(LuaMethods):
 
     # -- the runner (each client class provides it) -----------------------------------------
 
-    def execute(self, runnable: Command | Program) -> Any:
+    def execute_command(self, runnable: Command | Program) -> Any:
         """Run a command (or a program of commands) and return its value; the asyncio
         client returns a coroutine, a pipeline queues the command."""
         raise NotImplementedError  # pragma: no cover
@@ -292,7 +292,7 @@ class Commands(LuaMethods):
         self, name: str | bytes, params: list[tuple[bytes, bytes]], no_reply: bool = False
     ) -> Any:
         """Old private name of ``execute(script_command(...))`` (the model layer)."""
-        return self.execute(self.script_command(name, params, no_reply))
+        return self.execute_command(self.script_command(name, params, no_reply))
 
     def rpc_command(
         self,
@@ -327,7 +327,9 @@ class Commands(LuaMethods):
         timeout: float | None = None,
     ) -> Any:
         """Old private name of ``execute(rpc_command(...))``."""
-        return self.execute(self.rpc_command(name, params, db, allowed, idempotent, timeout))
+        return self.execute_command(
+            self.rpc_command(name, params, db, allowed, idempotent, timeout)
+        )
 
     def _build_rpc(self, name: str, params: list[tuple[bytes, bytes]], db: Any) -> bytes:
         """The bytes of a ``POST /rpc/<name>`` request (the request line and fixed
@@ -437,7 +439,7 @@ class Commands(LuaMethods):
 
     def get(self, key: Any, db: int | None = None, decode_value: bool = True) -> Any:
         """The value at ``key`` (deserialized unless ``decode_value=False``), or ``None``."""
-        return self.execute(self.get_command(key, db, decode_value))
+        return self.execute_command(self.get_command(key, db, decode_value))
 
     def get_bytes_command(self, key: Any, db: int | None = None) -> Command:
         """The command of :meth:`get_bytes`."""
@@ -445,7 +447,7 @@ class Commands(LuaMethods):
 
     def get_bytes(self, key: Any, db: int | None = None) -> Any:
         """The raw bytes at ``key``, or ``None``."""
-        return self.execute(self.get_command(key, db, False))
+        return self.execute_command(self.get_command(key, db, False))
 
     def _bulk_dict(self, decode_values: bool, asked: list[bytes], keys: Any) -> Any:
         """The finish of get_bulk: ``{key: value}``.  With ``decode_keys`` a key that is
@@ -500,7 +502,7 @@ class Commands(LuaMethods):
         bkeys = self.key_list(keys)
         request = _encode_get_bulk_db(dbidx, bkeys)
         finish = self._bulk_dict(decode_values, bkeys, keys)
-        return self.execute(Command(BINARY, request, GetBulkReply, finish, True, False))
+        return self.execute_command(Command(BINARY, request, GetBulkReply, finish, True, False))
 
     def get_bulk_details(
         self, db_key_list: Iterable[tuple[int, Any]], decode_values: bool = True
@@ -521,14 +523,14 @@ class Commands(LuaMethods):
                 raise _binary_error("get_bulk")
             return [(d, dk(k), dec(v) if dec is not None else v, xt) for d, k, v, xt in records]
 
-        return self.execute(Command(BINARY, request, GetBulkReply, finish, True, False))
+        return self.execute_command(Command(BINARY, request, GetBulkReply, finish, True, False))
 
     # -- binary protocol: set ----------------------------------------------------------------
 
     def _set_command(self, request: bytes, no_reply: bool) -> Any:
         if no_reply:
-            return self.execute(Command(NOREPLY, request, None, _none, name="set_bulk"))
-        return self.execute(Command(BINARY, request, _SET_COUNT, _finish_set, False, False))
+            return self.execute_command(Command(NOREPLY, request, None, _none, name="set_bulk"))
+        return self.execute_command(Command(BINARY, request, _SET_COUNT, _finish_set, False, False))
 
     def set(
         self,
@@ -639,8 +641,10 @@ class Commands(LuaMethods):
 
     def _remove_command(self, request: bytes, no_reply: bool) -> Any:
         if no_reply:
-            return self.execute(Command(NOREPLY, request, None, _none, name="remove_bulk"))
-        return self.execute(Command(BINARY, request, _REMOVE_COUNT, _finish_remove, False, False))
+            return self.execute_command(Command(NOREPLY, request, None, _none, name="remove_bulk"))
+        return self.execute_command(
+            Command(BINARY, request, _REMOVE_COUNT, _finish_remove, False, False)
+        )
 
     def remove(self, key: Any, db: int | None = None, no_reply: bool = False) -> Any:
         """Remove one key; return the number removed (1 or 0)."""
@@ -678,7 +682,7 @@ class Commands(LuaMethods):
         bvalue = check_size(self._encode_value(value) if encode_value else raw_value(value))
         params = [(b"key", self.encode_key(key)), (b"value", bvalue)]
         self.with_xt(params, expire_time)
-        return self.execute(self.rpc_command(proc, params, db, (450,)).then(_status_ok))
+        return self.execute_command(self.rpc_command(proc, params, db, (450,)).then(_status_ok))
 
     def add(
         self,
@@ -731,7 +735,7 @@ class Commands(LuaMethods):
             o = special_orig(orig) if isinstance(orig, str) else number("orig", orig)
             params.append((b"orig", o))
         cmd = self.rpc_command(proc, self.with_xt(params, expire_time), db)
-        return self.execute(cmd.then(lambda r: convert(r[1][b"num"])))
+        return self.execute_command(cmd.then(lambda r: convert(r[1][b"num"])))
 
     def increment(
         self,
@@ -781,19 +785,19 @@ class Commands(LuaMethods):
         if new_val is not None:
             params.append((b"nval", check_size(enc(new_val))))
         self.with_xt(params, expire_time)
-        return self.execute(self.rpc_command("cas", params, db, (450,)).then(_status_ok))
+        return self.execute_command(self.rpc_command("cas", params, db, (450,)).then(_status_ok))
 
     def exists(self, key: Any, db: int | None = None) -> Any:
         """Whether ``key`` exists (and has not expired)."""
         cmd = self.rpc_command("check", [(b"key", self.encode_key(key))], db, (450,), True)
-        return self.execute(cmd.then(_status_ok))
+        return self.execute_command(cmd.then(_status_ok))
 
     check = exists
 
     def length(self, key: Any, db: int | None = None) -> Any:
         """Size in bytes of the raw value at ``key``, or ``None``."""
         cmd = self.rpc_command("check", [(b"key", self.encode_key(key))], db, (450,), True)
-        return self.execute(cmd.then(lambda r: int(r[1][b"vsiz"]) if r[0] == 200 else None))
+        return self.execute_command(cmd.then(lambda r: int(r[1][b"vsiz"]) if r[0] == 200 else None))
 
     def seize(self, key: Any, db: int | None = None, decode_value: bool = True) -> Any:
         """Atomically get and remove the value at ``key``; ``None`` if missing."""
@@ -806,7 +810,7 @@ class Commands(LuaMethods):
             return dec(value) if dec is not None else value
 
         cmd = self.rpc_command("seize", [(b"key", self.encode_key(key))], db, (450,))
-        return self.execute(cmd.then(finish))
+        return self.execute_command(cmd.then(finish))
 
     pop = seize
 
@@ -814,7 +818,7 @@ class Commands(LuaMethods):
         """Collect expired records (``step`` records, or all when 0)."""
         step_b = int_arg("step", step)
         params = [(b"step", step_b)] if step > 0 else []
-        return self.execute(self.rpc_command("vacuum", params, db).then(_true))
+        return self.execute_command(self.rpc_command("vacuum", params, db).then(_true))
 
     # -- HTTP: matching -------------------------------------------------------------------
 
@@ -829,7 +833,7 @@ class Commands(LuaMethods):
             )
             return [dk(k) for _, k in ordered]
 
-        return self.execute(self.rpc_command(proc, params, db, (), True).then(finish))
+        return self.execute_command(self.rpc_command(proc, params, db, (), True).then(finish))
 
     def match_prefix(self, prefix: Any, max_keys: int | None = None, db: int | None = None) -> Any:
         """Keys starting with ``prefix``, in the database's order (sorted on tree DBs).
@@ -875,7 +879,7 @@ class Commands(LuaMethods):
                 result.append((path.decode("utf-8", "replace"), size, when.replace(tzinfo=None)))
             return result
 
-        return self.execute(self.rpc_command("ulog_list", [], NO_DB, (), True).then(finish))
+        return self.execute_command(self.rpc_command("ulog_list", [], NO_DB, (), True).then(finish))
 
     def ulog_remove(self, max_dt: _dt.datetime | None = None) -> Any:
         """Remove update-log files older than ``max_dt`` (naive = UTC; default now)."""
@@ -888,7 +892,7 @@ class Commands(LuaMethods):
         else:
             raise InvalidArgument(f"max_dt must be a datetime, not {type(max_dt).__name__}")
         cmd = self.rpc_command("ulog_remove", [(b"ts", b"%d" % int(ts * 1e9))], NO_DB)
-        return self.execute(cmd.then(_true))
+        return self.execute_command(cmd.then(_true))
 
     # -- HTTP: database information and maintenance ----------------------------------------
 
@@ -897,22 +901,26 @@ class Commands(LuaMethods):
 
     def report(self) -> Any:
         """The server's report (counters, configuration, ``db_<i>`` summaries)."""
-        return self.execute(self._report_command())
+        return self.execute_command(self._report_command())
 
     def _status_command(self, db: Any) -> Command:
         return self.rpc_command("status", [], db, (), True).then(lambda r: numbers(r[1]))
 
     def status(self, db: int | None = None) -> Any:
         """Status of one database (``count``, ``size``, ``path``, ``type``...)."""
-        return self.execute(self._status_command(db))
+        return self.execute_command(self._status_command(db))
 
     def count(self, db: int | None = None) -> Any:
         """Number of records (including expired ones not yet collected)."""
-        return self.execute(self._status_command(db).then(lambda s: int(s.get("count") or 0)))
+        return self.execute_command(
+            self._status_command(db).then(lambda s: int(s.get("count") or 0))
+        )
 
     def size(self, db: int | None = None) -> Any:
         """Size of the database in bytes, as the server reports it."""
-        return self.execute(self._status_command(db).then(lambda s: int(s.get("size") or 0)))
+        return self.execute_command(
+            self._status_command(db).then(lambda s: int(s.get("size") or 0))
+        )
 
     @staticmethod
     def _database_paths(report: dict[str, Any]) -> list[str]:
@@ -926,7 +934,7 @@ class Commands(LuaMethods):
     @property
     def databases(self) -> Any:
         """Paths of the server's databases, in index order."""
-        return self.execute(self._report_command().then(self._database_paths))
+        return self.execute_command(self._report_command().then(self._database_paths))
 
     def _list_databases(self) -> Program:
         paths = yield self._report_command().then(self._database_paths)
@@ -937,11 +945,11 @@ class Commands(LuaMethods):
 
     def list_databases(self) -> Any:
         """``[(path, status), ...]`` for every database."""
-        return self.execute(self._list_databases())
+        return self.execute_command(self._list_databases())
 
     def clear(self, db: int | None = None) -> Any:
         """Remove every record of the database."""
-        return self.execute(self.rpc_command("clear", [], db).then(_true))
+        return self.execute_command(self.rpc_command("clear", [], db).then(_true))
 
     def synchronize(
         self, hard: bool = False, command: str | None = None, db: int | None = None
@@ -953,7 +961,7 @@ class Commands(LuaMethods):
             params.append((b"hard", b""))
         if command is not None:
             params.append((b"command", command.encode("utf-8")))
-        return self.execute(
+        return self.execute_command(
             self.rpc_command("synchronize", params, db, (450, 500)).then(_status_ok)
         )
 

@@ -98,7 +98,7 @@ class _Keyed:
     def _call(self, proc: str, *params: tuple[bytes, bytes], then: Any = None) -> Any:
         """Run ``proc`` on this container; the value is ``then(outputs)``."""
         cmd = self._command(proc, *params)
-        return self.kt.execute(cmd if then is None else cmd.then(then))
+        return self.kt.execute_command(cmd if then is None else cmd.then(then))
 
     def _items(self, out: dict[bytes, bytes]) -> list[Any]:
         """The values of a ``data`` output (an arraydump), deserialized."""
@@ -233,7 +233,9 @@ class Hash(_Container):
     def get_raw(self) -> dict[Any, Any] | None:
         """The whole hash read directly (no Lua), or ``None`` when it does not exist."""
         cmd = self.kt.get_bytes_command(self.key, self.db)
-        return self.kt.execute(cmd.then(lambda data: None if data is None else self._load(data)))
+        return self.kt.execute_command(
+            cmd.then(lambda data: None if data is None else self._load(data))
+        )
 
     def set_raw(self, d: Mapping[Any, Any]) -> Any:
         """Replace the whole hash with ``d`` directly (no Lua; drops its expire time)."""
@@ -313,7 +315,7 @@ class List(_Container):
     ) -> Any:
         cmd = self._command(proc, (b"index", _integer(index, "index")), *params)
         cmd.catch(ScriptError, _index_error)
-        return self.kt.execute(cmd if then is None else cmd.then(then))
+        return self.kt.execute_command(cmd if then is None else cmd.then(then))
 
     def appendleft(self, value: Any) -> int:
         """Add at the head; return the new length."""
@@ -377,12 +379,12 @@ class List(_Container):
             return self.popright()
         cmd = self._command("lrem", (b"index", _integer(index, "index")))
         cmd.then(lambda out: self._dec(out[b"value"]))
-        return self.kt.execute(cmd.catch(ScriptError, _none_if_450))
+        return self.kt.execute_command(cmd.catch(ScriptError, _none_if_450))
 
     def _poppush(self, proc: str, dest: Any) -> Any:
         params = [] if dest is None else [(b"dest", self._other_key(dest))]
         cmd = self._command(proc, *params).then(lambda out: self._dec(out[b"value"]))
-        return self.kt.execute(cmd.catch(ScriptError, _index_error))
+        return self.kt.execute_command(cmd.catch(ScriptError, _index_error))
 
     def lpoprpush(self, dest: Any = None) -> Any:
         """Move the head to the tail of ``dest`` (default: this list, a rotation) and
@@ -438,7 +440,9 @@ class List(_Container):
     def get_raw(self) -> list[Any] | None:
         """The whole list read directly (no Lua), or ``None`` when it does not exist."""
         cmd = self.kt.get_bytes_command(self.key, self.db)
-        return self.kt.execute(cmd.then(lambda data: None if data is None else self._load(data)))
+        return self.kt.execute_command(
+            cmd.then(lambda data: None if data is None else self._load(data))
+        )
 
     def set_raw(self, values: Iterable[Any]) -> Any:
         """Replace the whole list directly (no Lua; drops its expire time)."""
@@ -596,7 +600,7 @@ class Queue(_Keyed):
         params = [(b"key", self._bkey), (b"value", self.kt.encode_value(item))]
         if score is not None:
             params.append((b"score", _number(score, "score")))
-        return self.kt.execute(self._add(params))
+        return self.kt.execute_command(self._add(params))
 
     def _add(self, params: list[tuple[bytes, bytes]]) -> Program:
         out = yield self.kt.lua_command("queueadd", params, self.db)
@@ -610,7 +614,7 @@ class Queue(_Keyed):
         params = [(b"data", _dumps().arraydump([enc(i) for i in items]))]
         if score is not None:
             params.append((b"score", _number(score, "score")))
-        return self.kt.execute(self._extend(params))
+        return self.kt.execute_command(self._extend(params))
 
     def _extend(self, params: list[tuple[bytes, bytes]]) -> Program:
         out = yield self._command("queueadd", *params)
@@ -630,7 +634,7 @@ class Queue(_Keyed):
         if peek:
             params.append((b"peek", b""))
         cmd = self.kt.lua_command("queuepop", params, self.db)
-        return self.kt.execute(cmd.then(lambda out: self._one_or_list(self._items(out), n)))
+        return self.kt.execute_command(cmd.then(lambda out: self._one_or_list(self._items(out), n)))
 
     def pop(self, n: int = 1, min_score: Any = None) -> Any:
         """Remove and return the head item (``n == 1``: the item or ``None``; else a list
@@ -663,7 +667,7 @@ class Queue(_Keyed):
                 raise InvalidArgument(
                     f"timeout must be a non-negative number or None, not {timeout!r}"
                 )
-        return self.kt.execute(self._bpop(timeout, min_score))
+        return self.kt.execute_command(self._bpop(timeout, min_score))
 
     def _bpop(self, timeout: float | None, min_score: Any) -> Program:
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -729,7 +733,7 @@ class Queue(_Keyed):
         """Move up to ``n`` items from the head to ``dest`` (a Queue or a key), keeping
         their scores; return the item (``n == 1``; ``None`` if empty) or the list."""
         dkey = dest._bkey if isinstance(dest, Queue) else self.kt.encode_key(dest)
-        return self.kt.execute(self._transfer(dest, dkey, n))
+        return self.kt.execute_command(self._transfer(dest, dkey, n))
 
     def _transfer(self, dest: Any, dkey: bytes, n: int) -> Program:
         out = yield self._command("queuetransfer", (b"dest", dkey), (b"n", _integer(n, "n")))

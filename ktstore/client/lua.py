@@ -125,7 +125,7 @@ class LuaMethods:
     _encode_value: Any
     _decode_value: Any
     resolve_db: Any
-    execute: Any
+    execute_command: Any
     script_command: Any
     rpc_command: Any
 
@@ -159,7 +159,7 @@ class LuaMethods:
                 return {dk(k): dec(v) for k, v in out}
             return {dk(k): v for k, v in out}
 
-        return self.execute(self.script_command(name, params, no_reply).then(finish))
+        return self.execute_command(self.script_command(name, params, no_reply).then(finish))
 
     def raw_script(
         self, name: str, data: Mapping[Any, Any] | None = None, no_reply: bool = False
@@ -168,7 +168,7 @@ class LuaMethods:
         sent as given (bytes/str/numbers) and returned as ``bytes``."""
         params = [(script_value(k), script_value(v)) for k, v in (data or {}).items()]
         cmd = self.script_command(name, params, no_reply)
-        return self.execute(cmd.then(lambda out: None if out is None else dict(out)))
+        return self.execute_command(cmd.then(lambda out: None if out is None else dict(out)))
 
     @property
     def lua(self) -> LuaProcedures:
@@ -203,7 +203,7 @@ class LuaMethods:
         no_reply: bool = False,
     ) -> Any:
         """Old private name of ``execute(lua_command(...))``."""
-        return self.execute(self.lua_command(proc, params, db, no_reply))
+        return self.execute_command(self.lua_command(proc, params, db, no_reply))
 
     # -- HTTP conditions (WAIT / SIGNAL) ------------------------------------------------
 
@@ -273,11 +273,13 @@ class LuaMethods:
         old absolute expire time (:data:`XTMAX` when it had none) or ``None`` when the
         key does not exist."""
         mine = self.decode_key(self.encode_key(key))
-        return self.execute(self._touch_bulk_command([key], xt, db).then(lambda m: m.get(mine)))
+        return self.execute_command(
+            self._touch_bulk_command([key], xt, db).then(lambda m: m.get(mine))
+        )
 
     def touch_bulk(self, keys: Iterable[Any], xt: Any = None, db: int | None = None) -> Any:
         """:meth:`touch` for several keys: ``{key: old expire time}`` for those that exist."""
-        return self.execute(self._touch_bulk_command(keys, xt, db))
+        return self.execute_command(self._touch_bulk_command(keys, xt, db))
 
     def _touch_relative_command(self, keys: Iterable[Any], n: int, db: int | None) -> Command:
         params = [(b"keys", self._keys_dump(keys)), (b"n", integer_arg(n, "n"))]
@@ -289,11 +291,11 @@ class LuaMethods:
         ``None`` when the key does not exist.  A key without expiry keeps none."""
         mine = self.decode_key(self.encode_key(key))
         cmd = self._touch_relative_command([key], n, db)
-        return self.execute(cmd.then(lambda m: m.get(mine)))
+        return self.execute_command(cmd.then(lambda m: m.get(mine)))
 
     def touch_bulk_relative(self, keys: Iterable[Any], n: int, db: int | None = None) -> Any:
         """:meth:`touch_relative` for several keys: ``{key: new expire time}``."""
-        return self.execute(self._touch_relative_command(keys, n, db))
+        return self.execute_command(self._touch_relative_command(keys, n, db))
 
     def _expire_time_command(self, key: Any, db: int | None) -> Command:
         cmd = self.lua_command("expiretime", [(b"key", self.encode_key(key))], db)
@@ -302,7 +304,7 @@ class LuaMethods:
     def expire_time(self, key: Any, db: int | None = None) -> Any:
         """The absolute expire time of ``key`` (unix seconds; :data:`XTMAX` when it
         never expires), or ``None`` when the key does not exist."""
-        return self.execute(self._expire_time_command(key, db))
+        return self.execute_command(self._expire_time_command(key, db))
 
     @staticmethod
     def _expires(ts: int | None) -> _dt.datetime | None:
@@ -316,7 +318,7 @@ class LuaMethods:
         """The expire time as a naive UTC ``datetime`` (the client reads naive datetimes
         as UTC too, so a value round-trips); ``datetime.max`` when the key never
         expires; ``None`` when it does not exist."""
-        return self.execute(self._expire_time_command(key, db).then(self._expires))
+        return self.execute_command(self._expire_time_command(key, db).then(self._expires))
 
     def error(self, db: int | None = None) -> Any:
         """The database's last error as ``(code, message)`` -- ``(0, 'success')`` when
@@ -326,7 +328,7 @@ class LuaMethods:
             name = out.get(b"name", b"success").decode("utf-8", "replace")
             return int(out.get(b"code", b"0")), name
 
-        return self.execute(self.lua_command("lasterror", [], db).then(finish))
+        return self.execute_command(self.lua_command("lasterror", [], db).then(finish))
 
     # -- container factories --------------------------------------------------------------
 

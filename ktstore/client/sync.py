@@ -46,7 +46,7 @@ class KyotoTycoon(Commands):
 
     # -- the runner --------------------------------------------------------------------------
 
-    def execute(self, runnable: Command | Program) -> Any:
+    def execute_command(self, runnable: Command | Program) -> Any:
         """Run a command, or a program of commands, and return its value."""
         if runnable.__class__ is Command:
             return runnable.finish(self._pool.run(runnable))  # type: ignore[union-attr]
