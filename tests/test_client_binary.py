@@ -308,6 +308,7 @@ def test_oversized_value_rejected_before_sending():
     assert kt.pool.stats == (0, 0, 0)
 
 
+@pytest.mark.sync_only
 def test_connections_are_reused(kt):
     for i in range(20):
         kt.set(f"k{i}", "v")

@@ -252,6 +252,7 @@ class AsyncPool:
         self.max_connections = max(1, int(max_connections))
         self.conns: list[AsyncConnection] = []
         self._opening = 0
+        self._lent = 0  # exclusive connections handed out (cursors, waits, pipelines)
 
     def __repr__(self) -> str:
         return f"<AsyncPool {self.host}:{self.port} connections={len(self.conns)}>"
@@ -266,9 +267,18 @@ class AsyncPool:
         finally:
             self._opening -= 1
         conn.exclusive = exclusive
-        if not exclusive:
+        if exclusive:
+            self._lent += 1
+        else:
             self.conns.append(conn)
         return conn
+
+    @property
+    def stats(self) -> tuple[int, int, int]:
+        """(idle, 0, in use) connection counts, as the sync pool's ``stats`` (in use:
+        connections with requests in flight plus those lent to one caller)."""
+        busy = sum(1 for c in self.conns if c.pending)
+        return len(self.conns) - busy, 0, busy + self._lent
 
     def _prune(self) -> None:
         now = time.monotonic()
@@ -304,6 +314,9 @@ class AsyncPool:
 
     def release_exclusive(self, conn: AsyncConnection) -> None:
         """Give back a connection reserved by one caller (kept if healthy)."""
+        if conn.exclusive:
+            self._lent -= 1
+            conn.exclusive = False
         if conn.closed or conn.pending or len(self.conns) >= self.max_connections:
             conn.close()
             return
@@ -326,16 +339,21 @@ class AsyncPool:
     async def run(self, cmd: Command) -> Any:
         """Send ``cmd`` and return its decoded reply, with the retry rules."""
         slow = cmd.timeout is not None and cmd.timeout > self.timeout
-        try:
-            conn = await (self.connect(exclusive=True) if slow else self.acquire(cmd.idempotent))
-            result = await self._once(conn, cmd)
-        except KTConnectionError as exc:
-            if not self._may_retry(exc, cmd.idempotent):
-                raise
-            conn = await self.connect(exclusive=slow)
-            result = await self._once(conn, cmd)
         if slow:
-            self.release_exclusive(conn)
+            conn = await self.connect(exclusive=True)
+            try:
+                result = await self._once(conn, cmd)
+            finally:
+                self.release_exclusive(conn)
+        else:
+            try:
+                conn = await self.acquire(cmd.idempotent)
+                result = await self._once(conn, cmd)
+            except KTConnectionError as exc:
+                if not self._may_retry(exc, cmd.idempotent):
+                    raise
+                conn = await self.connect()
+                result = await self._once(conn, cmd)
         if result is ERROR_REPLY and not cmd.keep:
             conn.close()  # ktserver closes the connection after a failed bulk command
         return result
@@ -360,6 +378,7 @@ class AsyncCursor(CursorCommands):
         if conn is None or conn.closed:
             if conn is not None:
                 self._conn = None
+                self.protocol.pool.release_exclusive(conn)
                 if not positioning:
                     self._valid = False
                     raise KTConnectionError(
@@ -372,6 +391,7 @@ class AsyncCursor(CursorCommands):
             self._valid = False
             conn.close()
             self._conn = None
+            self.protocol.pool.release_exclusive(conn)
             raise
         return cmd.finish(reply)
 
@@ -386,6 +406,7 @@ class AsyncCursor(CursorCommands):
             return False
         if conn.closed:
             self._conn = None
+            self.protocol.pool.release_exclusive(conn)
             return False
         try:
             status, _ = await self._run(self._command("cur_delete", []))
