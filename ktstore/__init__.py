@@ -20,12 +20,17 @@ from ktstore.errors import (
     ProtocolError,
     ScriptError,
     SerializationError,
+    ServerConnectionError,
     ServerError,
+    ServerTimeoutError,
+    SignalTimeout,
 )
 from ktstore.serializers import KT_BINARY, KT_JSON, KT_MSGPACK, KT_NONE, KT_PICKLE
 
 if TYPE_CHECKING:
+    from ktstore.async_store import AsyncStore
     from ktstore.client import KyotoTycoon
+    from ktstore.client.aio import AsyncKyotoTycoon
     from ktstore.containers import Hash, List, Queue, Schedule, Set
     from ktstore.cursor import Cursor, CursorNotSupported
     from ktstore.embedded import EmbeddedServer
@@ -57,6 +62,11 @@ __all__ = [
     "ProtocolError",
     "Incomplete",
     "ServerError",
+    "ServerConnectionError",
+    "ServerTimeoutError",
+    "SignalTimeout",
+    "AsyncKyotoTycoon",
+    "AsyncStore",
     "ScriptError",
     "SerializationError",
 ]

@@ -232,3 +232,23 @@ def test_concurrent_coroutines_share_connections(kt_server):
             assert await waiter == "job"
 
     asyncio.run(main())
+
+
+def test_async_store(kt_server):
+    from ktstore import AsyncStore
+
+    async def main() -> None:
+        async with AsyncKyotoTycoon(kt_server.host, kt_server.port) as kt:
+            store = AsyncStore(kt, db=1)
+            await store.set("a", "1")
+            await store.update({"b": "2", "c": "3"})
+            assert await store.get("a") == "1" and await store.contains("b")
+            assert await store.get_many(["a", "c", "z"]) == {"a": "1", "c": "3"}
+            assert [k async for k in store] == ["a", "b", "c"]
+            assert await store.pop("a") == "1"
+            with pytest.raises(KeyError):
+                await store.delete("a")
+            assert await store.setdefault("b", "9") == "2"
+            assert await store.length() == 2
+
+    asyncio.run(main())
