@@ -2,7 +2,7 @@
 
 Shared by the server (which must answer with ktserver's exact codes and texts, so that
 clients written for ktserver understand it) and the client (which turns them into
-:class:`~ktstore.errors.ServerError` with the status and text kept). kt-protocol §3.4.
+:class:`~ktstore.errors.ServerError` with the status and text kept). docs/protocol.md, "Return values".
 """
 
 from __future__ import annotations
