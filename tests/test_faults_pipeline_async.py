@@ -252,3 +252,25 @@ def test_async_store(kt_server):
             assert await store.length() == 2
 
     asyncio.run(main())
+
+
+def test_the_asyncio_client_runs_on_uvloop(kt_server):
+    uvloop = pytest.importorskip("uvloop")
+
+    async def main() -> None:
+        async with AsyncKyotoTycoon(kt_server.host, kt_server.port) as kt:
+            await kt.set_bulk({f"u{i}": str(i) for i in range(50)})
+            got = await asyncio.gather(*[kt.get(f"u{i}") for i in range(50)])
+            assert got == [str(i) for i in range(50)]
+            assert await kt.increment("n", 2) == 2
+            async with kt.pipeline() as p:
+                p.get("u1")
+                p.status()
+            assert p.results[0] == "1"
+            assert [k async for k in kt.keys(db=0)][:1]
+
+    loop = uvloop.new_event_loop()
+    try:
+        loop.run_until_complete(main())
+    finally:
+        loop.close()
