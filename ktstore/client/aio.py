@@ -54,14 +54,14 @@ def _closed_error(message: str = "the server closed the connection") -> KTConnec
 
 
 class _Pending:
-    """A request in flight: its decoder, future and deadline timer."""
+    """A request in flight: its decoder, future and deadline (loop time)."""
 
-    __slots__ = ("decoder", "future", "timer")
+    __slots__ = ("decoder", "future", "deadline")
 
-    def __init__(self, decoder: Any, future: asyncio.Future[Any], timer: Any) -> None:
+    def __init__(self, decoder: Any, future: asyncio.Future[Any], deadline: float) -> None:
         self.decoder = decoder
         self.future = future
-        self.timer = timer
+        self.deadline = deadline
 
 
 class AsyncConnection(asyncio.Protocol):
@@ -78,6 +78,12 @@ class AsyncConnection(asyncio.Protocol):
         self.last_used = time.monotonic()
         self.loop = asyncio.get_running_loop()
         self._fd = -1
+        self._poller: Any = None
+        # Requests written in one event-loop iteration go out in one write.
+        self._wbuf: list[bytes] = []
+        # One timer per connection, armed for the earliest deadline in flight.
+        self._timer: Any = None
+        self._timer_at = 0.0
 
     @classmethod
     async def open(
@@ -130,8 +136,6 @@ class AsyncConnection(asyncio.Protocol):
                 return
             pending.popleft()
             rb.start_message()
-            if head.timer is not None:
-                head.timer.cancel()
             if not head.future.done():
                 head.future.set_result(result)
             if result.__class__ is HttpReply and not result.keep_alive:
@@ -153,8 +157,6 @@ class AsyncConnection(asyncio.Protocol):
                 return False
             else:
                 pending.popleft()
-                if head.timer is not None:
-                    head.timer.cancel()
                 if not head.future.done():
                     head.future.set_result(result)
         self._fail(_closed_error())
@@ -177,46 +179,78 @@ class AsyncConnection(asyncio.Protocol):
             self.closed = True
             if self.transport is not None:
                 self.transport.close()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._wbuf = []
         pending = self.pending
         while pending:
             p = pending.popleft()
-            if p.timer is not None:
-                p.timer.cancel()
             if not p.future.done():
                 p.future.set_exception(exc)
 
     def close(self) -> None:
         self._fail(_closed_error("the connection was closed"))
 
-    def _timed_out(self, future: asyncio.Future[Any]) -> None:
-        if not future.done():
-            err = KTTimeoutError("timed out reading the reply")
-            err.sent = True  # type: ignore[attr-defined]
-            future.set_exception(err)
+    def _check_deadlines(self) -> None:
+        """The connection's timer: time out an expired request (which closes the
+        connection, see the module docstring), or re-arm for the earliest deadline."""
+        self._timer = None
+        pending = self.pending
+        if not pending:
+            return
+        now = self.loop.time()
+        earliest = min(p.deadline for p in pending)
+        if earliest > now:
+            self._arm(earliest)
+            return
+        for p in pending:
+            if p.deadline <= now and not p.future.done():
+                err = KTTimeoutError("timed out reading the reply")
+                err.sent = True  # type: ignore[attr-defined]
+                p.future.set_exception(err)
         self._fail(_closed_error("another request on this connection timed out"))
 
-    def submit(self, request: bytes, decoder: Any, timeout: float | None) -> asyncio.Future[Any]:
-        """Write a request; the future resolves to its decoded reply."""
+    def _arm(self, when: float) -> None:
+        if self._timer is not None:
+            if self._timer_at <= when:
+                return
+            self._timer.cancel()
+        self._timer_at = when
+        self._timer = self.loop.call_at(when, self._check_deadlines)
+
+    def _flush(self) -> None:
+        wbuf = self._wbuf
+        if wbuf and not self.closed:
+            self._wbuf = []
+            self.transport.write(wbuf[0] if len(wbuf) == 1 else b"".join(wbuf))
+
+    def _write(self, request: bytes) -> None:
         if self.closed:
             err = KTConnectionError("the connection is closed")
             err.sent = False  # type: ignore[attr-defined]
             raise err
-        future = self.loop.create_future()
-        timer = self.loop.call_later(
-            self.timeout if timeout is None else timeout, self._timed_out, future
-        )
-        self.pending.append(_Pending(decoder, future, timer))
-        self.transport.write(request)
+        wbuf = self._wbuf
+        if not wbuf:
+            self.loop.call_soon(self._flush)
+        wbuf.append(request)
         self.last_used = time.monotonic()
+
+    def submit(self, request: bytes, decoder: Any, timeout: float | None) -> asyncio.Future[Any]:
+        """Queue a request for this loop iteration's write; the future resolves to its
+        decoded reply, or fails once ``timeout`` (default: the connection's) passed."""
+        self._write(request)
+        loop = self.loop
+        future = loop.create_future()
+        deadline = loop.time() + (self.timeout if timeout is None else timeout)
+        self.pending.append(_Pending(decoder, future, deadline))
+        timer = self._timer
+        if timer is None or deadline < self._timer_at:
+            self._arm(deadline)
         return future
 
     def send_only(self, request: bytes) -> None:
-        if self.closed:
-            err = KTConnectionError("the connection is closed")
-            err.sent = False  # type: ignore[attr-defined]
-            raise err
-        self.transport.write(request)
-        self.last_used = time.monotonic()
+        self._write(request)
 
     def is_stale(self) -> bool:
         """Whether an idle connection was closed by the server while the event loop
@@ -226,8 +260,10 @@ class AsyncConnection(asyncio.Protocol):
         if self._fd < 0:
             return False
         try:
-            poller = select.poll()
-            poller.register(self._fd, _POLL_IN)
+            poller = self._poller
+            if poller is None:
+                poller = self._poller = select.poll()
+                poller.register(self._fd, _POLL_IN)
             return bool(poller.poll(0))
         except (OSError, ValueError):
             return True
@@ -252,6 +288,7 @@ class AsyncPool:
         self.max_connections = max(1, int(max_connections))
         self.conns: list[AsyncConnection] = []
         self._opening = 0
+        self._opened: list[asyncio.Future[None]] = []  # waiters for an opening connection
         self._lent = 0  # exclusive connections handed out (cursors, waits, pipelines)
 
     def __repr__(self) -> str:
@@ -266,6 +303,11 @@ class AsyncPool:
             )
         finally:
             self._opening -= 1
+            waiters = self._opened
+            self._opened = []
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
         conn.exclusive = exclusive
         if exclusive:
             self._lent += 1
@@ -290,6 +332,28 @@ class AsyncPool:
                 keep.append(conn)
         self.conns = keep
 
+    def ready(self, cmd: Command) -> AsyncConnection | None:
+        """An open connection for ``cmd`` right now (an idle one, or the least busy
+        at the cap), or ``None`` when the pool wants a new one or ``cmd`` needs the
+        general path (no reply, a long wait)."""
+        if cmd.kind == NOREPLY or (cmd.timeout is not None and cmd.timeout > self.timeout):
+            return None
+        best = None
+        for conn in self.conns:
+            if conn.closed:
+                return None  # the general path prunes it
+            if not conn.pending:
+                if (
+                    not cmd.idempotent or time.monotonic() - conn.last_used > FRESH
+                ) and conn.is_stale():
+                    return None
+                return conn
+            if best is None or len(conn.pending) < len(best.pending):
+                best = conn
+        if best is None or len(self.conns) + self._opening < self.max_connections:
+            return None
+        return best
+
     async def acquire(self, idempotent: bool) -> AsyncConnection:
         """The connection for a new request: an idle one, else a new one while under
         ``max_connections``, else the least busy one (pipelining behind its replies)."""
@@ -308,8 +372,14 @@ class AsyncPool:
                 return conn
             if best is None or len(conn.pending) < len(best.pending):
                 best = conn
-        if best is None or len(self.conns) + self._opening < self.max_connections:
+        if len(self.conns) + self._opening < self.max_connections:
             return await self.connect()
+        if best is None:
+            # At the cap and every connection is still opening: wait for one.
+            waiter = asyncio.get_running_loop().create_future()
+            self._opened.append(waiter)
+            await waiter
+            return await self.acquire(idempotent)
         return best
 
     def release_exclusive(self, conn: AsyncConnection) -> None:
@@ -477,7 +547,20 @@ class AsyncKyotoTycoon(Commands):
         return self._run_program(runnable)  # type: ignore[arg-type]
 
     async def _execute(self, cmd: Command) -> Any:
-        return cmd.finish(await self._pool.run(cmd))
+        pool = self._pool
+        conn = pool.ready(cmd)
+        if conn is None:
+            return cmd.finish(await pool.run(cmd))
+        # The usual case, inline: a connection is at hand, no coroutine layers.
+        try:
+            reply = await conn.submit(cmd.request, cmd.decoder(), None)  # type: ignore[misc]
+        except KTConnectionError as exc:
+            if not pool._may_retry(exc, cmd.idempotent):
+                raise
+            reply = await pool._once(await pool.connect(), cmd)
+        if reply is ERROR_REPLY and not cmd.keep:
+            conn.close()
+        return cmd.finish(reply)
 
     async def _run_program(self, program: Program) -> Any:
         try:
