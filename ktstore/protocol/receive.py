@@ -435,7 +435,17 @@ class HttpResponse(Decoder):
         if self.state == _HEAD:
             buf = rb.buf
             pos = rb.pos
-            stop = buf.find(b"\r\n\r\n", pos + self.scan)
+            start = pos + self.scan
+            stop = buf.find(b"\r\n\r\n", start)
+            if stop < 0 and buf.find(b"\n\n", start) < 0 and buf.find(b"\n\r\n", start) < 0:
+                # No blank line yet: resume the search here next time (the general
+                # parser runs only once a head is complete, so nothing is rescanned).
+                avail = len(buf) - pos
+                if avail > HEAD_MAX:
+                    raise ProtocolError(f"HTTP head longer than {HEAD_MAX} bytes")
+                self.scan = max(0, avail - 3)
+                self.need = avail + 1
+                return NEED_MORE
             if stop < 0 or stop - pos > LINE_MAX:
                 return self._general_head(rb)
             text = bytes(buf[pos:stop]).decode("latin-1")
