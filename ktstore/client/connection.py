@@ -274,37 +274,42 @@ class Connection:
         so the connection is then marked broken after returning the result.
         """
         rb = self.rb
-        rb.start_message()
+        buffered = len(rb.buf) - rb.pos
+        rb.received = buffered
         try:
-            if len(rb) >= decoder.need:  # a pipelined reply may be buffered already
+            if buffered and buffered >= decoder.need:  # a pipelined reply, already here
                 result = decoder.step(rb)
                 if result is not NEED_MORE:
-                    if last and len(rb):
-                        self.broken = True
-                    return result
+                    return self._done(result, last)
             view = self._rview
             recv_into = self._recv_into
-            first = True
+            # The first read waits at most the armed timeout (the call's); every
+            # further one only what is left of the deadline.
+            n = recv_into(view, _RBUF_SIZE)
             while True:
-                if not first:
-                    self._remaining()
-                first = False
-                n = recv_into(view, _RBUF_SIZE)
                 if not n:
                     result = decoder.eof(rb)  # EOFError unless the body ends at close
                     self.broken = True
                     return result
                 rb.feed(view[:n].tobytes())
-                if len(rb) >= decoder.need:
+                if len(rb.buf) - rb.pos >= decoder.need:
                     result = decoder.step(rb)
                     if result is not NEED_MORE:
                         break
+                self._remaining()
+                n = recv_into(view, _RBUF_SIZE)
         except ProtocolError:
             self.close()
             raise
         except BaseException as exc:
             raise self._read_error(exc)  # noqa: B904 (the cause is set there)
-        if last and len(rb):
+        return self._done(result, last)
+
+    def _done(self, result: Any, last: bool) -> Any:
+        """Mark the connection broken when the stream is out of step after the last
+        reply (stray bytes) or the server announced it closes."""
+        rb = self.rb
+        if last and rb.pos < len(rb.buf):
             self.broken = True
         if result.__class__ is HttpReply and not result.keep_alive:
             self.broken = True
