@@ -23,6 +23,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from ktstore.client.command import Command, Program
+from ktstore.client.interface import ClientInterface
 from ktstore.client.params import integer_arg, number_arg, script_value
 from ktstore.errors import InvalidArgument, ScriptError
 from ktstore.protocol import dumps as _dumps_module
@@ -80,7 +81,7 @@ class _Keyed:
     the asyncio client a coroutine, in a pipeline it queues the call.  Methods
     written as programs (several round trips) cannot be pipelined."""
 
-    def __init__(self, kt: Any, key: Any, db: int | None = None) -> None:
+    def __init__(self, kt: ClientInterface, key: Any, db: int | None = None) -> None:
         self.kt = kt
         self.key = key
         self.db = db
