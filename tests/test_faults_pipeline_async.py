@@ -274,3 +274,10 @@ def test_the_asyncio_client_runs_on_uvloop(kt_server):
         loop.run_until_complete(main())
     finally:
         loop.close()
+
+
+def test_one_async_client_across_event_loops(kt_server):
+    kt = AsyncKyotoTycoon(kt_server.host, kt_server.port)
+    assert asyncio.run(kt.set("k", "v")) == 1
+    assert asyncio.run(kt.get("k")) == "v"  # a new loop: the old connections are dropped
+    asyncio.run(kt.close_all())

@@ -178,7 +178,10 @@ class AsyncConnection(asyncio.Protocol):
         if not self.closed:
             self.closed = True
             if self.transport is not None:
-                self.transport.close()
+                try:
+                    self.transport.close()
+                except RuntimeError:  # its event loop is closed: nothing to close
+                    pass
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -290,12 +293,16 @@ class AsyncPool:
         self._opening = 0
         self._opened: list[asyncio.Future[None]] = []  # waiters for an opening connection
         self._lent = 0  # exclusive connections handed out (cursors, waits, pipelines)
+        self._loop: Any = None  # the event loop the connections belong to
 
     def __repr__(self) -> str:
         return f"<AsyncPool {self.host}:{self.port} connections={len(self.conns)}>"
 
     async def connect(self, exclusive: bool = False) -> AsyncConnection:
         """A new connection (kept in the pool unless ``exclusive``)."""
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            self._new_loop(loop)
         self._opening += 1
         try:
             conn = await AsyncConnection.open(
@@ -338,6 +345,8 @@ class AsyncPool:
         general path (no reply, a long wait)."""
         if cmd.kind == NOREPLY or (cmd.timeout is not None and cmd.timeout > self.timeout):
             return None
+        if self._loop is not asyncio.get_running_loop():
+            return None  # (acquire starts over on this loop)
         best = None
         for conn in self.conns:
             if conn.closed:
@@ -357,6 +366,9 @@ class AsyncPool:
     async def acquire(self, idempotent: bool) -> AsyncConnection:
         """The connection for a new request: an idle one, else a new one while under
         ``max_connections``, else the least busy one (pipelining behind its replies)."""
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            self._new_loop(loop)
         conns = self.conns
         if any(c.closed for c in conns):
             self._prune()
@@ -381,6 +393,19 @@ class AsyncPool:
             await waiter
             return await self.acquire(idempotent)
         return best
+
+    def _new_loop(self, loop: Any) -> None:
+        """The client is used from another event loop (e.g. one ``asyncio.run`` per
+        test): connections belong to the loop that opened them, so forget them."""
+        for conn in self.conns:
+            try:
+                conn.close()
+            except RuntimeError:  # their loop is closed already
+                pass
+        self.conns = []
+        self._opening = 0
+        self._opened = []
+        self._loop = loop
 
     def release_exclusive(self, conn: AsyncConnection) -> None:
         """Give back a connection reserved by one caller (kept if healthy)."""
