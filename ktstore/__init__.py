@@ -1,9 +1,11 @@
 """ktstore: a fast, robust Python client, server and model layer for Kyoto Tycoon.
 
 The public API mirrors ukt's: ``KyotoTycoon`` (the client), ``Cursor``, the
-serializer names and ``EmbeddedServer``; every error derives from
-``KyotoTycoonError``.  Heavier parts (the client and the embedded server) are imported
-on first use, so ``import ktstore.protocol`` from the server does not pull them in.
+serializer names and ``EmbeddedServer``; ``AsyncKyotoTycoon`` is the same API for
+asyncio (docs/client.md), ``AsyncStore`` the ``Store`` API over it.  Every error
+derives from ``KyotoTycoonError`` (ukt's exception names work too).  Heavier parts
+(the clients and the embedded server) are imported on first use, so
+``import ktstore.protocol`` from the server does not pull them in.
 """
 
 from __future__ import annotations
