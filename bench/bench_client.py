@@ -16,23 +16,31 @@ A third contender, the *raw socket floor*, runs in the same rounds: one ``sendal
 pre-encoded request and ``recv`` until the reply is complete, with no client code at
 all.  No client can beat it, so ``floor/ukt`` is the best ratio any client could
 reach on this machine and server, and ``ktstore/floor`` how close we are to it.
+
+A second table measures many requests in flight, as ``get`` operations per second
+against ukt's *sequential* ``get`` and the sequential raw-socket floor: pipelined gets
+(batches of 100 on one connection), the asyncio client with 100 gets in flight, the
+sync client shared by 8 threads, and (for context) a raw-socket pipeline of 100
+pre-encoded gets.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import importlib
 import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from ktstore import EmbeddedServer, KyotoTycoon  # noqa: E402
+from ktstore import AsyncKyotoTycoon, EmbeddedServer, KyotoTycoon  # noqa: E402
 from ktstore.protocol import binary, http  # noqa: E402
 from ktstore.protocol.limits import INT64MAX  # noqa: E402
 
@@ -165,6 +173,112 @@ def raw_floor(sock: socket.socket, request: bytes) -> Callable[[], object]:
     return floor
 
 
+def pipelined_gets(client: KyotoTycoon) -> Callable[[], object]:
+    def run() -> object:
+        with client.pipeline() as p:
+            for k in KEYS:
+                p.get(k)
+        return p.results
+
+    return run
+
+
+def async_gets(port: int) -> tuple[Callable[[], object], Callable[[], None]]:
+    """100 concurrent ``get`` coroutines per call, on one event loop (uvloop if
+    installed); returns the call and a cleanup."""
+    try:
+        import uvloop  # type: ignore[import-not-found]
+
+        loop = uvloop.new_event_loop()
+    except ImportError:
+        loop = asyncio.new_event_loop()
+
+    async def make() -> AsyncKyotoTycoon:
+        return AsyncKyotoTycoon("127.0.0.1", port)
+
+    client = loop.run_until_complete(make())
+    get = client.get
+
+    async def batch() -> list[object]:
+        return await asyncio.gather(*[get(k) for k in KEYS])
+
+    def run() -> object:
+        return loop.run_until_complete(batch())
+
+    def cleanup() -> None:
+        loop.run_until_complete(client.close_all())
+        loop.close()
+
+    return run, cleanup
+
+
+def threaded_gets(client: KyotoTycoon, seconds: float, threads: int = 8) -> float:
+    """``get`` operations per second of ``threads`` threads sharing one client."""
+    stop = threading.Event()
+    counts = [0] * threads
+
+    def work(i: int) -> None:
+        get = client.get
+        n = 0
+        while not stop.is_set():
+            for _ in range(50):
+                get("single")
+            n += 50
+        counts[i] = n
+
+    pool = [threading.Thread(target=work, args=(i,)) for i in range(threads)]
+    start = time.perf_counter()
+    for t in pool:
+        t.start()
+    time.sleep(seconds)
+    stop.set()
+    for t in pool:
+        t.join()
+    return sum(counts) / (time.perf_counter() - start)
+
+
+def raw_pipeline_floor(port: int) -> Callable[[], object]:
+    """100 pre-encoded gets in one ``sendall``, then ``recv`` until all replies are in."""
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    one = binary.encode_get_bulk([(0, b"single")])
+    sock.sendall(one)
+    reply_size = len(sock.recv(1 << 16))
+    request = one * len(KEYS)
+    size = reply_size * len(KEYS)
+
+    def floor() -> None:
+        sock.sendall(request)
+        got = 0
+        while got < size:
+            got += len(sock.recv(1 << 20))
+
+    return floor
+
+
+def in_flight(port: int, ours: KyotoTycoon, theirs, floors, seconds: float, rounds: int) -> None:
+    """The second table: many requests in flight vs sequential gets."""
+    seq = [floors["get"]] + ([lambda: theirs.get("single")] if theirs is not None else [])
+    base = compare(seq, seconds, rounds)
+    floor_rate = base[0][0]
+    ukt_rate = base[1][0] if len(base) > 1 else float("nan")
+    arun, cleanup = async_gets(port)
+    batched = {
+        "pipeline get x100": pipelined_gets(ours),
+        "async get, 100 in flight": arun,
+        "raw pipeline x100 (floor)": raw_pipeline_floor(port),
+    }
+    print()
+    print(f"sequential get: ukt {ukt_rate:,.0f} op/s, raw-socket floor {floor_rate:,.0f} op/s")
+    print(f"{'many in flight':<26} {'get op/s':>10} {'vs ukt seq':>10} {'vs floor seq':>12}")
+    results = compare(list(batched.values()), seconds, rounds)
+    rows = [(name, rate * len(KEYS)) for name, (rate, _) in zip(batched, results, strict=True)]
+    rows.append(("sync client, 8 threads", threaded_gets(ours, seconds * 2)))
+    for name, rate in rows:
+        print(f"{name:<26} {rate:>10,.0f} {rate / ukt_rate:>9.2f}x {rate / floor_rate:>11.2f}x")
+    cleanup()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=1.0, help="duration of each case")
@@ -201,6 +315,7 @@ def main() -> None:
                 f" {floor:>10,.0f} {floor / other:>8.2f}x {mine / floor:>8.0%}"
                 f"  {mine_cpu:>15.1f} {other_cpu:>6.1f} {floor_cpu:>6.1f}"
             )
+        in_flight(server.port, ours, theirs, floors, args.seconds, args.rounds)
         sock.close()
         ours.close_all()
         if theirs is not None:

@@ -1,9 +1,11 @@
 """ktstore: a fast, robust Python client, server and model layer for Kyoto Tycoon.
 
 The public API mirrors ukt's: ``KyotoTycoon`` (the client), ``Cursor``, the
-serializer names and ``EmbeddedServer``; every error derives from
-``KyotoTycoonError``.  Heavier parts (the client and the embedded server) are imported
-on first use, so ``import ktstore.protocol`` from the server does not pull them in.
+serializer names and ``EmbeddedServer``; ``AsyncKyotoTycoon`` is the same API for
+asyncio (docs/client.md), ``AsyncStore`` the ``Store`` API over it.  Every error
+derives from ``KyotoTycoonError`` (ukt's exception names work too).  Heavier parts
+(the clients and the embedded server) are imported on first use, so
+``import ktstore.protocol`` from the server does not pull them in.
 """
 
 from __future__ import annotations
@@ -20,12 +22,17 @@ from ktstore.errors import (
     ProtocolError,
     ScriptError,
     SerializationError,
+    ServerConnectionError,
     ServerError,
+    ServerTimeoutError,
+    SignalTimeout,
 )
 from ktstore.serializers import KT_BINARY, KT_JSON, KT_MSGPACK, KT_NONE, KT_PICKLE
 
 if TYPE_CHECKING:
+    from ktstore.async_store import AsyncStore
     from ktstore.client import KyotoTycoon
+    from ktstore.client.aio import AsyncKyotoTycoon
     from ktstore.containers import Hash, List, Queue, Schedule, Set
     from ktstore.cursor import Cursor, CursorNotSupported
     from ktstore.embedded import EmbeddedServer
@@ -57,12 +64,19 @@ __all__ = [
     "ProtocolError",
     "Incomplete",
     "ServerError",
+    "ServerConnectionError",
+    "ServerTimeoutError",
+    "SignalTimeout",
+    "AsyncKyotoTycoon",
+    "AsyncStore",
     "ScriptError",
     "SerializationError",
 ]
 
 _LAZY = {
     "KyotoTycoon": "ktstore.client",
+    "AsyncKyotoTycoon": "ktstore.client.aio",
+    "AsyncStore": "ktstore.async_store",
     "Cursor": "ktstore.cursor",
     "CursorNotSupported": "ktstore.cursor",
     "EmbeddedServer": "ktstore.embedded",

@@ -12,6 +12,12 @@ subclasses let callers tell apart what went wrong:
   server's ``ERROR`` text; ``ScriptError`` for a failed Lua procedure),
 * a value could not be (de)serialized (``SerializationError``).
 
+ukt's own names work too, with ukt's meaning: ``ServerConnectionError`` (base of
+``KTConnectionError``), ``ServerTimeoutError`` (base of ``KTTimeoutError``),
+``SignalTimeout``, and ``ProtocolError``, which in ukt is what a refused request raises
+-- so here ``ServerError`` (a 450 from ``increment``, a 0xBF reply...) is a
+``ProtocolError`` too, next to malformed bytes.
+
 This module imports nothing from the rest of the package so every layer can use it.
 """
 
@@ -30,16 +36,25 @@ class InvalidArgument(KyotoTycoonError, ValueError):
     value too large for the protocol, unknown serializer, unknown database...)."""
 
 
-class KTConnectionError(KyotoTycoonError, ConnectionError):
+class ServerConnectionError(KyotoTycoonError, ConnectionError):
+    """ukt's name: the connection could not be made or broke during a request."""
+
+
+class KTConnectionError(ServerConnectionError):
     """The connection could not be made or broke during a request."""
 
 
-class KTTimeoutError(KTConnectionError, TimeoutError):
-    """The server did not answer within the client's timeout."""
+class ServerTimeoutError(KTConnectionError, TimeoutError):
+    """ukt's name: the server did not answer within the client's timeout."""
+
+
+KTTimeoutError = ServerTimeoutError
 
 
 class ProtocolError(KyotoTycoonError):
-    """The peer sent bytes that are not valid Kyoto Tycoon protocol."""
+    """The exchange failed at the protocol level: the peer sent bytes that are not
+    valid Kyoto Tycoon protocol, or (subclass :class:`ServerError`) the server refused
+    the request, which is what ukt's ``ProtocolError`` means."""
 
 
 class Incomplete(ProtocolError):
@@ -56,7 +71,7 @@ class Incomplete(ProtocolError):
         self.need = need
 
 
-class ServerError(KyotoTycoonError):
+class ServerError(ProtocolError):
     """The server answered with an error.
 
     ``status`` is the HTTP status (450 logical inconsistency, 400 invalid, 501 not
@@ -75,6 +90,10 @@ class ServerError(KyotoTycoonError):
 
 class ScriptError(ServerError):
     """A Lua procedure failed on the server (or scripting is not enabled)."""
+
+
+class SignalTimeout(KyotoTycoonError):
+    """ukt's name: a wait for a server-side signal timed out."""
 
 
 class SerializationError(KyotoTycoonError, ValueError):

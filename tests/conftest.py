@@ -103,9 +103,57 @@ def kt_server(server_factory: Callable[..., RunningServer]) -> RunningServer:
     return server_factory(["*", "%"], script=script)
 
 
+@pytest.fixture(params=["sync", "async"])
+def client_factory(
+    request: pytest.FixtureRequest, kt_server: RunningServer
+) -> Iterator[Callable[..., KyotoTycoon]]:
+    """``client_factory(**options)``: clients of ``kt_server`` (5 s timeout unless
+    given), closed after the test.
+
+    Parametrized: the sync client, and the asyncio client driven through
+    ``async_bridge.Bridge`` (same calls, same assertions), so the client test suite
+    runs against both.  A test that looks at the sync client's internals (its pool's
+    sockets) marks itself ``sync_only``.
+    """
+    if request.param == "sync":
+        clients: list[KyotoTycoon] = []
+
+        def make_sync(**options: object) -> KyotoTycoon:
+            options.setdefault("timeout", 5)
+            client = KyotoTycoon(kt_server.host, kt_server.port, **options)  # type: ignore[arg-type]
+            clients.append(client)
+            return client
+
+        yield make_sync
+        for client in clients:
+            client.close_all()
+        return
+    if request.node.get_closest_marker("sync_only"):
+        pytest.skip("looks at the sync client's internals")
+    from async_bridge import Bridge, Loop
+
+    from ktstore import AsyncKyotoTycoon
+
+    loop = Loop()
+    aclients: list[AsyncKyotoTycoon] = []
+
+    def make_async(**options: object) -> KyotoTycoon:
+        options.setdefault("timeout", 5)
+
+        async def create() -> AsyncKyotoTycoon:
+            return AsyncKyotoTycoon(kt_server.host, kt_server.port, **options)  # type: ignore[arg-type]
+
+        aclient = loop.run(create())
+        aclients.append(aclient)
+        return Bridge(loop, aclient)  # type: ignore[return-value]
+
+    yield make_async
+    for aclient in aclients:
+        loop.run(aclient.close_all())
+    loop.close()
+
+
 @pytest.fixture
-def kt(kt_server: RunningServer) -> Iterator[KyotoTycoon]:
-    """A client of ``kt_server`` (5 s timeout); its connections are closed afterwards."""
-    client = KyotoTycoon(kt_server.host, kt_server.port, timeout=5)
-    yield client
-    client.close_all()
+def kt(client_factory: Callable[..., KyotoTycoon]) -> KyotoTycoon:
+    """A client of ``kt_server`` (sync and async: see ``client_factory``)."""
+    return client_factory()

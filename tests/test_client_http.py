@@ -210,7 +210,7 @@ def test_increment_orig_keywords(kt):
 
 
 def test_request_builder_matches_the_protocol_encoders():
-    from ktstore.client import _NO_DB
+    from ktstore.client.commands import NO_DB as _NO_DB
     from ktstore.protocol import http, tsv
 
     kt = KyotoTycoon("127.0.0.1", 1978)
@@ -236,41 +236,3 @@ def test_request_builder_matches_the_protocol_encoders():
         expected = reference(name, full, colenc)
         assert kt._build_rpc(name, list(params), db) == expected
         assert kt._build_rpc(name, list(params), db) == expected  # the cached head too
-
-
-def test_response_parser_fast_path_agrees_with_the_general_one():
-    from ktstore.connection import _parse_http_response, _parse_http_response_general
-    from ktstore.errors import Incomplete, ProtocolError
-
-    head = "Server: KyotoTycoon/0.9.56\r\nDate: Fri, 27 Nov 2026 07:00:00 GMT\r\n"
-    responses = [
-        f"HTTP/1.1 200 OK\r\n{head}Content-Type: text/tab-separated-values\r\n"
-        "Content-Length: 6\r\n\r\nnum\t5\n",
-        f"HTTP/1.1 450 Logical Inconsistency\r\n{head}Content-Length: 0\r\n\r\n",
-        f"HTTP/1.0 200 OK\r\n{head}Content-Length: 2\r\n\r\nok",
-        f"HTTP/1.1 200 OK\r\n{head}Connection: close\r\nContent-Length: 2\r\n\r\nok",
-        "HTTP/1.1 200\r\nContent-Length: 2\r\n\r\nok",
-        "HTTP/1.1 200 OK\r\nCONTENT-LENGTH:2\r\n\r\nok",
-        "HTTP/1.1 200 OK\r\nContent-Length:  2 \r\n\r\nok",
-        "HTTP/1.1 200 OK\r\nBad Name: x\r\nContent-Length: 2\r\n\r\nok",
-        "HTTP/1.1 200 OK\r\nno colon\r\nContent-Length: 2\r\n\r\nok",
-        "HTTP/1.1 200 OK\nContent-Length: 2\n\nok",
-        "HTTP/1.1 200 OK\r\nX: a\rb\r\nContent-Length: 2\r\n\r\nok",
-        "HTTP/1.1 204 No Content\r\nContent-Length: 2\r\n\r\n",
-        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 9\r\n\r\n2\r\nok\r\n0\r\n\r\n",
-        "HTTP/1.1 200 OK\r\nServer: x\r\n\r\nto the end",
-    ]
-    for text in responses:
-        data = text.encode("latin-1")
-        assert _parse_http_response(data) == _parse_http_response_general(data), text
-        for cut in range(len(data)):
-            try:
-                _parse_http_response_general(data[:cut])
-            except Incomplete:
-                with pytest.raises(Incomplete):
-                    _parse_http_response(data[:cut])
-    for text in ["HTTP/ 1x 200 OK\r\nContent-Length: 0\r\n\r\n", "HTTP/1.1 2x0 OK\r\n\r\n"]:
-        with pytest.raises(ProtocolError):
-            _parse_http_response_general(text.encode())
-        with pytest.raises(ProtocolError):
-            _parse_http_response(text.encode())

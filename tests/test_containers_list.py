@@ -6,16 +6,13 @@ import time
 
 import pytest
 
-from ktstore.client import KyotoTycoon
 from ktstore.errors import InvalidArgument
 from ktstore.serializers import KT_PICKLE
 
 
 @pytest.fixture
-def kt(kt_server):
-    client = KyotoTycoon(port=kt_server.port, serializer=KT_PICKLE)
-    yield client
-    client.close_all()
+def kt(client_factory):
+    return client_factory(serializer=KT_PICKLE)
 
 
 def test_list_basic_api(kt):

@@ -14,10 +14,8 @@ from ktstore.serializers import KT_JSON, KT_PICKLE
 
 
 @pytest.fixture
-def kt(kt_server):
-    client = KyotoTycoon(port=kt_server.port, serializer=KT_PICKLE)
-    yield client
-    client.close_all()
+def kt(client_factory):
+    return client_factory(serializer=KT_PICKLE)
 
 
 @pytest.fixture(params=[0, 1], ids=["hashdb", "treedb"])

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from ktstore.client import KyotoTycoon
 from ktstore.serializers import KT_PICKLE
 
 
 @pytest.fixture
-def kt(kt_server):
-    client = KyotoTycoon(port=kt_server.port, serializer=KT_PICKLE)
-    yield client
-    client.close_all()
+def kt(client_factory):
+    return client_factory(serializer=KT_PICKLE)
 
 
 def test_set_basic_api(kt):

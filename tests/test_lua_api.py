@@ -8,7 +8,6 @@ import time
 
 import pytest
 
-from ktstore.client import KyotoTycoon
 from ktstore.errors import InvalidArgument, ScriptError, ServerError
 from ktstore.lua_api import XTMAX
 
@@ -85,10 +84,8 @@ GOOD = {
 
 
 @pytest.fixture
-def kt(kt_server):
-    client = KyotoTycoon(port=kt_server.port)
-    yield client
-    client.close_all()
+def kt(client_factory):
+    return client_factory()
 
 
 def details(kt, keys, db=0):

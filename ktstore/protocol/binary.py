@@ -1,6 +1,6 @@
 """Kyoto Tycoon's binary protocol (magic bytes 0xB4, 0xB8, 0xB9, 0xBA, 0xBF), both sides.
 
-Frames are fixed-width big-endian integers followed by raw bytes (kt-protocol.md §2).
+Frames are fixed-width big-endian integers followed by raw bytes (docs/protocol.md, "Binary protocol").
 Encoders build a whole frame with one ``b"".join``; parsers follow the sans-I/O
 convention of :mod:`ktstore.protocol`: ``parse_x(buf, pos) -> (result, end)``, raising
 :class:`~ktstore.errors.Incomplete` with a lower bound of the bytes needed from ``pos``

@@ -1,7 +1,7 @@
 """Kyoto Cabinet's compact byte formats: varints, mapdump/arraydump, counter values.
 
 * varint: **big-endian** base-128 (every byte but the last has bit 7 set), not LEB128:
-  200 -> ``81 48`` (kt-protocol §6.6). Used by mapdump/arraydump and by update logs.
+  200 -> ``81 48`` (docs/protocol.md, "Dumps and varints"). Used by mapdump/arraydump and by update logs.
 * mapdump: per entry ``varint(klen) varint(vlen) key value``; arraydump: per element
   ``varint(len) bytes``. These are what ``kt.mapdump``/``kt.arraydump`` produce in server
   scripts, so the client and our Lua host must agree with them byte for byte. Loaders

@@ -2,7 +2,7 @@
 
 On the wire an ``xt`` is a signed 64-bit integer: negative means the absolute epoch
 second ``-xt``, non-negative means ``now + xt``; the result is clamped to XTMAX
-(2**40-1), which means "never expires" (kt-protocol §3.6, §4.2). HTTP sends xt as text,
+(2**40-1), which means "never expires" (docs/protocol.md, "Expiration"). HTTP sends xt as text,
 parsed with Kyoto Cabinet's forgiving ``atoi`` (so ``xt=abc`` is 0, i.e. "now").
 RESTful PUT takes an ``X-Kt-Xt`` header parsed by ``strmktime``, always absolute.
 

@@ -1,5 +1,5 @@
 """HTTP/1.x as Kyoto Tycoon speaks it: request/response heads, bodies, keep-alive, and
-responses encoded exactly like ktserver's (kt-protocol §3.1).
+responses encoded exactly like ktserver's (docs/protocol.md, "HTTP").
 
 Parsing follows ktserver's reader, so that our server accepts what ktserver accepts:
 

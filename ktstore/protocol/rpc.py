@@ -2,11 +2,13 @@
 
 Shared by the server (which must answer with ktserver's exact codes and texts, so that
 clients written for ktserver understand it) and the client (which turns them into
-:class:`~ktstore.errors.ServerError` with the status and text kept). kt-protocol §3.4.
+:class:`~ktstore.errors.ServerError` with the status and text kept). docs/protocol.md, "Return values".
 """
 
 from __future__ import annotations
 
+import re
+from itertools import repeat
 from typing import Final
 
 __all__ = [
@@ -49,6 +51,9 @@ __all__ = [
     "ERR_RTS_NOT_SET",
     "ERR_NO_ULOG",
     "ERROR_KEY",
+    "encode_rpc_body",
+    "decode_rpc_output",
+    "rpc_error_text",
 ]
 
 # --- return values (RPCClient::ReturnValue) ----------------------------------------------
@@ -191,3 +196,75 @@ ERR_NO_SUCH_PROCEDURE: Final = "no such scripting procedure"
 ERR_SCRIPT_FAILED: Final = "the scripting procedure failed"
 ERR_RTS_NOT_SET: Final = "the RTS file is not set"
 ERR_NO_ULOG: Final = "no update log allows no replication"
+
+
+# --- the client's side of TSV-RPC: request bodies and reply outputs ------------------------
+
+_CONTROL_OTHER = re.compile(rb"[\x00-\x08\x0b-\x1f\x7f]")  # control bytes but TAB and LF
+_TABS = repeat(b"\t")
+_ONCE = repeat(1)
+_parsed_ctypes: dict[str, tuple[str, str | None]] = {}
+
+
+def encode_rpc_body(params: list[tuple[bytes, bytes]]) -> tuple[bytes, str | None]:
+    """The TSV body of an RPC request and its colenc (``None`` or ``"B"``).
+
+    One pass builds the raw body; its TABs and LFs are then counted: a field holding a
+    control byte (TAB, LF, CR... would break the line structure) means Base64 instead,
+    which ktserver decodes for any byte.  Unlike a response, a long plain field needs
+    no encoding: raw is the smallest.
+    """
+    body = b"".join([b"%s\t%s\n" % (k, v) for k, v in params])
+    n = len(params)
+    if body.count(b"\n") != n or body.count(b"\t") != n or _CONTROL_OTHER.search(body):
+        from ktstore.protocol import tsv
+
+        return tsv.encode_tsv(params, "B"), "B"
+    return body, None
+
+
+def decode_rpc_output(headers: dict[str, str] | None, body: bytes) -> dict[bytes, bytes]:
+    """The output map of an RPC response (``{}`` unless the body is TSV).
+
+    Raw TSV follows tsv.decode_tsv's rules: each line splits at its first TAB, a
+    repeated key keeps the last.  The usual body (no CR, a TAB on every line) is split
+    in C; a line without TAB makes dict() refuse, and the loop below then ignores such
+    lines and drops a CR before the LF.
+    """
+    ctype = headers.get("content-type", "") if headers else ""
+    parsed = _parsed_ctypes.get(ctype)
+    if parsed is None:
+        from ktstore.protocol import tsv
+
+        parsed = tsv.parse_content_type(ctype) if ctype else ("", None)
+        if len(_parsed_ctypes) < 64:  # a handful of distinct values in practice
+            _parsed_ctypes[ctype] = parsed
+    media, colenc = parsed
+    if media != "text/tab-separated-values" or not body:
+        return {}
+    if colenc is not None:
+        from ktstore.protocol import tsv
+
+        return dict(tsv.decode_tsv(body, colenc))
+    lines = body.split(b"\n")
+    if not lines[-1]:
+        lines.pop()
+    try:
+        if b"\r" in body:
+            raise ValueError
+        return dict(map(bytes.split, lines, _TABS, _ONCE))
+    except ValueError:
+        out = {}
+        for line in lines:
+            key, sep, value = line.partition(b"\t")
+            if sep:
+                out[key] = value[:-1] if value[-1:] == b"\r" else value
+        return out
+
+
+def rpc_error_text(status: int, out: dict[bytes, bytes], body: bytes) -> str:
+    """The message of a failed RPC: the server's ``ERROR`` output, else the body."""
+    message = out.get(b"ERROR")
+    if message is None:
+        return body.decode("utf-8", "replace").strip() or f"HTTP status {status}"
+    return message.decode("utf-8", "replace")

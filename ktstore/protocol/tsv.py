@@ -1,4 +1,4 @@
-"""TSV bodies of the HTTP RPC interface and Kyoto Tycoon's column encodings (kt-protocol §3.2-3.3).
+"""TSV bodies of the HTTP RPC interface and Kyoto Tycoon's column encodings (docs/protocol.md, "TSV-RPC").
 
 A TSV body is one ``key<TAB>value<LF>`` line per entry. With ``colenc`` every key and
 value is encoded: ``B`` Base64, ``U`` URL encoding, ``Q`` quoted-printable. The
@@ -345,7 +345,7 @@ _URL_EST_SAFE_BYTES = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123
 
 
 def choose_colenc(pairs: Iterable[tuple[bytes, bytes]]) -> str | None:
-    """The column encoding ktserver picks for a response (kt-protocol §3.3).
+    """The column encoding ktserver picks for a response (docs/protocol.md, "TSV-RPC").
 
     Encode when any key or value holds a byte < 0x20 or 0x7F, or is longer than 255
     bytes; then ``B`` if ktserver's Base64 size estimate is below its URL-encoding

@@ -1,9 +1,15 @@
-"""The Kyoto Tycoon client: the documented API of ukt's ``KyotoTycoon``.
+"""Every method of the documented client API, written once as request builders plus
+reply decoders (no I/O).
 
-Each method uses the protocol that suits it (kt-protocol.md §1): the binary protocol
+:class:`Commands` is the base of both :class:`~ktstore.client.sync.KyotoTycoon` and
+:class:`~ktstore.client.aio.AsyncKyotoTycoon`.  A public method checks its arguments,
+encodes the request, and hands a :class:`~ktstore.client.command.Command` (with the
+function that turns the reply into its value) to ``self.execute``: the sync client
+returns the value, the asyncio client a coroutine, a pipeline queues the command.
+
+Each method uses the protocol that suits it (docs/protocol.md): the binary protocol
 for get/set/remove and their bulk forms (a single-key get is a one-key get_bulk), and
-HTTP TSV-RPC for everything else.  Both go through the connection pool
-(:mod:`ktstore.pool`), which owns the retry and socket-hygiene rules.
+HTTP TSV-RPC for everything else.
 
 Arguments are checked before anything is sent: a bad key type, a value over the
 protocol's 256 MiB limit, an unknown serializer or a bad database index raise
@@ -19,23 +25,33 @@ in ukt), so the same value means the same instant on every machine.
 from __future__ import annotations
 
 import datetime as _dt
-import itertools
-import re
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
+from functools import partial
 from itertools import repeat
 from typing import Any
 
+from ktstore.client.command import BINARY, HTTP, NOREPLY, Command, Program
+from ktstore.client.lua import LuaMethods
+from ktstore.client.params import (
+    check_size,
+    float_arg,
+    int_arg,
+    numbers,
+    raw_value,
+    special_orig,
+)
 from ktstore.errors import InvalidArgument, ScriptError, ServerError
-from ktstore.lua_api import LuaMethods
-from ktstore.pool import Pool
 from ktstore.protocol import binary as _bin
-from ktstore.protocol import dumps, http, tsv
+from ktstore.protocol import dumps, http
 from ktstore.protocol.expire import to_wire_xt
 from ktstore.protocol.limits import DATA_MAX_SIZE, HTTP_BODY_MAX, INT64MAX
+from ktstore.protocol.receive import CountReply, GetBulkReply, HttpResponse, PlayScriptReply
+from ktstore.protocol.rpc import decode_rpc_output, encode_rpc_body, rpc_error_text
+from ktstore.protocol.tsv import content_type_for
 from ktstore.serializers import KT_BINARY, _binary_decode, _binary_encode, get_serializer
 
-__all__ = ["KyotoTycoon"]
+__all__ = ["Commands", "NO_DB"]
 
 _ERROR_REPLY = _bin.ERROR_REPLY
 _encode_get_bulk = _bin.encode_get_bulk
@@ -48,107 +64,58 @@ _encode_get_bulk_db = _bin.encode_get_bulk_db
 _encode_set_bulk_db = _bin.encode_set_bulk_db
 _encode_remove_bulk_db = _bin.encode_remove_bulk_db
 _encode_play_script = _bin.encode_play_script
-_parse_get_bulk_reply = _bin.parse_get_bulk_reply
-_parse_count_reply = _bin.parse_count_reply
-_parse_play_script_reply = _bin.parse_play_script_reply
-_SET_ARGS = (_bin.MAGIC_SET_BULK,)
-_REMOVE_ARGS = (_bin.MAGIC_REMOVE_BULK,)
-_NO_ARGS = ()
+_SET_COUNT = partial(CountReply, _bin.MAGIC_SET_BULK)
+_REMOVE_COUNT = partial(CountReply, _bin.MAGIC_REMOVE_BULK)
 
-_NUM_RE = re.compile(rb"^-?\d+$")
-_FLOAT_RE = re.compile(rb"^-?\d+\.\d+$")
-_NO_DB = object()  # "this procedure takes no DB parameter"
-# Control bytes other than TAB and LF (those two are counted instead).
-_CONTROL_OTHER = re.compile(rb"[\x00-\x08\x0b-\x1f\x7f]")
-_CTYPES = {None: tsv.content_type_for(None), "B": tsv.content_type_for("B")}
-_parsed_ctypes: dict[str, tuple[str, str | None]] = {}
+#: "This procedure takes no DB parameter" (report, ulog_*...).
+NO_DB: Any = object()
+_CTYPES = {None: content_type_for(None), "B": content_type_for("B")}
 # Arguments for map(str.encode, keys, _UTF8, _SURROGATES): endless, so shareable.
 _str_encode = str.encode
 _UTF8 = repeat("utf-8")
 _SURROGATES = repeat("surrogateescape")
-_TABS = repeat(b"\t")
-_ONCE = repeat(1)
 
 
-def _raw_value(value: Any) -> bytes:
-    """A value passed with encode_value(s)=False: bytes as is, str as UTF-8."""
-    t = type(value)
-    if t is bytes:
-        return value
-    if t is str:
-        try:
-            return value.encode("utf-8")
-        except UnicodeEncodeError as exc:
-            raise InvalidArgument(f"value is not encodable as UTF-8: {exc}") from None
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return bytes(value)
-    if isinstance(value, str):
-        return _raw_value(str(value))
-    raise InvalidArgument(f"a raw value must be bytes or str, not {t.__name__}")
+def _binary_error(command: str) -> ServerError:
+    return ServerError(f"the server rejected the {command} request", None, command)
 
 
-def _int_arg(name: str, value: Any) -> bytes:
-    """A whole-number parameter as decimal bytes; anything else is InvalidArgument."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        try:
-            if isinstance(value, bool) or int(value) != value:
-                raise ValueError
-            value = int(value)
-        except (TypeError, ValueError, OverflowError):
-            raise InvalidArgument(f"{name} must be an integer, not {value!r}") from None
-    return b"%d" % value
+def _count(command: str) -> Any:
+    """The finish of set_bulk/remove_bulk: the count, or the server's refusal."""
+
+    def finish(n: Any) -> Any:
+        if n is _ERROR_REPLY:
+            raise _binary_error(command)
+        return n
+
+    return finish
 
 
-def _float_arg(name: str, value: Any) -> bytes:
-    if isinstance(value, bool):
-        raise InvalidArgument(f"{name} must be a number, not {value!r}")
-    try:
-        return repr(float(value)).encode("ascii")
-    except (TypeError, ValueError, OverflowError):
-        raise InvalidArgument(f"{name} must be a number, not {value!r}") from None
+_finish_set = _count("set_bulk")
+_finish_remove = _count("remove_bulk")
 
 
-def _special_orig(orig: str) -> bytes:
-    """``orig='try'`` (fail if missing) or ``'set'`` (overwrite), ktserver's keywords."""
-    if orig not in ("try", "set"):
-        raise InvalidArgument(f"orig must be a number, 'try' or 'set', not {orig!r}")
-    return orig.encode("ascii")
+def _none(_: Any) -> None:
+    return None
 
 
-def _check_size(value: bytes) -> bytes:
-    if len(value) > DATA_MAX_SIZE:
-        raise InvalidArgument(f"value of {len(value)} bytes exceeds the protocol limit")
-    return value
+def _status_ok(result: tuple[int, dict[bytes, bytes]]) -> bool:
+    return result[0] == 200
 
 
-def _parse_number(value: bytes) -> Any:
-    if _NUM_RE.match(value):
-        return int(value)
-    if _FLOAT_RE.match(value):
-        return float(value)
-    return value.decode("utf-8", "replace")
+def _true(_: Any) -> bool:
+    return True
 
 
-def _numbers(out: dict[bytes, bytes]) -> dict[str, Any]:
-    """A report/status output with text keys, numbers as int/float (digits inline)."""
-    return {
-        k.decode("utf-8", "replace"): int(v) if v.isdigit() else _parse_number(v)
-        for k, v in out.items()
-    }
-
-
-class KyotoTycoon(LuaMethods):
-    """Client for a Kyoto Tycoon server (or ``ktstore-server``).
-
-    Thread-safe: any number of threads may share one client; each request borrows a
-    connection from the pool.  Safe across ``fork()``: a child process opens its own
-    connections.
+class Commands(LuaMethods):
+    """The client API as commands; see the module docstring.
 
     :param host: server host.
     :param port: server port.
-    :param timeout: socket timeout in seconds for connecting and for each read;
-        ``None`` means :data:`ktstore.connection.DEFAULT_TIMEOUT` (a dead server must
-        never hang the caller).
+    :param timeout: seconds a whole call may take (connect, send and every read of
+        the reply together); ``None`` means
+        :data:`ktstore.client.connection.DEFAULT_TIMEOUT` (a dead server must never
+        hang the caller).
     :param default_db: database index used when a method's ``db`` is ``None``.
     :param decode_keys: return keys as ``str`` (UTF-8; bytes that are not UTF-8 come
         back as surrogate escapes, so they round-trip exactly) instead of ``bytes``.
@@ -158,8 +125,6 @@ class KyotoTycoon(LuaMethods):
     :param decode_value: custom function bytes -> value.
     :param max_age: idle connections older than this many seconds are not reused.
     """
-
-    _cursor_ids = itertools.count(1)
 
     def __init__(
         self,
@@ -184,26 +149,25 @@ class KyotoTycoon(LuaMethods):
         self.decode_keys = bool(decode_keys)
         self.serializer = KT_BINARY if serializer is None else serializer
         enc, dec = get_serializer(serializer, encode_value, decode_value)
-        # The "Client internals" contract: plain callables on the instance, so the hot
-        # path is one call without a method lookup through the class.
+        # Plain callables on the instance, so the hot path is one call without a
+        # method lookup through the class.  (``_encode_value``/``_decode_value`` are
+        # the old private names, kept for the model layer.)
         self._encode_value = self.encode_value = enc
         self._decode_value = self.decode_value = dec
         # KT_BINARY without custom codecs: bulk paths inline str.encode/bytes.decode.
         self._utf8_values = enc is _binary_encode and dec is _binary_decode
         self.max_age = max_age
-        self._pool = Pool(host, port, timeout, max_age)
         self._host_header = f"{host}:{port}"
         self._rpc_heads: dict[str, bytes] = {}
 
-    def __repr__(self) -> str:
-        return f"<KyotoTycoon {self.host}:{self.port} db={self.default_db}>"
+    # -- the runner (each client class provides it) -----------------------------------------
 
-    @property
-    def pool(self) -> Pool:
-        """The connection pool (for statistics and tests)."""
-        return self._pool
+    def execute_command(self, runnable: Command | Program) -> Any:
+        """Run a command (or a program of commands) and return its value; the asyncio
+        client returns a coroutine, a pipeline queues the command."""
+        raise NotImplementedError  # pragma: no cover
 
-    # -- internals shared with lua_api / containers / models --------------------------
+    # -- keys, values, databases: the client interface used by containers and models -------
 
     @staticmethod
     def _check_db(db: Any) -> int:
@@ -211,13 +175,15 @@ class KyotoTycoon(LuaMethods):
             return db
         raise InvalidArgument(f"database index must be an int in 0..65535, not {db!r}")
 
-    def _db(self, db: Any) -> int:
+    def resolve_db(self, db: Any) -> int:
         """``None`` -> the default database index; anything but an index is refused."""
         if db is None:
             return self.default_db
         if type(db) is int and 0 <= db <= 0xFFFF:
             return db
         raise InvalidArgument(f"database index must be an int in 0..65535, not {db!r}")
+
+    _db = resolve_db  # the old private name (models, Store)
 
     def encode_key(self, key: Any) -> bytes:
         """str -> UTF-8 (surrogate escapes back to their bytes), bytes as is.
@@ -249,7 +215,7 @@ class KyotoTycoon(LuaMethods):
             return data.decode("utf-8", "surrogateescape")
         return data
 
-    def _xt(self, expire_time: Any) -> int:
+    def wire_xt(self, expire_time: Any) -> int:
         """The wire xt of an ``expire_time`` (see the module docstring).
 
         A negative int is passed through as ukt does: on the wire it already means the
@@ -266,31 +232,19 @@ class KyotoTycoon(LuaMethods):
         except (TypeError, ValueError, OverflowError) as exc:
             raise InvalidArgument(f"bad expire_time {expire_time!r}: {exc}") from None
 
-    def _with_xt(
+    _xt = wire_xt
+
+    def with_xt(
         self, params: list[tuple[bytes, bytes]], expire_time: Any
     ) -> list[tuple[bytes, bytes]]:
         """``params`` plus the ``xt`` parameter of an HTTP procedure, when one is given."""
         if expire_time is not None:
-            params.append((b"xt", b"%d" % self._xt(expire_time)))
+            params.append((b"xt", b"%d" % self.wire_xt(expire_time)))
         return params
 
-    def _play_script(
-        self, name: str | bytes, params: list[tuple[bytes, bytes]], no_reply: bool = False
-    ) -> list[tuple[bytes, bytes]] | None:
-        """Binary PLAY_SCRIPT.  A 0xBF reply (any script failure) raises ScriptError and
-        keeps the connection, as ktserver does."""
-        bname = name.encode("utf-8") if isinstance(name, str) else bytes(name)
-        data = _encode_play_script(bname, params, no_reply)
-        if no_reply:
-            self._pool.send_only(data)
-            return None
-        result = self._pool.request(data, _parse_play_script_reply, _NO_ARGS, False, True)
-        if result is _ERROR_REPLY:
-            pname = bname.decode("utf-8", "replace")
-            raise ScriptError("the scripting procedure failed", None, pname)
-        return result
+    _with_xt = with_xt
 
-    def _key_list(self, keys: Iterable[Any]) -> list[bytes]:
+    def key_list(self, keys: Iterable[Any]) -> list[bytes]:
         """The encoded keys, with the str-only case encoded in C."""
         if not isinstance(keys, (list, tuple)):
             keys = list(keys)
@@ -311,10 +265,57 @@ class KyotoTycoon(LuaMethods):
         except UnicodeEncodeError:
             return [ek(k) for k in keys]  # raises InvalidArgument
 
-    def _binary_error(self, command: str) -> ServerError:
-        return ServerError(f"the server rejected the {command} request", None, command)
+    _key_list = key_list
 
-    # -- HTTP RPC -------------------------------------------------------------------------
+    # -- command builders: binary PLAY_SCRIPT and HTTP RPC ----------------------------------
+
+    def script_command(
+        self, name: str | bytes, params: list[tuple[bytes, bytes]], no_reply: bool = False
+    ) -> Command:
+        """Binary PLAY_SCRIPT of procedure ``name``; its value is the output pairs
+        ``[(key, value), ...]`` (``None`` with ``no_reply``).  A 0xBF reply (any
+        script failure) raises ScriptError and keeps the connection, as ktserver does."""
+        bname = name.encode("utf-8") if isinstance(name, str) else bytes(name)
+        data = _encode_play_script(bname, params, no_reply)
+        if no_reply:
+            return Command(NOREPLY, data, None, _none, name="play_script")
+        pname = bname.decode("utf-8", "replace")
+
+        def finish(result: Any) -> list[tuple[bytes, bytes]]:
+            if result is _ERROR_REPLY:
+                raise ScriptError("the scripting procedure failed", None, pname)
+            return result
+
+        return Command(BINARY, data, PlayScriptReply, finish, False, True, name=pname)
+
+    def _play_script(
+        self, name: str | bytes, params: list[tuple[bytes, bytes]], no_reply: bool = False
+    ) -> Any:
+        """Old private name of ``execute(script_command(...))`` (the model layer)."""
+        return self.execute_command(self.script_command(name, params, no_reply))
+
+    def rpc_command(
+        self,
+        name: str,
+        params: list[tuple[bytes, bytes]],
+        db: Any = None,
+        allowed: tuple[int, ...] = (),
+        idempotent: bool = False,
+        timeout: float | None = None,
+    ) -> Command:
+        """HTTP ``/rpc/<name>``; its value is ``(status, output)``.
+
+        A status other than 200 and those in ``allowed`` raises ServerError carrying
+        the server's ``ERROR`` text.  ``idempotent`` requests are retried once after a
+        network failure; ``timeout`` (seconds) lengthens this call (``WAIT``).
+        ``db=NO_DB`` for the procedures that take no database.
+        """
+        request = self._build_rpc(name, params, db)
+
+        def finish(reply: Any) -> tuple[int, dict[bytes, bytes]]:
+            return self._rpc_result(name, reply.status, reply.headers, reply.body, allowed)
+
+        return Command(HTTP, request, HttpResponse, finish, idempotent, True, timeout, name)
 
     def _rpc(
         self,
@@ -324,40 +325,22 @@ class KyotoTycoon(LuaMethods):
         allowed: tuple[int, ...] = (),
         idempotent: bool = False,
         timeout: float | None = None,
-    ) -> tuple[int, dict[bytes, bytes]]:
-        """Call ``/rpc/<name>``; return ``(status, output)``.
-
-        A status other than 200 and those in ``allowed`` raises ServerError carrying the
-        server's ``ERROR`` text.  ``idempotent`` requests are retried once after a
-        network failure; ``timeout`` (seconds) extends the read timeout of this request
-        (for ``WAIT`` conditions).
-        """
-        request = self._build_rpc(name, params, db)
-        status, headers, rbody = self._pool.http(request, idempotent, timeout)
-        return self._rpc_result(name, status, headers, rbody, allowed)
+    ) -> Any:
+        """Old private name of ``execute(rpc_command(...))``."""
+        return self.execute_command(
+            self.rpc_command(name, params, db, allowed, idempotent, timeout)
+        )
 
     def _build_rpc(self, name: str, params: list[tuple[bytes, bytes]], db: Any) -> bytes:
-        """The bytes of a ``POST /rpc/<name>`` request (TSV body, colenc only if needed).
-
-        One pass builds the raw TSV body; its TABs and LFs are then counted: a field
-        holding a control byte (TAB, LF, CR... would break the line structure) means
-        Base64 instead, which ktserver decodes for any byte.  Unlike a response, a long
-        plain field needs no encoding: raw is the smallest.  The request line and the
-        fixed headers of each procedure are built once.
-        """
-        lines = [b"%s\t%s\n" % (k, v) for k, v in params]
-        n = len(lines)
-        if db is not _NO_DB:
-            lines.insert(0, b"DB\t%d\n" % self._db(db))
-            n += 1
-        body = b"".join(lines)
-        if body.count(b"\n") != n or body.count(b"\t") != n or _CONTROL_OTHER.search(body):
-            if db is not _NO_DB:
-                params = [(b"DB", b"%d" % self._db(db)), *params]
-            body = tsv.encode_tsv(params, "B")
-            head = self._rpc_head(name, "B")
-        else:
+        """The bytes of a ``POST /rpc/<name>`` request (the request line and fixed
+        headers of each procedure are built once)."""
+        if db is not NO_DB:
+            params = [(b"DB", b"%d" % self.resolve_db(db)), *params]
+        body, colenc = encode_rpc_body(params)
+        if colenc is None:
             head = self._rpc_heads.get(name) or self._rpc_head(name, None)
+        else:
+            head = self._rpc_head(name, colenc)
         if len(body) > HTTP_BODY_MAX:
             raise InvalidArgument(f"request of {len(body)} bytes exceeds the HTTP body limit")
         return b"%s%d\r\n\r\n%s" % (head, len(body), body)
@@ -380,42 +363,9 @@ class KyotoTycoon(LuaMethods):
     def _rpc_result(
         name: str, status: int, headers: Any, body: bytes, allowed: tuple[int, ...]
     ) -> tuple[int, dict[bytes, bytes]]:
-        ctype = headers.get("content-type", "") if headers else ""
-        parsed = _parsed_ctypes.get(ctype)
-        if parsed is None:
-            parsed = tsv.parse_content_type(ctype) if ctype else ("", None)
-            if len(_parsed_ctypes) < 64:  # a handful of distinct values in practice
-                _parsed_ctypes[ctype] = parsed
-        media, colenc = parsed
-        if media != "text/tab-separated-values" or not body:
-            out = {}
-        elif colenc is None:
-            # Raw TSV (tsv.decode_tsv's rules): each line splits at its first TAB, a
-            # repeated key keeps the last.  The usual body (no CR, a TAB on every line)
-            # is split in C; a line without TAB makes dict() refuse, and the loop
-            # below ignores such lines and drops a CR before the LF.
-            lines = body.split(b"\n")
-            if not lines[-1]:
-                lines.pop()
-            try:
-                if b"\r" in body:
-                    raise ValueError
-                out = dict(map(bytes.split, lines, _TABS, _ONCE))
-            except ValueError:
-                out = {}
-                for line in lines:
-                    key, sep, value = line.partition(b"\t")
-                    if sep:
-                        out[key] = value[:-1] if value[-1:] == b"\r" else value
-        else:
-            out = dict(tsv.decode_tsv(body, colenc))
+        out = decode_rpc_output(headers, body)
         if status != 200 and status not in allowed:
-            message = out.get(b"ERROR")
-            if message is None:
-                text = body.decode("utf-8", "replace").strip() or f"HTTP status {status}"
-            else:
-                text = message.decode("utf-8", "replace")
-            raise ServerError(text, status, name)
+            raise ServerError(rpc_error_text(status, out, body), status, name)
         return status, out
 
     # -- configuration ----------------------------------------------------------------------
@@ -424,15 +374,11 @@ class KyotoTycoon(LuaMethods):
         """Set the database index used when a method is called with ``db=None``."""
         self.default_db = self._check_db(db)
 
-    def close_all(self) -> int:
-        """Close every pooled connection; return how many were closed."""
-        return self._pool.close_all()
-
-    # -- mapdump / arraydump ----------------------------------------------------------------
+    # -- mapdump / arraydump (no I/O) -------------------------------------------------------
 
     def serialize_dict(self, d: Mapping[Any, Any], encode_values: bool = True) -> bytes:
         """``d`` in the byte format of KT's Lua ``mapdump`` (and the Hash container)."""
-        enc = self._encode_value if encode_values else _raw_value
+        enc = self._encode_value if encode_values else raw_value
         ek = self.encode_key
         return dumps.mapdump([(ek(k), enc(v)) for k, v in d.items()])
 
@@ -448,7 +394,7 @@ class KyotoTycoon(LuaMethods):
 
     def serialize_list(self, values: Iterable[Any], encode_values: bool = True) -> bytes:
         """``values`` in the byte format of KT's Lua ``arraydump`` (and the List container)."""
-        enc = self._encode_value if encode_values else _raw_value
+        enc = self._encode_value if encode_values else raw_value
         return dumps.arraydump([enc(v) for v in values])
 
     def deserialize_list(self, data: bytes, decode_values: bool = True) -> list[Any]:
@@ -461,8 +407,23 @@ class KyotoTycoon(LuaMethods):
 
     # -- binary protocol: get --------------------------------------------------------------
 
-    def get(self, key: Any, db: int | None = None, decode_value: bool = True) -> Any:
-        """The value at ``key`` (deserialized unless ``decode_value=False``), or ``None``."""
+    def _finish_get(self, records: Any) -> Any:
+        if not records:
+            return None
+        if records is _ERROR_REPLY:
+            raise _binary_error("get_bulk")
+        return self._decode_value(records[0][2])
+
+    @staticmethod
+    def _finish_get_raw(records: Any) -> Any:
+        if not records:
+            return None
+        if records is _ERROR_REPLY:
+            raise _binary_error("get_bulk")
+        return records[0][2]
+
+    def get_command(self, key: Any, db: int | None = None, decode_value: bool = True) -> Command:
+        """The command of :meth:`get`."""
         # The single-key paths inline the common cases (str key, default db, KT_BINARY)
         # to keep the per-call overhead minimal; everything else takes the checked path.
         if type(key) is str:
@@ -472,77 +433,104 @@ class KyotoTycoon(LuaMethods):
                 bkey = self.encode_key(key)  # raises InvalidArgument
         else:
             bkey = self.encode_key(key)  # (sizes are checked by the frame encoder)
-        dbidx = self.default_db if db is None else self._db(db)
-        request = _encode_get(dbidx, bkey)
-        records = self._pool.request(request, _parse_get_bulk_reply, _NO_ARGS, True)
-        if not records:
-            return None
-        if records is _ERROR_REPLY:
-            raise self._binary_error("get_bulk")
-        value = records[0][2]
-        return self._decode_value(value) if decode_value else value
+        dbidx = self.default_db if db is None else self.resolve_db(db)
+        finish = self._finish_get if decode_value else self._finish_get_raw
+        return Command(BINARY, _encode_get(dbidx, bkey), GetBulkReply, finish, True, False)
 
-    def get_bytes(self, key: Any, db: int | None = None) -> bytes | None:
+    def get(self, key: Any, db: int | None = None, decode_value: bool = True) -> Any:
+        """The value at ``key`` (deserialized unless ``decode_value=False``), or ``None``."""
+        return self.execute_command(self.get_command(key, db, decode_value))
+
+    def get_bytes_command(self, key: Any, db: int | None = None) -> Command:
+        """The command of :meth:`get_bytes`."""
+        return self.get_command(key, db, False)
+
+    def get_bytes(self, key: Any, db: int | None = None) -> Any:
         """The raw bytes at ``key``, or ``None``."""
-        return self.get(key, db, False)
+        return self.execute_command(self.get_command(key, db, False))
+
+    def _bulk_dict(self, decode_values: bool, asked: list[bytes], keys: Any) -> Any:
+        """The finish of get_bulk: ``{key: value}``.  With ``decode_keys`` a key that is
+        not UTF-8 comes back as the caller passed it (the ``bytes`` object), as ukt
+        does; other keys as ``str``."""
+        decode_keys = self.decode_keys
+        utf8 = self._utf8_values
+        dec = self._decode_value
+
+        def finish(records: Any) -> dict[Any, Any]:
+            if records is _ERROR_REPLY:
+                raise _binary_error("get_bulk")
+            if decode_keys:
+                try:
+                    if decode_values:
+                        if utf8:
+                            try:
+                                return {r[1].decode("utf-8"): r[2].decode("utf-8") for r in records}
+                            except UnicodeDecodeError:
+                                pass
+                        return {r[1].decode("utf-8"): dec(r[2]) for r in records}
+                    return {r[1].decode("utf-8"): r[2] for r in records}
+                except UnicodeDecodeError:
+                    pass
+                # Some key is not UTF-8: give back the caller's own key object for it.
+                theirs = {}
+                if keys is not None:
+                    for k in keys:
+                        if type(k) is not str:
+                            theirs[bytes(k)] = k
+                out = {}
+                for _, k, v, _ in records:
+                    try:
+                        ck = k.decode("utf-8")
+                    except UnicodeDecodeError:
+                        ck = theirs.get(k, k.decode("utf-8", "surrogateescape"))
+                    out[ck] = dec(v) if decode_values else v
+                return out
+            if decode_values:
+                return {r[1]: dec(r[2]) for r in records}
+            return {r[1]: r[2] for r in records}
+
+        return finish
 
     def get_bulk(
         self, keys: Iterable[Any], db: int | None = None, decode_values: bool = True
-    ) -> dict[Any, Any]:
+    ) -> Any:
         """``{key: value}`` for the keys that exist (missing keys are left out)."""
-        dbidx = self._db(db)
-        request = _encode_get_bulk_db(dbidx, self._key_list(keys))
-        records = self._pool.request(request, _parse_get_bulk_reply, _NO_ARGS, True)
-        if records is _ERROR_REPLY:
-            raise self._binary_error("get_bulk")
-        if self.decode_keys:
-            if decode_values:
-                if self._utf8_values:
-                    # KT_BINARY fast path: str.decode in the comprehension, the
-                    # serializer (and its SerializationError) only if that fails.
-                    try:
-                        return {
-                            r[1].decode("utf-8", "surrogateescape"): r[2].decode("utf-8")
-                            for r in records
-                        }
-                    except UnicodeDecodeError:
-                        pass
-                dec = self._decode_value
-                return {r[1].decode("utf-8", "surrogateescape"): dec(r[2]) for r in records}
-            return {r[1].decode("utf-8", "surrogateescape"): r[2] for r in records}
-        if decode_values:
-            dec = self._decode_value
-            return {r[1]: dec(r[2]) for r in records}
-        return {r[1]: r[2] for r in records}
+        dbidx = self.resolve_db(db)
+        if not isinstance(keys, (list, tuple)):
+            keys = list(keys)
+        bkeys = self.key_list(keys)
+        request = _encode_get_bulk_db(dbidx, bkeys)
+        finish = self._bulk_dict(decode_values, bkeys, keys)
+        return self.execute_command(Command(BINARY, request, GetBulkReply, finish, True, False))
 
     def get_bulk_details(
         self, db_key_list: Iterable[tuple[int, Any]], decode_values: bool = True
-    ) -> list[tuple[int, Any, Any, int]]:
+    ) -> Any:
         """``[(db, key, value, xt), ...]`` for the ``(db, key)`` pairs that exist.
 
         ``xt`` is the absolute expiration reported by the server (``0xFFFFFFFFFF``,
         XTMAX, when the record never expires), as ukt returns it.
         """
         ek = self.encode_key
-        check = self._db
+        check = self.resolve_db
         request = _encode_get_bulk([(check(d), ek(k)) for d, k in db_key_list])
-        records = self._pool.request(request, _parse_get_bulk_reply, _NO_ARGS, True)
-        if records is _ERROR_REPLY:
-            raise self._binary_error("get_bulk")
         dk = self.decode_key
         dec = self._decode_value if decode_values else None
-        return [(d, dk(k), dec(v) if dec is not None else v, xt) for d, k, v, xt in records]
+
+        def finish(records: Any) -> list[tuple[int, Any, Any, int]]:
+            if records is _ERROR_REPLY:
+                raise _binary_error("get_bulk")
+            return [(d, dk(k), dec(v) if dec is not None else v, xt) for d, k, v, xt in records]
+
+        return self.execute_command(Command(BINARY, request, GetBulkReply, finish, True, False))
 
     # -- binary protocol: set ----------------------------------------------------------------
 
-    def _set_request(self, request: bytes, no_reply: bool) -> int | None:
+    def _set_command(self, request: bytes, no_reply: bool) -> Any:
         if no_reply:
-            self._pool.send_only(request)
-            return None
-        n = self._pool.request(request, _parse_count_reply, _SET_ARGS, False)
-        if n is _ERROR_REPLY:
-            raise self._binary_error("set_bulk")
-        return n
+            return self.execute_command(Command(NOREPLY, request, None, _none, name="set_bulk"))
+        return self.execute_command(Command(BINARY, request, _SET_COUNT, _finish_set, False, False))
 
     def set(
         self,
@@ -552,7 +540,7 @@ class KyotoTycoon(LuaMethods):
         expire_time: Any = None,
         no_reply: bool = False,
         encode_value: bool = True,
-    ) -> int | None:
+    ) -> Any:
         """Store one record; return the number stored (1), or ``None`` with ``no_reply``."""
         if encode_value:
             if self._utf8_values and type(value) is str:
@@ -563,7 +551,7 @@ class KyotoTycoon(LuaMethods):
             else:
                 bvalue = self._encode_value(value)
         else:
-            bvalue = _raw_value(value)
+            bvalue = raw_value(value)
         if type(key) is str:
             try:
                 bkey = key.encode("utf-8", "surrogateescape")
@@ -571,16 +559,9 @@ class KyotoTycoon(LuaMethods):
                 bkey = self.encode_key(key)  # raises InvalidArgument
         else:
             bkey = self.encode_key(key)  # (sizes are checked by the frame encoder)
-        dbidx = self.default_db if db is None else self._db(db)
-        xt = INT64MAX if expire_time is None else self._xt(expire_time)
-        request = _encode_set(dbidx, bkey, bvalue, xt, no_reply)
-        if no_reply:
-            self._pool.send_only(request)
-            return None
-        n = self._pool.request(request, _parse_count_reply, _SET_ARGS, False)
-        if n is _ERROR_REPLY:
-            raise self._binary_error("set_bulk")
-        return n
+        dbidx = self.default_db if db is None else self.resolve_db(db)
+        xt = INT64MAX if expire_time is None else self.wire_xt(expire_time)
+        return self._set_command(_encode_set(dbidx, bkey, bvalue, xt, no_reply), no_reply)
 
     def set_bytes(
         self,
@@ -589,7 +570,7 @@ class KyotoTycoon(LuaMethods):
         db: int | None = None,
         expire_time: Any = None,
         no_reply: bool = False,
-    ) -> int | None:
+    ) -> Any:
         """Store raw bytes without serializing them."""
         return self.set(key, value, db, expire_time, no_reply, False)
 
@@ -600,10 +581,10 @@ class KyotoTycoon(LuaMethods):
         expire_time: Any = None,
         no_reply: bool = False,
         encode_values: bool = True,
-    ) -> int | None:
+    ) -> Any:
         """Store many records in one request; return how many were stored."""
-        dbidx = self.default_db if db is None else self._db(db)
-        xt = INT64MAX if expire_time is None else self._xt(expire_time)
+        dbidx = self.default_db if db is None else self.resolve_db(db)
+        xt = INT64MAX if expire_time is None else self.wire_xt(expire_time)
         if type(data) is dict and (self._utf8_values or not encode_values):
             # Fastest path, a dict of str -> str: keys and values encoded in C (map),
             # the frame built from the two lists; a TypeError (not all str) or
@@ -615,12 +596,12 @@ class KyotoTycoon(LuaMethods):
                 pass
             else:
                 request = _encode_set_bulk_db(dbidx, ks, vs, xt, no_reply)
-                return self._set_request(request, no_reply)
+                return self._set_command(request, no_reply)
         ek = self.encode_key
-        enc = self._encode_value if encode_values else _raw_value
+        enc = self._encode_value if encode_values else raw_value
         items = data.items() if isinstance(data, Mapping) else data
         records: Any = None
-        if enc is _raw_value or self._utf8_values:
+        if enc is raw_value or self._utf8_values:
             # Fast path for str keys and str/bytes values: encode inline, no calls.
             if not isinstance(items, (list, tuple, type({}.items()))):
                 items = list(items)
@@ -640,34 +621,32 @@ class KyotoTycoon(LuaMethods):
                 records = None  # the general path raises the proper error
         if records is None:
             records = [(dbidx, ek(k), enc(v), xt) for k, v in items]
-        return self._set_request(_encode_set_bulk(records, no_reply), no_reply)
+        return self._set_command(_encode_set_bulk(records, no_reply), no_reply)
 
     def set_bulk_details(
         self,
         data: Iterable[tuple[int, Any, Any, Any]],
         no_reply: bool = False,
         encode_values: bool = True,
-    ) -> int | None:
+    ) -> Any:
         """Store ``(db, key, value, expire_time)`` records, each with its own db and xt."""
         ek = self.encode_key
-        enc = self._encode_value if encode_values else _raw_value
-        check = self._db
-        xt = self._xt
+        enc = self._encode_value if encode_values else raw_value
+        check = self.resolve_db
+        xt = self.wire_xt
         records = [(check(d), ek(k), enc(v), xt(t)) for d, k, v, t in data]
-        return self._set_request(_encode_set_bulk(records, no_reply), no_reply)
+        return self._set_command(_encode_set_bulk(records, no_reply), no_reply)
 
     # -- binary protocol: remove -------------------------------------------------------------
 
-    def _remove_request(self, request: bytes, no_reply: bool) -> int | None:
+    def _remove_command(self, request: bytes, no_reply: bool) -> Any:
         if no_reply:
-            self._pool.send_only(request)
-            return None
-        n = self._pool.request(request, _parse_count_reply, _REMOVE_ARGS, False)
-        if n is _ERROR_REPLY:
-            raise self._binary_error("remove_bulk")
-        return n
+            return self.execute_command(Command(NOREPLY, request, None, _none, name="remove_bulk"))
+        return self.execute_command(
+            Command(BINARY, request, _REMOVE_COUNT, _finish_remove, False, False)
+        )
 
-    def remove(self, key: Any, db: int | None = None, no_reply: bool = False) -> int | None:
+    def remove(self, key: Any, db: int | None = None, no_reply: bool = False) -> Any:
         """Remove one key; return the number removed (1 or 0)."""
         if type(key) is str:
             try:
@@ -676,36 +655,34 @@ class KyotoTycoon(LuaMethods):
                 bkey = self.encode_key(key)  # raises InvalidArgument
         else:
             bkey = self.encode_key(key)  # (sizes are checked by the frame encoder)
-        dbidx = self.default_db if db is None else self._db(db)
-        request = _encode_remove(dbidx, bkey, no_reply)
-        return self._remove_request(request, no_reply)
+        dbidx = self.default_db if db is None else self.resolve_db(db)
+        return self._remove_command(_encode_remove(dbidx, bkey, no_reply), no_reply)
 
     def remove_bulk(
         self, keys: Iterable[Any], db: int | None = None, no_reply: bool = False
-    ) -> int | None:
+    ) -> Any:
         """Remove many keys of one database; return the number removed."""
-        request = _encode_remove_bulk_db(self._db(db), self._key_list(keys), no_reply)
-        return self._remove_request(request, no_reply)
+        request = _encode_remove_bulk_db(self.resolve_db(db), self.key_list(keys), no_reply)
+        return self._remove_command(request, no_reply)
 
     def remove_bulk_details(
         self, db_key_list: Iterable[tuple[int, Any]], no_reply: bool = False
-    ) -> int | None:
+    ) -> Any:
         """Remove ``(db, key)`` pairs across databases; return the number removed."""
         ek = self.encode_key
-        check = self._db
+        check = self.resolve_db
         request = _encode_remove_bulk([(check(d), ek(k)) for d, k in db_key_list], no_reply)
-        return self._remove_request(request, no_reply)
+        return self._remove_command(request, no_reply)
 
     # -- HTTP: single-record procedures ---------------------------------------------------
 
     def _write(
         self, proc: str, key: Any, value: Any, db: Any, expire_time: Any, encode_value: bool
-    ) -> bool:
-        bvalue = _check_size(self._encode_value(value) if encode_value else _raw_value(value))
+    ) -> Any:
+        bvalue = check_size(self._encode_value(value) if encode_value else raw_value(value))
         params = [(b"key", self.encode_key(key)), (b"value", bvalue)]
-        self._with_xt(params, expire_time)
-        status, _ = self._rpc(proc, params, db, (450,))
-        return status == 200
+        self.with_xt(params, expire_time)
+        return self.execute_command(self.rpc_command(proc, params, db, (450,)).then(_status_ok))
 
     def add(
         self,
@@ -714,7 +691,7 @@ class KyotoTycoon(LuaMethods):
         db: int | None = None,
         expire_time: Any = None,
         encode_value: bool = True,
-    ) -> bool:
+    ) -> Any:
         """Store only if the key does not exist; ``False`` if it does."""
         return self._write("add", key, value, db, expire_time, encode_value)
 
@@ -725,7 +702,7 @@ class KyotoTycoon(LuaMethods):
         db: int | None = None,
         expire_time: Any = None,
         encode_value: bool = True,
-    ) -> bool:
+    ) -> Any:
         """Store only if the key exists; ``False`` if it does not."""
         return self._write("replace", key, value, db, expire_time, encode_value)
 
@@ -736,21 +713,29 @@ class KyotoTycoon(LuaMethods):
         db: int | None = None,
         expire_time: Any = None,
         encode_value: bool = True,
-    ) -> bool:
+    ) -> Any:
         """Append to the value at ``key`` (creating it if missing)."""
         return self._write("append", key, value, db, expire_time, encode_value)
 
     def _increment(
-        self, proc: str, number: Any, key: Any, n: Any, orig: Any, db: Any, expire_time: Any
-    ) -> bytes:
-        """``increment``/``increment_double``: the new value's text; ``number`` turns
-        ``n`` and a numeric ``orig`` into the parameters' text."""
+        self,
+        proc: str,
+        number: Any,
+        key: Any,
+        n: Any,
+        orig: Any,
+        db: Any,
+        expire_time: Any,
+        convert: Any,
+    ) -> Any:
+        """``increment``/``increment_double``: ``number`` turns ``n`` and a numeric
+        ``orig`` into the parameters' text, ``convert`` the answer into the value."""
         params = [(b"key", self.encode_key(key)), (b"num", number("n", n))]
         if orig is not None:
-            o = _special_orig(orig) if isinstance(orig, str) else number("orig", orig)
+            o = special_orig(orig) if isinstance(orig, str) else number("orig", orig)
             params.append((b"orig", o))
-        _, out = self._rpc(proc, self._with_xt(params, expire_time), db)
-        return out[b"num"]
+        cmd = self.rpc_command(proc, self.with_xt(params, expire_time), db)
+        return self.execute_command(cmd.then(lambda r: convert(r[1][b"num"])))
 
     def increment(
         self,
@@ -759,13 +744,13 @@ class KyotoTycoon(LuaMethods):
         orig: int | str | None = None,
         db: int | None = None,
         expire_time: Any = None,
-    ) -> int:
+    ) -> Any:
         """Add ``n`` to the 8-byte counter at ``key``; return the new value.
 
         ``orig`` is the starting value when the key is missing (``'try'`` fails instead,
         ``'set'`` overwrites).  A value that is not a counter raises ServerError (450).
         """
-        return int(self._increment("increment", _int_arg, key, n, orig, db, expire_time))
+        return self._increment("increment", int_arg, key, n, orig, db, expire_time, int)
 
     def increment_double(
         self,
@@ -774,9 +759,9 @@ class KyotoTycoon(LuaMethods):
         orig: float | str | None = None,
         db: int | None = None,
         expire_time: Any = None,
-    ) -> float:
+    ) -> Any:
         """Add ``n`` to the 16-byte decimal counter at ``key``; return the new value."""
-        return float(self._increment("increment_double", _float_arg, key, n, orig, db, expire_time))
+        return self._increment("increment_double", float_arg, key, n, orig, db, expire_time, float)
 
     def cas(
         self,
@@ -786,78 +771,78 @@ class KyotoTycoon(LuaMethods):
         db: int | None = None,
         expire_time: Any = None,
         encode_value: bool = True,
-    ) -> bool:
+    ) -> Any:
         """Atomically replace ``old_val`` by ``new_val``; ``False`` if the value differed.
 
         ``old_val=None`` means "the key must not exist"; ``new_val=None`` removes it.
         """
         if old_val is None and new_val is None:
             raise InvalidArgument("cas needs old_val, new_val or both")
-        enc = self._encode_value if encode_value else _raw_value
+        enc = self._encode_value if encode_value else raw_value
         params = [(b"key", self.encode_key(key))]
         if old_val is not None:
-            params.append((b"oval", _check_size(enc(old_val))))
+            params.append((b"oval", check_size(enc(old_val))))
         if new_val is not None:
-            params.append((b"nval", _check_size(enc(new_val))))
-        self._with_xt(params, expire_time)
-        status, _ = self._rpc("cas", params, db, (450,))
-        return status == 200
+            params.append((b"nval", check_size(enc(new_val))))
+        self.with_xt(params, expire_time)
+        return self.execute_command(self.rpc_command("cas", params, db, (450,)).then(_status_ok))
 
-    def exists(self, key: Any, db: int | None = None) -> bool:
+    def exists(self, key: Any, db: int | None = None) -> Any:
         """Whether ``key`` exists (and has not expired)."""
-        status, _ = self._rpc("check", [(b"key", self.encode_key(key))], db, (450,), True)
-        return status == 200
+        cmd = self.rpc_command("check", [(b"key", self.encode_key(key))], db, (450,), True)
+        return self.execute_command(cmd.then(_status_ok))
 
     check = exists
 
-    def length(self, key: Any, db: int | None = None) -> int | None:
+    def length(self, key: Any, db: int | None = None) -> Any:
         """Size in bytes of the raw value at ``key``, or ``None``."""
-        status, out = self._rpc("check", [(b"key", self.encode_key(key))], db, (450,), True)
-        if status != 200:
-            return None
-        return int(out[b"vsiz"])
+        cmd = self.rpc_command("check", [(b"key", self.encode_key(key))], db, (450,), True)
+        return self.execute_command(cmd.then(lambda r: int(r[1][b"vsiz"]) if r[0] == 200 else None))
 
     def seize(self, key: Any, db: int | None = None, decode_value: bool = True) -> Any:
         """Atomically get and remove the value at ``key``; ``None`` if missing."""
-        status, out = self._rpc("seize", [(b"key", self.encode_key(key))], db, (450,))
-        if status != 200:
-            return None
-        value = out[b"value"]
-        return self._decode_value(value) if decode_value else value
+        dec = self._decode_value if decode_value else None
+
+        def finish(r: tuple[int, dict[bytes, bytes]]) -> Any:
+            if r[0] != 200:
+                return None
+            value = r[1][b"value"]
+            return dec(value) if dec is not None else value
+
+        cmd = self.rpc_command("seize", [(b"key", self.encode_key(key))], db, (450,))
+        return self.execute_command(cmd.then(finish))
 
     pop = seize
 
-    def vacuum(self, step: int = 0, db: int | None = None) -> bool:
+    def vacuum(self, step: int = 0, db: int | None = None) -> Any:
         """Collect expired records (``step`` records, or all when 0)."""
-        step_b = _int_arg("step", step)
+        step_b = int_arg("step", step)
         params = [(b"step", step_b)] if step > 0 else []
-        self._rpc("vacuum", params, db)
-        return True
+        return self.execute_command(self.rpc_command("vacuum", params, db).then(_true))
 
     # -- HTTP: matching -------------------------------------------------------------------
 
-    def _match(self, proc: str, params: list[tuple[bytes, bytes]], max_keys: Any, db: Any) -> list:
+    def _match(self, proc: str, params: list[tuple[bytes, bytes]], max_keys: Any, db: Any) -> Any:
         if max_keys is not None:
-            params.append((b"max", _int_arg("max_keys", max_keys)))
-        _, out = self._rpc(proc, params, db, (), True)
-        ordered = sorted(
-            ((int(v), k[1:]) for k, v in out.items() if k[:1] == b"_"), key=lambda p: p[0]
-        )
+            params.append((b"max", int_arg("max_keys", max_keys)))
         dk = self.decode_key
-        return [dk(k) for _, k in ordered]
 
-    def match_prefix(
-        self, prefix: Any, max_keys: int | None = None, db: int | None = None
-    ) -> list[Any]:
+        def finish(r: tuple[int, dict[bytes, bytes]]) -> list[Any]:
+            ordered = sorted(
+                ((int(v), k[1:]) for k, v in r[1].items() if k[:1] == b"_"), key=lambda p: p[0]
+            )
+            return [dk(k) for _, k in ordered]
+
+        return self.execute_command(self.rpc_command(proc, params, db, (), True).then(finish))
+
+    def match_prefix(self, prefix: Any, max_keys: int | None = None, db: int | None = None) -> Any:
         """Keys starting with ``prefix``, in the database's order (sorted on tree DBs).
 
         Like ktserver, this may include keys of expired records not yet collected.
         """
         return self._match("match_prefix", [(b"prefix", self.encode_key(prefix))], max_keys, db)
 
-    def match_regex(
-        self, regex: Any, max_keys: int | None = None, db: int | None = None
-    ) -> list[Any]:
+    def match_regex(self, regex: Any, max_keys: int | None = None, db: int | None = None) -> Any:
         """Keys matching the POSIX extended regular expression ``regex``."""
         return self._match("match_regex", [(b"regex", self.encode_key(regex))], max_keys, db)
 
@@ -867,29 +852,36 @@ class KyotoTycoon(LuaMethods):
         distance: int | None = None,
         max_keys: int | None = None,
         db: int | None = None,
-    ) -> list[Any]:
+    ) -> Any:
         """Keys within ``distance`` edits of ``origin`` (UTF-8 aware), nearest first."""
         params = [(b"origin", self.encode_key(origin)), (b"utf", b"true")]
         if distance is not None:
-            params.append((b"range", _int_arg("distance", distance)))
+            params.append((b"range", int_arg("distance", distance)))
         return self._match("match_similar", params, max_keys, db)
+
+    def keys_nonlazy(self, db: int | None = None) -> Any:
+        """All keys in one request (``match_prefix('')``)."""
+        return self.match_prefix(b"", db=db)
 
     # -- HTTP: update log -----------------------------------------------------------------
 
-    def ulog_list(self) -> list[tuple[str, str, _dt.datetime]]:
+    def ulog_list(self) -> Any:
         """``[(path, size, max_timestamp), ...]`` of the update-log files.
 
         The timestamp is a naive UTC ``datetime`` (the server's clock, ms precision).
         """
-        _, out = self._rpc("ulog_list", [], _NO_DB, (), True)
-        result = []
-        for path, meta in sorted(out.items()):
-            size, _, ts = meta.decode("ascii").partition(":")
-            when = _dt.datetime.fromtimestamp(int(ts) / 1e9, _dt.timezone.utc)
-            result.append((path.decode("utf-8", "replace"), size, when.replace(tzinfo=None)))
-        return result
 
-    def ulog_remove(self, max_dt: _dt.datetime | None = None) -> bool:
+        def finish(r: tuple[int, dict[bytes, bytes]]) -> list[tuple[str, str, _dt.datetime]]:
+            result = []
+            for path, meta in sorted(r[1].items()):
+                size, _, ts = meta.decode("ascii").partition(":")
+                when = _dt.datetime.fromtimestamp(int(ts) / 1e9, _dt.timezone.utc)
+                result.append((path.decode("utf-8", "replace"), size, when.replace(tzinfo=None)))
+            return result
+
+        return self.execute_command(self.rpc_command("ulog_list", [], NO_DB, (), True).then(finish))
+
+    def ulog_remove(self, max_dt: _dt.datetime | None = None) -> Any:
         """Remove update-log files older than ``max_dt`` (naive = UTC; default now)."""
         if max_dt is None:
             ts = time.time()
@@ -899,51 +891,69 @@ class KyotoTycoon(LuaMethods):
             ts = max_dt.timestamp()
         else:
             raise InvalidArgument(f"max_dt must be a datetime, not {type(max_dt).__name__}")
-        self._rpc("ulog_remove", [(b"ts", b"%d" % int(ts * 1e9))], _NO_DB)
-        return True
+        cmd = self.rpc_command("ulog_remove", [(b"ts", b"%d" % int(ts * 1e9))], NO_DB)
+        return self.execute_command(cmd.then(_true))
 
     # -- HTTP: database information and maintenance ----------------------------------------
 
-    def report(self) -> dict[str, Any]:
+    def _report_command(self) -> Command:
+        return self.rpc_command("report", [], NO_DB, (), True).then(lambda r: numbers(r[1]))
+
+    def report(self) -> Any:
         """The server's report (counters, configuration, ``db_<i>`` summaries)."""
-        _, out = self._rpc("report", [], _NO_DB, (), True)
-        return _numbers(out)
+        return self.execute_command(self._report_command())
 
-    def status(self, db: int | None = None) -> dict[str, Any]:
+    def _status_command(self, db: Any) -> Command:
+        return self.rpc_command("status", [], db, (), True).then(lambda r: numbers(r[1]))
+
+    def status(self, db: int | None = None) -> Any:
         """Status of one database (``count``, ``size``, ``path``, ``type``...)."""
-        _, out = self._rpc("status", [], db, (), True)
-        return _numbers(out)
+        return self.execute_command(self._status_command(db))
 
-    def count(self, db: int | None = None) -> int:
+    def count(self, db: int | None = None) -> Any:
         """Number of records (including expired ones not yet collected)."""
-        return int(self.status(db).get("count") or 0)
+        return self.execute_command(
+            self._status_command(db).then(lambda s: int(s.get("count") or 0))
+        )
 
-    def size(self, db: int | None = None) -> int:
+    def size(self, db: int | None = None) -> Any:
         """Size of the database in bytes, as the server reports it."""
-        return int(self.status(db).get("size") or 0)
+        return self.execute_command(
+            self._status_command(db).then(lambda s: int(s.get("size") or 0))
+        )
 
-    @property
-    def databases(self) -> list[str]:
-        """Paths of the server's databases, in index order."""
+    @staticmethod
+    def _database_paths(report: dict[str, Any]) -> list[str]:
         found = []
-        for key, value in self.report().items():
+        for key, value in report.items():
             if key.startswith("db_") and key[3:].isdigit():
                 path = str(value).split("path=", 1)[-1] if "path=" in str(value) else ""
                 found.append((int(key[3:]), path))
         return [path for _, path in sorted(found)]
 
-    def list_databases(self) -> list[tuple[str, dict[str, Any]]]:
-        """``[(path, status), ...]`` for every database."""
-        return [(path, self.status(db)) for db, path in enumerate(self.databases)]
+    @property
+    def databases(self) -> Any:
+        """Paths of the server's databases, in index order."""
+        return self.execute_command(self._report_command().then(self._database_paths))
 
-    def clear(self, db: int | None = None) -> bool:
+    def _list_databases(self) -> Program:
+        paths = yield self._report_command().then(self._database_paths)
+        result = []
+        for db, path in enumerate(paths):
+            result.append((path, (yield self._status_command(db))))
+        return result
+
+    def list_databases(self) -> Any:
+        """``[(path, status), ...]`` for every database."""
+        return self.execute_command(self._list_databases())
+
+    def clear(self, db: int | None = None) -> Any:
         """Remove every record of the database."""
-        self._rpc("clear", [], db)
-        return True
+        return self.execute_command(self.rpc_command("clear", [], db).then(_true))
 
     def synchronize(
         self, hard: bool = False, command: str | None = None, db: int | None = None
-    ) -> bool:
+    ) -> Any:
         """Flush the database to its file, then optionally run ``command`` (a file name in
         the server's ``-cmd`` directory).  ``False`` when the server reports a failure."""
         params: list[tuple[bytes, bytes]] = []
@@ -951,96 +961,12 @@ class KyotoTycoon(LuaMethods):
             params.append((b"hard", b""))
         if command is not None:
             params.append((b"command", command.encode("utf-8")))
-        status, _ = self._rpc("synchronize", params, db, (450, 500))
-        return status == 200
+        return self.execute_command(
+            self.rpc_command("synchronize", params, db, (450, 500)).then(_status_ok)
+        )
 
-    # -- dict-like interface --------------------------------------------------------------
-
-    def _key_db(self, item: Any) -> tuple[Any, Any]:
-        if type(item) is tuple:
-            if len(item) != 2:
-                raise InvalidArgument("expected a key or a (key, db) tuple")
-            return item
-        return item, None
-
-    def __getitem__(self, item: Any) -> Any:
-        key, db = self._key_db(item)
-        return self.get(key, db)
-
-    def __setitem__(self, item: Any, value: Any) -> None:
-        key, db = self._key_db(item)
-        if type(value) is tuple:
-            if len(value) != 2:
-                raise InvalidArgument("expected a value or a (value, expire_time) tuple")
-            self.set(key, value[0], db, value[1])
-        else:
-            self.set(key, value, db)
-
-    def __delitem__(self, item: Any) -> None:
-        key, db = self._key_db(item)
-        self.remove(key, db)
-
-    def __contains__(self, item: Any) -> bool:
-        key, db = self._key_db(item)
-        return self.exists(key, db)
-
-    def __len__(self) -> int:
-        return self.count()
-
-    def __bool__(self) -> bool:
-        # Without this, ``if client:`` would call __len__ and ask the server for a count.
-        return True
-
-    def update(self, __data: Mapping[Any, Any] | None = None, **kwargs: Any) -> int | None:
+    def update(self, __data: Mapping[Any, Any] | None = None, **kwargs: Any) -> Any:
         """Set many records (dict-style); see :meth:`set_bulk`."""
         data = dict(__data) if __data is not None else {}
         data.update(kwargs)
         return self.set_bulk(data)
-
-    # -- iteration (cursors) --------------------------------------------------------------
-
-    def cursor(
-        self,
-        db: int | None = None,
-        cursor_id: int | None = None,
-        decode_values: bool = True,
-        encode_values: bool = True,
-    ):
-        """A :class:`~ktstore.cursor.Cursor` over database ``db``."""
-        from ktstore.cursor import Cursor
-
-        if cursor_id is None:
-            cursor_id = next(KyotoTycoon._cursor_ids)
-        return Cursor(self, cursor_id, db, decode_values, encode_values)
-
-    def _iterate(self, db: Any, what: str) -> Iterator[Any]:
-        cursor = self.cursor(db=db)
-        try:
-            if not cursor.jump():
-                return
-            while True:
-                item = cursor._read(what, True)
-                if item is None:
-                    return
-                yield item
-        finally:
-            cursor.close()
-
-    def keys(self, db: int | None = None) -> Iterator[Any]:
-        """All keys, lazily, through a cursor (one request per key: slow on big DBs)."""
-        return self._iterate(db, "key")
-
-    def keys_nonlazy(self, db: int | None = None) -> list[Any]:
-        """All keys in one request (``match_prefix('')``)."""
-        return self.match_prefix(b"", db=db)
-
-    def values(self, db: int | None = None) -> Iterator[Any]:
-        """All values, lazily, through a cursor."""
-        return self._iterate(db, "value")
-
-    def items(self, db: int | None = None) -> Iterator[tuple[Any, Any]]:
-        """All ``(key, value)`` pairs, lazily, through a cursor."""
-        return self._iterate(db, "get")
-
-    def __iter__(self) -> Iterator[Any]:
-        return self.keys()
