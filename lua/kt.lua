@@ -2289,6 +2289,10 @@ end
 --   not share: item records `name \t %012d(score) %012d(id)` in key order (a tree
 --   database is needed, as with ukt's script) and the id counter at `name`
 --   (increment_double).  A queue name must be used by one client library only.
+-- * Also served with ukt's formats: touch_bulk, touch_bulk_relative, expire_time,
+--   get_error, list, get_range, get_part, move and the hexastore (hx_add,
+--   hx_remove, hx_query).  Not served: _error_code and jit_version (ukt's test
+--   helpers), the cmsgpack procedures of ukt's custom ktserver build.
 -- * ktstoreversion also answers `ukt` = the ukt version whose procedures are served.
 do
   local U = {}  -- every helper of this block lives in this table (Lua 5.1 caps locals)
@@ -2886,6 +2890,92 @@ do
     end, true)
     if not ok then return kt.RVEINTERNAL end
     if value == nil then return kt.RVELOGIC end
+    return kt.RVSUCCESS
+  end
+
+  -- ----------------------------------------------- ukt's hexastore (hx_*)
+  -- Each triple (s, p, o) is stored three times, as empty records named
+  -- "spo::s::p::o", "pos::p::o::s" and "osp::o::s::p", so any one or two known
+  -- parts are a key prefix (a tree database is needed for queries).
+  U.HX = { spo = { "s", "p", "o" }, pos = { "p", "o", "s" }, osp = { "o", "s", "p" } }
+
+  function U.hxkeys(t)
+    local keys = {}
+    for name, order in pairs(U.HX) do
+      keys[#keys + 1] = table.concat({ name, t[order[1]], t[order[2]], t[order[3]] }, "::")
+    end
+    return keys
+  end
+
+  function U.hxtriple(inmap)
+    local db = selectdb(inmap)
+    if db == nil or not (inmap.s and inmap.p and inmap.o) then return nil end
+    return db, { s = inmap.s, p = inmap.p, o = inmap.o }
+  end
+
+  function hx_add(inmap, outmap)
+    local db, t = U.hxtriple(inmap)
+    if db == nil then return kt.RVEINVALID end
+    local recs = {}
+    for _, k in ipairs(U.hxkeys(t)) do recs[k] = "" end
+    if db:set_bulk(recs) < 0 then return kt.RVEINTERNAL end
+    return kt.RVSUCCESS
+  end
+
+  function hx_remove(inmap, outmap)
+    local db, t = U.hxtriple(inmap)
+    if db == nil then return kt.RVEINVALID end
+    db:remove_bulk(U.hxkeys(t))
+    return kt.RVSUCCESS
+  end
+
+  -- hx_query: the unknown parts of every matching triple as s0, p0, o0, s1...
+  function hx_query(inmap, outmap)
+    local db = selectdb(inmap)
+    if db == nil or not (inmap.s or inmap.p or inmap.o) then return kt.RVEINVALID end
+    if inmap.s and inmap.p and inmap.o then
+      local k = table.concat({ "spo", inmap.s, inmap.p, inmap.o }, "::")
+      if db:get(k) ~= nil then outmap["0"] = "" end
+      return kt.RVSUCCESS
+    end
+    -- the index whose leading parts are exactly the known ones
+    local known = {}
+    for _, part in ipairs({ "s", "p", "o" }) do known[part] = inmap[part] ~= nil end
+    local count = (known.s and 1 or 0) + (known.p and 1 or 0) + (known.o and 1 or 0)
+    local name, order
+    for n, o in pairs(U.HX) do
+      local fits = true
+      for i = 1, 3 do
+        if (i <= count) ~= known[o[i]] then fits = false end
+      end
+      if fits then name, order = n, o end
+    end
+    local parts = { name }
+    for i = 1, 3 do
+      if known[order[i]] then parts[#parts + 1] = inmap[order[i]] end
+    end
+    local prefix = table.concat(parts, "::") .. "::"
+    local cur = db:cursor()
+    local ok = cur:jump(prefix)
+    local num = 0
+    while ok do
+      local k = cur:get_key()
+      if k == nil or string.sub(k, 1, #prefix) ~= prefix then break end
+      local fields, pos = {}, #name + 3
+      for i = 1, 2 do
+        local e = string.find(k, "::", pos, true)
+        if e == nil then break end
+        fields[i] = string.sub(k, pos, e - 1)
+        pos = e + 2
+      end
+      fields[3] = string.sub(k, pos)
+      for i = 1, 3 do
+        if not known[order[i]] then outmap[order[i] .. tostring(num)] = fields[i] end
+      end
+      num = num + 1
+      ok = cur:step()
+    end
+    cur:disable()
     return kt.RVSUCCESS
   end
 

@@ -30,6 +30,7 @@ UKT_LUA_TESTS = [
     "TestLuaContainers",
     "TestLuaContainersMultiDB",
     "TestLuaExpireTime",
+    "TestLuaHexastore",
     "TestLuaMultiDB",
     "TestLuaQueue",
     "TestLuaSchedule",
