@@ -110,7 +110,8 @@ def test_info_report_script(ktstore_server: ThrowawayServer) -> None:
     report = json.loads(ok(ktstore(url, "report", "--json")))
     assert "db_0" in report
     out = ok(ktstore(url, "script", "ktstoreversion"))
-    assert out.startswith(b"version\t")
+    outputs = dict(line.split(b"\t", 1) for line in out.splitlines())
+    assert outputs[b"ukt"] == b"0.4.8" and outputs[b"version"]
     ok(ktstore(url, "script", "hset", "key=h", "field=f", "value=v"))
     kt = ktstore_server.client()
     assert kt.Hash("h").get_all() == {"f": "v"}
