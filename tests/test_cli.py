@@ -60,7 +60,8 @@ def test_get_set_rm_ls_count(ktstore_server: ThrowawayServer) -> None:
     ok(ktstore(url, "set", "--db", "1", "tmp", "y", "--expire", "60"))
     assert ok(ktstore(url, "get", "user:1")) == b"Ada\n"
     assert ok(ktstore(url, "get", "--raw", "user:2")) == b"\x00\xffbinary"
-    assert ok(ktstore(url, "ls")) == b"user:1\nuser:2\n"
+    # database 0 is a hash database: no key order
+    assert sorted(ok(ktstore(url, "ls")).splitlines()) == [b"user:1", b"user:2"]
     assert ok(ktstore(url, "keys", "user:", "--limit", "1")) in (b"user:1\n", b"user:2\n")
     assert ok(ktstore(url, "ls", "--regex", "2$")) == b"user:2\n"
     assert ok(ktstore(url, "ls", "-d", "1", "-0")).split(b"\0") in (
