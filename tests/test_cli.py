@@ -88,6 +88,9 @@ def test_exit_codes(ktstore_server: ThrowawayServer) -> None:
     assert bad_url.returncode == 2 and b"scheme" in bad_url.stderr
     assert ktstore(url, "count", "--db", "x").returncode == 2
     assert b"Traceback" not in bad_url.stderr
+    for args in (["get", "k"], ["set", "k", "v"], ["rm", "-f", "k"], ["count"]):
+        no_db = ktstore(url, "--url", url.replace("/0", "/7"), *args)
+        assert no_db.returncode in (1, 2) and b"database" in no_db.stderr, args
 
 
 def test_unreachable_server_exit_code_3(

@@ -165,6 +165,14 @@ def main(
     ctx.call_on_close(app.close)
 
 
+def _db_exists(app: App, db: int) -> None:
+    """After a miss on the binary protocol (which reports no error for a database
+    that does not exist): fail clearly if ``db`` is not one of the server's."""
+    n = len(app.client.databases)
+    if db >= n:
+        raise CliFailure(f"database {db} does not exist (the server has {n}: 0..{n - 1})", USAGE)
+
+
 def _key(text: str) -> bytes:
     return text.encode("utf-8", "surrogateescape")
 
@@ -263,6 +271,7 @@ def get(app: App, key: str, db: int | None, raw: bool) -> None:
     """Print the value of KEY (exit code 4 when it does not exist)."""
     value = app.client.get_bytes(_key(key), db=app.db(db))
     if value is None:
+        _db_exists(app, app.db(db))
         raise CliFailure(f"no such key: {key!r}", NOT_FOUND)
     _out(value, newline=not raw)
 
@@ -279,7 +288,9 @@ def get(app: App, key: str, db: int | None, raw: bool) -> None:
 def set_(app: App, key: str, value: str | None, db: int | None, expire: int | None) -> None:
     """Store VALUE at KEY (VALUE omitted or '-': read the bytes from stdin)."""
     data = sys.stdin.buffer.read() if value in (None, "-") else _key(value)
-    app.client.set_bytes(_key(key), data, db=app.db(db), expire_time=expire)
+    if not app.client.set_bytes(_key(key), data, db=app.db(db), expire_time=expire):
+        _db_exists(app, app.db(db))
+        raise CliFailure(f"the server did not store {key!r}", FAILED)
 
 
 @main.command()
@@ -291,6 +302,8 @@ def set_(app: App, key: str, value: str | None, db: int | None, expire: int | No
 def rm(app: App, keys: tuple[str, ...], db: int | None, force: bool) -> None:
     """Remove KEYS (exit code 4 when one did not exist, unless --force)."""
     removed = app.client.remove_bulk([_key(k) for k in keys], db=app.db(db))
+    if removed != len(set(keys)):
+        _db_exists(app, app.db(db))
     if removed != len(set(keys)) and not force:
         raise CliFailure(f"removed {removed} of {len(set(keys))} keys: not found", NOT_FOUND)
 
