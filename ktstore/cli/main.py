@@ -90,8 +90,9 @@ def _friendly(exc: KyotoTycoonError, url: KtURL) -> CliFailure:
         return CliFailure(
             f"the server's script failed: {exc}",
             FAILED,
-            "ktstore's procedures need its kt.lua on the server: ktserver -scr PATH, where "
-            "PATH is printed by: python -c 'import ktstore.resources as r; print(r.kt_lua_path())'",
+            "ktstore's procedures need its kt.lua on the server: ktstore-server -ktlua, or "
+            "ktserver -scr PATH, where PATH is printed by: "
+            "python -c 'import ktstore.resources as r; print(r.kt_lua_path())'",
         )
     if isinstance(exc, ServerError):
         return CliFailure(f"the server answered with an error: {exc}", FAILED)
