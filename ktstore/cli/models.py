@@ -66,7 +66,8 @@ def model() -> None:
     """Check, sweep and rebuild the indexes of models (named module:Class)."""
 
 
-def _run(app: App, specs: tuple[str, ...], db: Any, index_db: Any, verb: str) -> list[Any]:
+def _run(app: App, specs: tuple[str, ...], db: Any, index_db: Any) -> list[Any]:
+    """Import the models and bind them to the server of ``--url``."""
     models = [load_model(s) for s in specs]
     _bind(app, models, db, index_db)
     return models
@@ -83,7 +84,7 @@ def check(app: App, specs: tuple[str, ...], db: Any, index_db: Any, show: int) -
     """Report damaged indexes (read-only); exit code 6 when something is wrong."""
     from ktstore.models.maintenance import check as check_model
 
-    models = _run(app, specs, db, index_db, "check")
+    models = _run(app, specs, db, index_db)
     damaged = 0
     with meter(len(models), "check", app.show_progress) as m:
         for cls in models:
@@ -120,7 +121,7 @@ def sweep(app: App, specs: tuple[str, ...], db: Any, index_db: Any) -> None:
     """Remove index entries and containers whose record is gone."""
     from ktstore.models.maintenance import sweep as sweep_model
 
-    models = _run(app, specs, db, index_db, "sweep")
+    models = _run(app, specs, db, index_db)
     with meter(len(models), "sweep", app.show_progress) as m:
         for cls in models:
             n = sweep_model(cls)
@@ -140,7 +141,7 @@ def rebuild(app: App, specs: tuple[str, ...], db: Any, index_db: Any) -> None:
     could not be indexed (undecodable, or a unique value held twice)."""
     from ktstore.models.maintenance import rebuild as rebuild_model
 
-    models = _run(app, specs, db, index_db, "rebuild")
+    models = _run(app, specs, db, index_db)
     failed = 0
     with meter(len(models), "rebuild", app.show_progress) as m:
         for cls in models:

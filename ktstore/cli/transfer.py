@@ -88,18 +88,18 @@ def export(
             stream.close()
 
 
-def _seekable_input(path: str) -> tuple[IO[bytes], bool]:
-    """The input as a binary file that can be read twice; True when it is a temporary
-    copy (standard input spooled to disk) the caller must close."""
+def _seekable_input(path: str) -> IO[bytes]:
+    """The input as a binary file that can be read twice (standard input is spooled
+    to a temporary file, removed when closed)."""
     if path != "-":
         try:
-            return open(path, "rb"), False  # noqa: SIM115
+            return open(path, "rb")  # noqa: SIM115
         except OSError as exc:
             raise CliFailure(f"cannot read {path}: {exc.strerror}", USAGE) from None
     spool = tempfile.TemporaryFile()
     shutil.copyfileobj(sys.stdin.buffer, spool)
     spool.seek(0)
-    return spool, True
+    return spool
 
 
 def _records(stream: IO[bytes]) -> Iterator[Record]:
@@ -138,7 +138,7 @@ def import_(app: App, input_path: str, db: int | None, batch: int, check: bool) 
     (exit code 5) and the server is left unchanged.
     """
     kt = app.client
-    stream, _spooled = _seekable_input(input_path)
+    stream = _seekable_input(input_path)
     try:
         ndbs = len(kt.databases)
         try:
