@@ -273,3 +273,16 @@ def test_model_check_sweep_rebuild(ktstore_server: ThrowawayServer, tmp_path: Pa
     assert bad.returncode == 2 and b"has no Nope" in bad.stderr
     assert ktstore(url, "model", "check", "json:dumps", cwd=tmp_path).returncode == 2
     assert ktstore(url, "model", "check", "no_such_module:X", cwd=tmp_path).returncode == 2
+
+
+def test_progress_bar_when_forced_and_module_entry(ktstore_server: ThrowawayServer) -> None:
+    ktstore_server.client().set_bulk({f"k{i}": "v" for i in range(50)})
+    result = ktstore(ktstore_server.url, "--progress", "export", "--db", "0")
+    assert len(ok(result).splitlines()) == 50
+    assert b"export:" in result.stderr and b"/50 " in result.stderr  # tqdm draws the bar
+    quiet = ktstore(ktstore_server.url, "--quiet", "export", "--db", "0")
+    assert ok(quiet) == result.stdout and quiet.stderr == b""
+    module = subprocess.run(
+        [sys.executable, "-m", "ktstore.cli", "--help"], capture_output=True, timeout=60
+    )
+    assert module.returncode == 0 and b"Usage: " in module.stdout

@@ -53,7 +53,6 @@ def meter(total: int | None, desc: str, enabled: bool | None) -> Iterator[Meter]
         total=total,
         desc=desc,
         unit=" rec",
-        unit_scale=True,
         disable=not show,
         file=sys.stderr,
         leave=False,
