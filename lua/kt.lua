@@ -2814,6 +2814,7 @@ do
   schedule_read = U.queue({ "key" }, function(db, i, o)
     local high = tonumber(i.score) or 0xffffffff
     local num = 0
+    -- U.walk reports queue scores (SPLIT - stored); a schedule stores its score as is
     U.walk(db, i.key, tonumber(i.n or -1) or -1, false, function(cur, k, v, score)
       if U.SPLIT - score > high then return false, false end
       o[tostring(num)] = v
