@@ -514,7 +514,7 @@ class Database:
         self, records: Iterable[tuple[int, bytes, bytes, int]], dbidx: int, now: int | None
     ) -> tuple[int, bool]:
         """:meth:`set` inlined into one loop under one lock hold, with one GC step and
-        one commit (SQLite, update log) for the whole bulk.  What only transactions,
+        one commit (update log) for the whole bulk.  What only transactions,
         tree databases and change tracking need is done in passes of its own, so the
         common loop does the least per record."""
         records = records if isinstance(records, list) else list(records)

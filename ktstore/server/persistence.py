@@ -21,10 +21,8 @@ which keeps the old file as ``PATH.sqlite-1.bak``.
 
 from __future__ import annotations
 
-import argparse
 import fcntl
 import os
-import shlex
 import sys
 import time
 from typing import Any
@@ -46,6 +44,8 @@ MAP_SIZE = (1 << 40) if sys.maxsize > 2**32 else (1 << 30)
 
 def convert_command(path: str) -> str:
     """The exact shell command that converts an old-format file at ``path``."""
+    import shlex
+
     return f"python -m ktstore.server.persistence convert {shlex.quote(path)}"
 
 
@@ -198,6 +198,8 @@ def convert_sqlite(path: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import argparse
+
     parser = argparse.ArgumentParser(
         prog="python -m ktstore.server.persistence",
         description="Convert ktstore-server file databases to the current format.",
