@@ -421,3 +421,69 @@ def test_disk_full_server_answers_errors(tmp_path: Path) -> None:
         assert all(db.get(b"k%d" % i) is not None for i in acked)
     finally:
         db.close()
+
+
+KILLED_MIDWAY = textwrap.dedent(
+    """
+    import os, signal, sys
+    from ktstore.server.database import Database
+    db = Database(sys.argv[1])
+    for i in range(300):
+        db.set(b"k%03d" % i, b"v%d" % i)
+    db.remove(b"k000")
+    db.set_bulk([(b"bulk%d" % i, b"b") for i in range(100)])
+    db.begin_transaction()
+    db.set(b"aborted", b"x")
+    db.end_transaction(False)
+    db.begin_transaction()
+    db.set(b"in-tx", b"x")  # the process dies inside the transaction: not committed
+    os.kill(os.getpid(), signal.SIGKILL)
+    """
+)
+
+
+def test_logged_requests_are_applied_again_after_a_kill(tmp_path: Path) -> None:
+    path = str(tmp_path / "casket.kct")
+    proc = subprocess.run([sys.executable, "-c", KILLED_MIDWAY, path], timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    assert os.path.getsize(path + ".wal") > 0  # no checkpoint yet: all in the log
+    with open(path + ".wal", "ab") as f:
+        f.write(b"\x00\x00\x01\x00garbage")  # a record torn by the crash
+    db = Database(path)
+    try:
+        assert db.count() == 399 and db.get(b"k299") == (b"v299", XTMAX)
+        assert db.get(b"k000") is None and db.get(b"bulk99") == (b"b", XTMAX)
+        assert db.get(b"aborted") is None and db.get(b"in-tx") is None
+        assert os.path.getsize(path + ".wal") == 0  # applied and checkpointed at open
+        assert db.set(b"after", b"1")
+    finally:
+        db.close()
+    db = Database(path)
+    assert db.count() == 400
+    db.close()
+
+
+def test_failed_checkpoint_keeps_acknowledged_writes(tmp_path: Path) -> None:
+    # a checkpoint after every request: the LMDB file grows past the limit while
+    # the log still takes records; what was acknowledged stays (in the log)
+    path = str(tmp_path / "casket.kch")
+    Database(path).close()
+    script = DISK_FULL.replace("db = Database(path)", "db = Database(path + '#ktstore_ckpt=1')")
+    limit = os.path.getsize(path) + (1 << 20)
+    out = subprocess.run(
+        [sys.executable, "-c", script, path, str(limit)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    r = json.loads(out.stdout)
+    assert r["ok"] and r["failed"] and r["visible"] == []
+    assert sorted(r["logged"]) == sorted(r["ok"]) and r["count"] == len(r["ok"])
+    db = Database(path)
+    try:
+        assert db.count() == len(r["ok"])
+        assert all(db.get(bytes.fromhex(k)) is not None for k in r["ok"])
+        assert all(db.get(bytes.fromhex(k)) is None for k in r["failed"] + r["bulk_failed"])
+    finally:
+        db.close()
