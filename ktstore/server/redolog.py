@@ -38,19 +38,23 @@ _OP = struct.Struct(">BII")  # op, key size, value size (then 5 bytes of xt)
 Op = tuple[int, bytes, bytes, int]
 
 
+_OPX = struct.Struct(">BIIBI")  # op, key size, value size, xt >> 32, xt & 0xffffffff
+
+
 def encode_ops(cleared: bool, changes: Iterable[tuple[bytes, tuple[bytes, int] | None]]) -> bytes:
     """The payload of one request: a clear first if any, then each key's final state."""
-    parts = [_OP.pack(OP_CLEAR, 0, 0) + bytes(5)] if cleared else []
-    pack = _OP.pack
+    parts = [_OPX.pack(OP_CLEAR, 0, 0, 0, 0)] if cleared else []
+    pack = _OPX.pack
+    append = parts.append
     for key, rec in changes:
         if rec is None:
-            parts.append(pack(OP_REMOVE, len(key), 0) + bytes(5))
-            parts.append(key)
+            append(pack(OP_REMOVE, len(key), 0, 0, 0))
+            append(key)
         else:
             value, xt = rec
-            parts.append(pack(OP_SET, len(key), len(value)) + xt.to_bytes(5, "big"))
-            parts.append(key)
-            parts.append(value)
+            append(pack(OP_SET, len(key), len(value), xt >> 32, xt & 0xFFFFFFFF))
+            append(key)
+            append(value)
     return b"".join(parts)
 
 
