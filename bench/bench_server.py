@@ -16,8 +16,8 @@ Measures, from raw sockets (protocol core only):
   server's RSS after the load, the time from a restart to the first answer and
   the RSS right after it;
 * client-count scaling: 1, 2, 4 and 8 client processes each doing HTTP
-  ``/rpc/set`` (then ``/rpc/get``) on a memory database for a fixed time,
-  aggregate requests/s.
+  ``/rpc/set`` (then ``/rpc/get``) on a memory database, then on a ``.kch``
+  file, for a fixed time (``--seconds``), aggregate requests/s.
 
 Our server runs in a subprocess (``python -m ktstore.server``) so the client
 and the server do not share a GIL, just as with a real ktserver.  With
@@ -327,9 +327,23 @@ def main() -> None:
                 results[1] if len(results) > 1 else None,
             )
     if args.only in (None, "clients"):
-        ours = clients_case(lambda port: ours_cmd(port, "*"), args.seconds)
-        real = clients_case(lambda port: real_cmd(port, "*"), args.seconds) if real_path else None
-        table("client processes, HTTP /rpc/set and /rpc/get on '*' (aggregate req/s)", ours, real)
+        for ext in ("*", "kch"):
+            tmp = tempfile.mkdtemp(prefix="ktbench-")
+            try:
+                spec = "*" if ext == "*" else os.path.join(tmp, "casket.kch")
+                ours = clients_case(lambda port, spec=spec: ours_cmd(port, spec), args.seconds)
+                if ext != "*":
+                    for name in os.listdir(tmp):
+                        os.remove(os.path.join(tmp, name))
+                real = (
+                    clients_case(lambda port, spec=spec: real_cmd(port, spec), args.seconds)
+                    if real_path
+                    else None
+                )
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+            title = "'*'" if ext == "*" else "a .kch file"
+            table(f"client processes, HTTP /rpc/set then /rpc/get on {title} (req/s)", ours, real)
 
 
 if __name__ == "__main__":
