@@ -98,20 +98,22 @@ class RedoLog:
 
     def append(self, seq: int, payload: bytes) -> None:
         """Write one record; raises ``OSError`` (then nothing of it is in the log)."""
-        body = seq.to_bytes(8, "big") + payload
-        data = struct.pack(">II", len(payload), zlib.crc32(body)) + body
+        seqb = seq.to_bytes(8, "big")
+        head = _HEAD.pack(len(payload), zlib.crc32(payload, zlib.crc32(seqb)), seq)
+        total = len(head) + len(payload)
         try:
-            view = memoryview(data)
-            while view:
-                written = os.write(self.fd, view)
-                view = view[written:]
+            written = os.writev(self.fd, (head, payload))
+            if written != total:  # short write (rare): finish it piece by piece
+                rest = memoryview(head + payload)[written:]
+                while rest:
+                    rest = rest[os.write(self.fd, rest) :]
         except OSError:
             try:
                 os.ftruncate(self.fd, self.size)  # no partial record stays behind
             except OSError:
                 pass
             raise
-        self.size += len(data)
+        self.size += total
 
     def reset(self) -> None:
         """Empty the log (after a checkpoint made its records part of the file)."""
