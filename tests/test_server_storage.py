@@ -461,6 +461,14 @@ def test_logged_requests_are_applied_again_after_a_kill(tmp_path: Path) -> None:
     db = Database(path)
     assert db.count() == 400
     db.close()
+    # a new file never takes the log of a deleted one
+    other = str(tmp_path / "other.kct")
+    proc = subprocess.run([sys.executable, "-c", KILLED_MIDWAY, other], timeout=60)
+    assert proc.returncode == -signal.SIGKILL and os.path.getsize(other + ".wal") > 0
+    os.remove(other)
+    db = Database(other)
+    assert db.count() == 0
+    db.close()
 
 
 def test_failed_checkpoint_keeps_acknowledged_writes(tmp_path: Path) -> None:

@@ -155,7 +155,8 @@ class FileDatabase(Database):
             self._meta = env.open_db(b"meta")
             with env.begin(write=True) as txn:
                 fmt = txn.get(b"format", db=self._meta)
-                if fmt is None:
+                fresh = fmt is None
+                if fresh:
                     if txn.stat(self._recs)["entries"]:
                         raise DatabaseOpenError(f"{path}: not a ktstore database file")
                     txn.put(b"format", FORMAT.encode(), db=self._meta)
@@ -163,6 +164,8 @@ class FileDatabase(Database):
                 elif fmt != FORMAT.encode():
                     raise DatabaseOpenError(f"{path}: unknown ktstore format {fmt!r}")
             self._log = RedoLog(path + ".wal")
+            if fresh:
+                self._log.reset()  # a log left by a deleted file is not this file's
             self._recover()
             if self._pending:
                 self._checkpoint()
