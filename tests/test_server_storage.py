@@ -495,3 +495,79 @@ def test_failed_checkpoint_keeps_acknowledged_writes(tmp_path: Path) -> None:
         assert all(db.get(bytes.fromhex(k)) is None for k in r["failed"] + r["bulk_failed"])
     finally:
         db.close()
+
+
+STRESS = textwrap.dedent(
+    """
+    import json, os, random, signal, sys, threading
+    from ktstore.server.database import Database
+    db = Database(sys.argv[1] + "#ktstore_ckpt=7")
+    errors = []
+
+    def work(w):
+        rng = random.Random(w)
+        try:
+            for i in range(1500):
+                k = b"k%03d" % rng.randrange(300)
+                if rng.random() < 0.05:
+                    k = k * 200  # long keys share buckets
+                r = rng.random()
+                if r < 0.4:
+                    xt = db.now() + rng.choice([1000, 10**6, 1 << 40])
+                    db.set(k, b"v" * rng.randrange(50), xt)
+                elif r < 0.55:
+                    db.remove(k)
+                elif r < 0.65:
+                    db.set_bulk([(b"b%03d" % rng.randrange(300), b"x")])
+                elif r < 0.72:
+                    db.begin_transaction()
+                    db.set(k, b"t")
+                    db.remove(b"k001")
+                    db.end_transaction(rng.random() < 0.5)
+                elif r < 0.8:
+                    with db.batch():
+                        db.increment(b"n%d" % w, 1)
+                        db.append(k, b"a")
+                elif r < 0.88:
+                    c = db.cursor()
+                    c.jump(k)
+                    for _ in range(5):
+                        if c.get(step=True) is None:
+                            break
+                else:
+                    db.match_prefix(b"k0", 10)
+        except Exception as e:
+            errors.append(repr(e))
+
+    threads = [threading.Thread(target=work, args=(w,)) for w in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    keys = db.match_prefix(b"")
+    recs = {k.hex(): [db.get(k)[0].hex(), db.get(k)[1]] for k in keys}
+    print(json.dumps({"errors": errors, "count": db.count(), "size": db.size(),
+                      "recs": recs}), flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+    """
+)
+
+
+def test_threads_then_sigkill_leave_a_consistent_file(tmp_path: Path) -> None:
+    path = str(tmp_path / "casket.kct")
+    out = subprocess.run(
+        [sys.executable, "-c", STRESS, path], capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == -signal.SIGKILL, out.stderr
+    r = json.loads(out.stdout)
+    assert r["errors"] == []
+    recs = {bytes.fromhex(k): (bytes.fromhex(v), xt) for k, (v, xt) in r["recs"].items()}
+    size = sum(len(k) + len(v) + 5 for k, (v, _) in recs.items())
+    assert r["count"] == len(recs) and r["size"] == size  # counters true in process
+    db = Database(path)
+    try:
+        assert db.match_prefix(b"") == sorted(recs)
+        assert db.count() == len(recs) and db.size() == size  # and after the replay
+        assert all(db.get(k) == rec for k, rec in recs.items())
+    finally:
+        db.close()
