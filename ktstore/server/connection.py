@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any
 from ktstore.errors import Incomplete, ProtocolError
 from ktstore.protocol import binary
 from ktstore.protocol.limits import DATA_MAX_SIZE
-from ktstore.server.database import request_scope
 
 if TYPE_CHECKING:
     from ktstore.server.core import Server, Session
@@ -247,8 +246,7 @@ def handle_binary(server: Server, reader: Reader, session: Session) -> bool:
     reply = _ERROR
     if host is not None and len(req.name) <= DATA_MAX_SIZE:
         try:
-            with request_scope(server.dbs):  # one Lua call = one commit per file database
-                rv, outputs = host.call(req.name, req.params)
+            rv, outputs = host.call(req.name, req.params)
         except Exception as e:
             server.log("error", f"[SCRIPT]: host failure: {e!r}")
             rv, outputs = 5, []

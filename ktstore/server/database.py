@@ -863,6 +863,10 @@ class Database:
 def request_scope(databases: Iterable[Database]) -> Iterator[None]:
     """Make one request (a Lua call) one atomic commit on every file database.
 
+    The call sites of :meth:`ScriptHost.call` wrap it:
+    ``with request_scope(server.dbs): rv, outputs = host.call(name, params)``
+    (``play_script`` over RPC and over the binary protocol).
+
     Each file database's :meth:`Database.batch` is entered in list order (so two
     requests never wait for each other's locks in opposite orders) and committed
     when the block ends: after a SIGKILL the request's writes to a file are there

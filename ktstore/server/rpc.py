@@ -44,7 +44,7 @@ from ktstore.protocol.rpc import (
     RVSUCCESS,
     rv_for_kc_error,
 )
-from ktstore.server.database import Database, DBCursor, request_scope
+from ktstore.server.database import Database, DBCursor
 
 if TYPE_CHECKING:
     from ktstore.server.core import Server, Session
@@ -229,8 +229,7 @@ def _play_script(call: _Call) -> int:
     params = [(k[1:], v) for k, v in call.params.items() if k[:1] == b"_"]
     server.stats["script"] += 1
     try:
-        with request_scope(server.dbs):  # one Lua call = one commit per file database
-            rv, outputs = host.call(name, params)
+        rv, outputs = host.call(name, params)
     except Exception:
         server.log("error", f"[SCRIPT]: {name.decode('utf-8', 'replace')}: host failure")
         rv, outputs = RVEINTERNAL, []
