@@ -51,6 +51,7 @@ import lmdb
 from ktstore.protocol.expire import resolve_xt
 from ktstore.protocol.limits import XTMAX
 from ktstore.server import expiry
+from ktstore.server.cursors import DBCursor
 from ktstore.server.database import Database
 from ktstore.server.dbspec import (
     ERR_INVALID,
@@ -767,20 +768,22 @@ class FileDatabase(Database):
 
     # --------------------------------------------------------------- cursors
 
-    def cursor(self) -> FileCursor:  # type: ignore[override]
+    def cursor(self) -> FileCursor:
         return FileCursor(self)
 
     def __repr__(self) -> str:
         return f"<FileDatabase {self.spec!r} {self.kind} count={self._count}>"
 
 
-class FileCursor:
+class FileCursor(DBCursor):
     """A cursor over a :class:`FileDatabase`, with the rules of
     :class:`~ktstore.server.cursors.DBCursor`: it remembers the key it stands on,
     skips expired records, scans backward after ``jump_back``/``step_back`` (tree
     databases only: a hash database answers "not implemented" there, as KC)."""
 
-    def __init__(self, db: FileDatabase) -> None:
+    db: FileDatabase
+
+    def __init__(self, db: FileDatabase) -> None:  # no snapshot to take, unlike a hash DBCursor
         self.db = db
         self._key: bytes | None = None
         self._back = False
