@@ -36,7 +36,9 @@ keeps every public method and signature of this class.  The rest is split by
 concern: :mod:`~ktstore.server.dbspec` (specs, error codes, sentinels),
 :mod:`~ktstore.server.matching` (regex and edit distance),
 :mod:`~ktstore.server.expiry` (GC steps), :mod:`~ktstore.server.cursors`,
-:mod:`~ktstore.server.persistence` (file format, lock, conversion).
+:mod:`~ktstore.server.persistence` (file format, lock, conversion),
+:mod:`~ktstore.server.redolog` (the file engine's commit log).
+:func:`request_scope` makes one Lua call one commit on the file databases.
 """
 
 from __future__ import annotations
