@@ -192,10 +192,13 @@ def _no_leaked_servers():
             proc.wait()
 
 
-def _start(*args: str, prefix: tuple[str, ...] = (), wait: bool = True) -> tuple:
+def _start(
+    *args: str, prefix: tuple[str, ...] = (), wait: bool = True, launcher: str | None = None
+) -> tuple:
     port = free_port()
+    entry = ["-m", "ktstore.server"] if launcher is None else ["-c", launcher]
     proc = subprocess.Popen(
-        [*prefix, sys.executable, "-m", "ktstore.server", "-port", str(port), "-lz", *args],
+        [*prefix, sys.executable, *entry, "-port", str(port), "-lz", *args],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
@@ -419,5 +422,155 @@ def test_disk_full_server_answers_errors(tmp_path: Path) -> None:
     try:
         assert db.count() == len(acked)
         assert all(db.get(b"k%d" % i) is not None for i in acked)
+    finally:
+        db.close()
+
+
+KILLED_MIDWAY = textwrap.dedent(
+    """
+    import os, signal, sys
+    from ktstore.server.database import Database
+    db = Database(sys.argv[1])
+    for i in range(300):
+        db.set(b"k%03d" % i, b"v%d" % i)
+    db.remove(b"k000")
+    db.set_bulk([(b"bulk%d" % i, b"b") for i in range(100)])
+    db.begin_transaction()
+    db.set(b"aborted", b"x")
+    db.end_transaction(False)
+    db.begin_transaction()
+    db.set(b"in-tx", b"x")  # the process dies inside the transaction: not committed
+    os.kill(os.getpid(), signal.SIGKILL)
+    """
+)
+
+
+def test_logged_requests_are_applied_again_after_a_kill(tmp_path: Path) -> None:
+    path = str(tmp_path / "casket.kct")
+    proc = subprocess.run([sys.executable, "-c", KILLED_MIDWAY, path], timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    assert os.path.getsize(path + ".wal") > 0  # no checkpoint yet: all in the log
+    with open(path + ".wal", "ab") as f:
+        f.write(b"\x00\x00\x01\x00garbage")  # a record torn by the crash
+    db = Database(path)
+    try:
+        assert db.count() == 399 and db.get(b"k299") == (b"v299", XTMAX)
+        assert db.get(b"k000") is None and db.get(b"bulk99") == (b"b", XTMAX)
+        assert db.get(b"aborted") is None and db.get(b"in-tx") is None
+        assert os.path.getsize(path + ".wal") == 0  # applied and checkpointed at open
+        assert db.set(b"after", b"1")
+    finally:
+        db.close()
+    db = Database(path)
+    assert db.count() == 400
+    db.close()
+    # a new file never takes the log of a deleted one
+    other = str(tmp_path / "other.kct")
+    proc = subprocess.run([sys.executable, "-c", KILLED_MIDWAY, other], timeout=60)
+    assert proc.returncode == -signal.SIGKILL and os.path.getsize(other + ".wal") > 0
+    os.remove(other)
+    db = Database(other)
+    assert db.count() == 0
+    db.close()
+
+
+def test_failed_checkpoint_keeps_acknowledged_writes(tmp_path: Path) -> None:
+    # a checkpoint after every request: the LMDB file grows past the limit while
+    # the log still takes records; what was acknowledged stays (in the log)
+    path = str(tmp_path / "casket.kch")
+    Database(path).close()
+    script = DISK_FULL.replace("db = Database(path)", "db = Database(path + '#ktstore_ckpt=1')")
+    limit = os.path.getsize(path) + (1 << 20)
+    out = subprocess.run(
+        [sys.executable, "-c", script, path, str(limit)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    r = json.loads(out.stdout)
+    assert r["ok"] and r["failed"] and r["visible"] == []
+    assert sorted(r["logged"]) == sorted(r["ok"]) and r["count"] == len(r["ok"])
+    db = Database(path)
+    try:
+        assert db.count() == len(r["ok"])
+        assert all(db.get(bytes.fromhex(k)) is not None for k in r["ok"])
+        assert all(db.get(bytes.fromhex(k)) is None for k in r["failed"] + r["bulk_failed"])
+    finally:
+        db.close()
+
+
+STRESS = textwrap.dedent(
+    """
+    import json, os, random, signal, sys, threading
+    from ktstore.server.database import Database
+    db = Database(sys.argv[1] + "#ktstore_ckpt=7")
+    errors = []
+
+    def work(w):
+        rng = random.Random(w)
+        try:
+            for i in range(1500):
+                k = b"k%03d" % rng.randrange(300)
+                if rng.random() < 0.05:
+                    k = k * 200  # long keys share buckets
+                r = rng.random()
+                if r < 0.4:
+                    xt = db.now() + rng.choice([1000, 10**6, 1 << 40])
+                    db.set(k, b"v" * rng.randrange(50), xt)
+                elif r < 0.55:
+                    db.remove(k)
+                elif r < 0.65:
+                    db.set_bulk([(b"b%03d" % rng.randrange(300), b"x")])
+                elif r < 0.72:
+                    db.begin_transaction()
+                    db.set(k, b"t")
+                    db.remove(b"k001")
+                    db.end_transaction(rng.random() < 0.5)
+                elif r < 0.8:
+                    with db.batch():
+                        db.increment(b"n%d" % w, 1)
+                        db.append(k, b"a")
+                elif r < 0.88:
+                    c = db.cursor()
+                    c.jump(k)
+                    for _ in range(5):
+                        if c.get(step=True) is None:
+                            break
+                else:
+                    db.match_prefix(b"k0", 10)
+        except Exception as e:
+            errors.append(repr(e))
+
+    threads = [threading.Thread(target=work, args=(w,)) for w in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    keys = db.match_prefix(b"")
+    recs = {k.hex(): [db.get(k)[0].hex(), db.get(k)[1]] for k in keys}
+    print(json.dumps({"errors": errors, "count": db.count(), "size": db.size(),
+                      "recs": recs}), flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+    """
+)
+
+
+def test_threads_then_sigkill_leave_a_consistent_file(tmp_path: Path) -> None:
+    path = str(tmp_path / "casket.kct")
+    out = subprocess.run(
+        [sys.executable, "-c", STRESS, path], capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == -signal.SIGKILL, out.stderr
+    r = json.loads(out.stdout)
+    assert r["errors"] == []
+    recs = {bytes.fromhex(k): (bytes.fromhex(v), xt) for k, (v, xt) in r["recs"].items()}
+    size = sum(len(k) + len(v) + 5 for k, (v, _) in recs.items())
+    assert r["count"] == len(recs) and r["size"] == size  # counters true in process
+    db = Database(path)
+    try:
+        assert db.match_prefix(b"") == sorted(recs)
+        assert db.count() == len(recs) and db.size() == size  # and after the replay
+        assert all(db.get(k) == rec for k, rec in recs.items())
     finally:
         db.close()

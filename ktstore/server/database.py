@@ -36,7 +36,9 @@ keeps every public method and signature of this class.  The rest is split by
 concern: :mod:`~ktstore.server.dbspec` (specs, error codes, sentinels),
 :mod:`~ktstore.server.matching` (regex and edit distance),
 :mod:`~ktstore.server.expiry` (GC steps), :mod:`~ktstore.server.cursors`,
-:mod:`~ktstore.server.persistence` (file format, lock, conversion).
+:mod:`~ktstore.server.persistence` (file format, lock, conversion),
+:mod:`~ktstore.server.redolog` (the file engine's commit log).
+:func:`request_scope` makes one Lua call one commit on the file databases.
 """
 
 from __future__ import annotations
@@ -514,7 +516,7 @@ class Database:
         self, records: Iterable[tuple[int, bytes, bytes, int]], dbidx: int, now: int | None
     ) -> tuple[int, bool]:
         """:meth:`set` inlined into one loop under one lock hold, with one GC step and
-        one commit (SQLite, update log) for the whole bulk.  What only transactions,
+        one commit (update log) for the whole bulk.  What only transactions,
         tree databases and change tracking need is done in passes of its own, so the
         common loop does the least per record."""
         records = records if isinstance(records, list) else list(records)
@@ -862,6 +864,10 @@ class Database:
 @contextmanager
 def request_scope(databases: Iterable[Database]) -> Iterator[None]:
     """Make one request (a Lua call) one atomic commit on every file database.
+
+    The call sites of :meth:`ScriptHost.call` wrap it:
+    ``with request_scope(server.dbs): rv, outputs = host.call(name, params)``
+    (``play_script`` over RPC and over the binary protocol).
 
     Each file database's :meth:`Database.batch` is entered in list order (so two
     requests never wait for each other's locks in opposite orders) and committed

@@ -10,7 +10,8 @@ database path (no ``-lock`` file: the server is the only user, which
 :class:`FileLock` enforces), with three named tables: ``records`` (the stored
 key, see :mod:`ktstore.server.filedb`, to a 5-byte big-endian xt plus the
 value), ``expiry`` (see :mod:`ktstore.server.expiry`) and ``meta``
-(``format``, ``kind``, ``count``, ``size``).
+(``format``, ``kind``, ``count``, ``size``, ``applied``: the last request of the
+redo log ``PATH.wal`` that the file holds, see :mod:`ktstore.server.redolog`).
 
 Convert an old file with the server stopped::
 
@@ -21,10 +22,8 @@ which keeps the old file as ``PATH.sqlite-1.bak``.
 
 from __future__ import annotations
 
-import argparse
 import fcntl
 import os
-import shlex
 import sys
 import time
 from typing import Any
@@ -46,6 +45,8 @@ MAP_SIZE = (1 << 40) if sys.maxsize > 2**32 else (1 << 30)
 
 def convert_command(path: str) -> str:
     """The exact shell command that converts an old-format file at ``path``."""
+    import shlex
+
     return f"python -m ktstore.server.persistence convert {shlex.quote(path)}"
 
 
@@ -169,7 +170,7 @@ def convert_sqlite(path: str) -> int:
             raise DatabaseOpenError(f"{path}: unknown format {meta.get('format')!r}")
         kind = meta.get("kind", "tree")
         tmp = path + ".converting"
-        for leftover in (tmp,):
+        for leftover in (tmp, tmp + ".wal"):
             if os.path.exists(leftover):
                 os.remove(leftover)
         db = FileDatabase(tmp + "#type=" + kind)
@@ -194,10 +195,14 @@ def convert_sqlite(path: str) -> int:
             os.replace(path + suffix, backup + suffix)
     os.replace(path, backup)
     os.replace(tmp, path)
+    if os.path.exists(tmp + ".wal"):
+        os.remove(tmp + ".wal")  # empty: close() checkpointed everything
     return n
 
 
 def main(argv: list[str] | None = None) -> int:
+    import argparse
+
     parser = argparse.ArgumentParser(
         prog="python -m ktstore.server.persistence",
         description="Convert ktstore-server file databases to the current format.",

@@ -214,7 +214,7 @@ def _report(call: _Call) -> int:
         ("conf_kt_version", KT_VERSION),
         ("conf_kt_features", "(ktstore)(python)" + ("(lua)" if server.script_path else "")),
         ("conf_kc_version", "ktstore"),
-        ("conf_kc_features", "(sqlite3)"),
+        ("conf_kc_features", "(lmdb)"),
         ("conf_os_name", platform.system() or "unknown"),
     ]
     rows += _sysinfo()
