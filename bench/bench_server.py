@@ -1,15 +1,23 @@
-"""Single-client throughput of ktstore-server (and optionally a real ktserver).
+"""Throughput of ktstore-server (and optionally a real ktserver), as ratios.
 
 Usage::
 
-    python bench/bench_server.py [N]
+    python bench/bench_server.py [N] [--records R] [--only memory|files|clients]
     KTSTORE_BENCH_SERVER=/path/to/ktserver python bench/bench_server.py [N]
 
-Measures, from one client thread on raw sockets (protocol core only):
+Measures, from raw sockets (protocol core only):
 
-* binary get (1-record get_bulk) and set (1-record set_bulk),
-* binary bulk of 100 records (set_bulk + get_bulk),
-* one HTTP procedure (``/rpc/get`` on an existing key) with keep-alive.
+* memory database, one client: binary get (1-record get_bulk) and set
+  (1-record set_bulk), binary bulk of 100 records, one HTTP procedure
+  (``/rpc/get`` on an existing key) with keep-alive;
+* file databases (``.kch`` and ``.kct``, ``R`` records of 100-byte values,
+  default 1,000,000): bulk load in binary ``set_bulk`` of 1,000, single ``set``
+  (binary, and HTTP ``/rpc/set``) and ``get`` of random keys of the file, the
+  server's RSS after the load, the time from a restart to the first answer and
+  the RSS right after it;
+* client-count scaling: 1, 2, 4 and 8 client processes each doing HTTP
+  ``/rpc/set`` (then ``/rpc/get``) on a memory database for a fixed time,
+  aggregate requests/s.
 
 Our server runs in a subprocess (``python -m ktstore.server``) so the client
 and the server do not share a GIL, just as with a real ktserver.  With
@@ -19,10 +27,15 @@ ratio ours/real is printed.
 
 from __future__ import annotations
 
+import argparse
+import multiprocessing
 import os
+import random
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -130,26 +143,193 @@ def bench(cmd_for_port: Callable[[int], list[str]], n: int) -> dict[str, float]:
         proc.wait(10)
 
 
-def main() -> None:
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 5000
-    ours = bench(
-        lambda port: [sys.executable, "-m", "ktstore.server", "-lz", "-port", str(port), "*"], n
-    )
-    real_path = os.environ.get("KTSTORE_BENCH_SERVER")
-    real = None
-    if real_path:
-        real = bench(
-            lambda port: [real_path, "-lz", "-host", "127.0.0.1", "-port", str(port), "*"], n
+def rss_mib(pid: int) -> float:
+    """Resident memory of a process (VmRSS), MiB."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def first_answer(cmd: list[str], port: int) -> tuple[subprocess.Popen, float]:
+    """Start a server and time until it answers a ``get`` (the restart figure)."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    get = binary.encode_get_bulk([(0, b"k%09d" % 0)])
+    while True:
+        try:
+            c = Conn(port)
+            c.call(get, binary.parse_get_bulk_reply)
+            c.sock.close()
+            return proc, time.perf_counter() - t0
+        except OSError:
+            if time.perf_counter() - t0 > 60:
+                proc.kill()
+                raise
+            time.sleep(0.002)
+
+
+def file_case(server_cmd: Callable[[int, str], list[str]], path: str, records: int, n: int) -> dict:
+    """Bulk load, single writes/reads, RSS, restart time on one file database."""
+    port = free_port()
+    cmd = server_cmd(port, path)
+    proc = start(cmd, port)
+    out: dict[str, float] = {}
+    value = b"v" * 100
+    rng = random.Random(7)
+    try:
+        c = Conn(port)
+        parse_count = binary.parse_count_reply
+        t0 = time.perf_counter()
+        for base in range(0, records, 1000):
+            frame = binary.encode_set_bulk(
+                [(0, b"k%09d" % i, value, INT64MAX) for i in range(base, min(base + 1000, records))]
+            )
+            c.call(frame, parse_count, binary.MAGIC_SET_BULK)
+        out["bulk load rec/s"] = records / (time.perf_counter() - t0)
+        out["RSS after load MiB"] = rss_mib(proc.pid)
+        keys = [b"k%09d" % rng.randrange(records) for _ in range(n)]
+        sets = [binary.encode_set_bulk([(0, k, value, INT64MAX)]) for k in keys]
+        gets = [binary.encode_get_bulk([(0, k)]) for k in keys]
+        rpc_sets = [
+            http.encode_request(
+                "POST",
+                "/rpc/set",
+                [("Host", "localhost"), ("Content-Type", tsv.content_type_for(None))],
+                tsv.encode_tsv([(b"key", k), (b"value", value)], None),
+            )
+            for k in keys
+        ]
+        it = iter(sets)
+        out["binary set (1) ops/s"] = rate(
+            n, lambda: c.call(next(it), parse_count, binary.MAGIC_SET_BULK)
         )
-    print(
-        f"{'operation':24} {'ours ops/s':>12}"
-        + (f" {'real ops/s':>12} {'ratio':>7}" if real else "")
-    )
-    for name, ops in ours.items():
-        line = f"{name:24} {ops:12.0f}"
+        it2 = iter(rpc_sets)
+        out["http /rpc/set ops/s"] = rate(n, lambda: c.http(next(it2)))
+        it3 = iter(gets)
+        out["binary get (1) ops/s"] = rate(
+            n, lambda: c.call(next(it3), binary.parse_get_bulk_reply)
+        )
+        c.sock.close()
+    finally:
+        proc.terminate()
+        proc.wait(60)
+    proc, secs = first_answer(cmd, port)
+    try:
+        out["restart to 1st answer s"] = secs
+        out["RSS after reopen MiB"] = rss_mib(proc.pid)
+    finally:
+        proc.terminate()
+        proc.wait(60)
+    return out
+
+
+def _client_worker(port: int, op: str, seconds: float, wid: int, q: object) -> None:
+    c = Conn(port)
+    value = b"v" * 100
+    reqs = [
+        http.encode_request(
+            "POST",
+            f"/rpc/{op}",
+            [("Host", "localhost"), ("Content-Type", tsv.content_type_for(None))],
+            tsv.encode_tsv(
+                [(b"key", b"w%d-%d" % (wid, i))] + ([(b"value", value)] if op == "set" else []),
+                None,
+            ),
+        )
+        for i in range(1000)
+    ]
+    n = 0
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        for r in reqs[:100]:
+            c.http(r)
+        n += 100
+        reqs = reqs[100:] + reqs[:100]
+    c.sock.close()
+    q.put(n / seconds)  # type: ignore[attr-defined]
+
+
+def clients_case(server_cmd: Callable[[int], list[str]], seconds: float) -> dict[str, float]:
+    """Aggregate requests/s of 1, 2, 4, 8 client processes (set, then get)."""
+    port = free_port()
+    proc = start(server_cmd(port), port)
+    out: dict[str, float] = {}
+    ctx = multiprocessing.get_context("fork")
+    try:
+        for op in ("set", "get"):
+            for k in (1, 2, 4, 8):
+                q = ctx.Queue()
+                ps = [
+                    ctx.Process(target=_client_worker, args=(port, op, seconds, w, q))
+                    for w in range(k)
+                ]
+                for p in ps:
+                    p.start()
+                total = sum(q.get() for _ in ps)
+                for p in ps:
+                    p.join()
+                out[f"{op} x{k} clients req/s"] = total
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    return out
+
+
+def table(title: str, ours: dict[str, float], real: dict[str, float] | None) -> None:
+    print(f"\n{title}")
+    print(f"{'':28} {'ours':>12}" + (f" {'real':>12} {'ratio':>7}" if real else ""))
+    for name, v in ours.items():
+        line = f"{name:28} {v:12.3f}" if v < 100 else f"{name:28} {v:12.0f}"
         if real:
-            line += f" {real[name]:12.0f} {ops / real[name]:7.2f}"
+            r = real[name]
+            line += (f" {r:12.3f}" if r < 100 else f" {r:12.0f}") + f" {v / r:7.2f}"
         print(line)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("n", nargs="?", type=int, default=5000)
+    ap.add_argument("--records", type=int, default=1_000_000)
+    ap.add_argument("--seconds", type=float, default=3.0)
+    ap.add_argument("--only", choices=["memory", "files", "clients"])
+    args = ap.parse_args()
+    n = args.n
+    real_path = os.environ.get("KTSTORE_BENCH_SERVER")
+
+    def ours_cmd(port: int, *dbs: str) -> list[str]:
+        return [sys.executable, "-m", "ktstore.server", "-lz", "-port", str(port), *dbs]
+
+    def real_cmd(port: int, *dbs: str) -> list[str]:
+        assert real_path
+        return [real_path, "-lz", "-host", "127.0.0.1", "-port", str(port), *dbs]
+
+    print(f"machine: {os.cpu_count()} cores (shared: figures are noisy, compare ratios)")
+    if args.only in (None, "memory"):
+        ours = bench(lambda port: ours_cmd(port, "*"), n)
+        real = bench(lambda port: real_cmd(port, "*"), n) if real_path else None
+        table("memory database '*', one client (ops/s)", ours, real)
+    if args.only in (None, "files"):
+        for ext in ("kch", "kct"):
+            results = []
+            for cmd in [ours_cmd] + ([real_cmd] if real_path else []):
+                tmp = tempfile.mkdtemp(prefix="ktbench-")
+                try:
+                    results.append(
+                        file_case(cmd, os.path.join(tmp, f"casket.{ext}"), args.records, n)
+                    )
+                finally:
+                    shutil.rmtree(tmp, ignore_errors=True)
+            table(
+                f".{ext} file, {args.records} records of 100 bytes",
+                results[0],
+                results[1] if len(results) > 1 else None,
+            )
+    if args.only in (None, "clients"):
+        ours = clients_case(lambda port: ours_cmd(port, "*"), args.seconds)
+        real = clients_case(lambda port: real_cmd(port, "*"), args.seconds) if real_path else None
+        table("client processes, HTTP /rpc/set and /rpc/get on '*' (aggregate req/s)", ours, real)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,13 @@
 on machines without Kyoto Tycoon.  Both take ktserver's command line, which is what we
 pass.  Our Lua script (``kt.lua``) is loaded with ``-scr`` so the Lua-backed client
 methods work, unless the caller already chose a script.
+
+The server never outlives the process that started it, however that process ends:
+the owner holds the write end of a pipe on the server's standard input, which the
+kernel closes when the owner dies (even by SIGKILL).  Our server stops on that
+(``-lifeline``); any other executable runs under :mod:`ktstore.lifeline`, a small
+guard that stops it.  A process forked from the owner inherits the pipe, so the
+server then lives until the last of them ends.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -82,6 +90,19 @@ def stop_process(proc: subprocess.Popen, grace: float = 10.0) -> bool:
     return was_running
 
 
+def _tail(stream: Any, limit: int = 2000) -> str:
+    """The last ``limit`` bytes a process wrote to ``stream`` (a file), as text."""
+    if stream is None:
+        return ""
+    try:
+        stream.seek(0, os.SEEK_END)
+        size = stream.tell()
+        stream.seek(max(size - limit, 0))
+        return stream.read().decode("utf-8", "replace").strip()
+    except (OSError, ValueError):
+        return ""
+
+
 class EmbeddedServer:
     """A server subprocess and a client bound to it.
 
@@ -137,6 +158,8 @@ class EmbeddedServer:
         else:
             exe = [os.fspath(self.server)]
         args = list(exe)
+        if self.builtin:
+            args.append("-lifeline")
         logging = {"-li", "-ls", "-le", "-lz"}
         if not logging.intersection(self.server_args):
             args.append("-le")
@@ -159,6 +182,13 @@ class EmbeddedServer:
             return None
         return str(path) if path.exists() else None
 
+    @property
+    def builtin(self) -> bool:
+        """Whether :meth:`command` runs ktstore's own server."""
+        if self.server is None:
+            return shutil.which("ktserver") is None
+        return self.server == "builtin"
+
     # -- life cycle ------------------------------------------------------------------------
 
     @property
@@ -177,19 +207,30 @@ class EmbeddedServer:
         if self.running:
             return self.client
         port = self.port if self.port is not None else find_free_port(self.host)
-        out = subprocess.DEVNULL if self.quiet else None
+        cmd = self.command(port)
+        if not self.builtin:  # a foreign server: the guard ends it with us
+            cmd = [sys.executable, "-m", "ktstore.lifeline", "--", *cmd]
+        # quiet: the output is dropped, but what the server says on stderr is kept in a
+        # file so a failed start can tell why.
+        errors = tempfile.TemporaryFile() if self.quiet else None  # noqa: SIM115
         proc = subprocess.Popen(
-            self.command(port),
-            stdout=out,
-            stderr=out,
-            stdin=subprocess.DEVNULL,
+            cmd,
+            stdout=subprocess.DEVNULL if self.quiet else None,
+            stderr=errors,
+            stdin=subprocess.PIPE,  # the lifeline: closed by the kernel when we die
         )
         self._proc = proc
         try:
             wait_for_port(self.host, port, _START_TIMEOUT, proc)
-        except KTConnectionError:
+        except KTConnectionError as e:
             self.stop()  # (reaps the process whether it exited or hangs)
+            said = _tail(errors)
+            if said:
+                raise KTConnectionError(f"{e}; the server said: {said}") from None
             raise
+        finally:
+            if errors is not None:
+                errors.close()
         self.port = port
         self._client = KyotoTycoon(self.host, port, serializer=self.serializer)
         return self._client
@@ -203,6 +244,11 @@ class EmbeddedServer:
             self._client = None
         if proc is None:
             return False
+        if proc.stdin is not None:
+            try:
+                proc.stdin.close()
+            except OSError:
+                pass
         return stop_process(proc)
 
     def __enter__(self) -> EmbeddedServer:

@@ -98,3 +98,8 @@ class SignalTimeout(KyotoTycoonError):
 
 class SerializationError(KyotoTycoonError, ValueError):
     """A value could not be encoded or decoded by the configured serializer."""
+
+
+class ReplicationError(KyotoTycoonError):
+    """A replication stream could not be had or broke: the server keeps no update log
+    (started without ``-ulog``), or it sent something that is not the stream."""

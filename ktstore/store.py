@@ -5,6 +5,16 @@
 >>> store["greeting"]["hello"]
 'world'
 
+Where the data lives:
+
+* ``Store()``: an in-memory database on a server this process starts (and ends when
+  it ends).  It is *per process*: another process calling ``Store()`` gets its own,
+  empty one.
+* ``Store("app.kct")``: a file database shared by every process of the machine that
+  opens the same file (:mod:`ktstore.shared`): the first starts a server for it, the
+  others use that server, and it ends when none of them needs it any more.
+* ``Store(client)`` or ``Store.from_url("kt://host:port/db")``: a server you run.
+
 Values go through the client's serializer (the embedded default uses msgpack, so
 dicts, lists, numbers, text, bytes and ``None`` all work).  ``ttl`` gives every
 write a default expiry.  Iteration walks keys in the database's order (sorted for
@@ -20,6 +30,7 @@ and delete crash-atomic).
 from __future__ import annotations
 
 import atexit
+import os
 import threading
 from collections.abc import Iterator, MutableMapping
 from typing import Any
@@ -50,8 +61,9 @@ def _tree_path(path: str) -> bool:
 class Store(MutableMapping):
     """A mapping over database ``db`` of ``client``.
 
-    :param client: a :class:`~ktstore.client.KyotoTycoon`; ``None`` uses the embedded
-        default server (started once per process, stopped at exit).
+    :param client: a :class:`~ktstore.client.KyotoTycoon`; a database file path
+        (shared by the processes that open it, see :mod:`ktstore.shared`); or ``None``
+        for the embedded default server (started once per process, stopped at exit).
     :param db: database index of the records (default: the client's default db).
     :param index_db: database index of model index entries (default: ``db``).
     :param ttl: default expiry for writes, in seconds (``None``: never expire).
@@ -66,6 +78,8 @@ class Store(MutableMapping):
     ) -> None:
         if client is None:
             client = _embedded_client()
+        elif isinstance(client, (str, os.PathLike)):
+            client = _shared_client(client)
         self.client = client
         self.db = client._db(db)
         self.index_db = self.db if index_db is None else client._db(index_db)
@@ -282,6 +296,14 @@ class _ValuesView:
 
     def __len__(self) -> int:
         return len(self._s)
+
+
+def _shared_client(path: str | os.PathLike[str]) -> Any:
+    """A msgpack client of the shared server of database file ``path``."""
+    from ktstore.serializers import KT_MSGPACK
+    from ktstore.shared import shared_server
+
+    return shared_server(path).client(serializer=KT_MSGPACK)
 
 
 def _embedded_client() -> Any:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import math
-import sqlite3
 import threading
+from collections.abc import Iterator
 
 import pytest
 
@@ -31,9 +31,12 @@ class Clock:
         return self.t
 
 
-@pytest.fixture(params=["*", "%"])
-def db(request: pytest.FixtureRequest) -> Database:
-    return Database(request.param)
+@pytest.fixture(params=["*", "%", "file.kch", "file.kct"])
+def db(request: pytest.FixtureRequest, tmp_path) -> Iterator[Database]:
+    spec = request.param
+    d = Database(str(tmp_path / spec) if "." in spec else spec)
+    yield d
+    d.close()
 
 
 def test_spec_parsing() -> None:
@@ -242,10 +245,9 @@ def test_persistence(tmp_path) -> None:
     db.begin_transaction()
     db.set(b"rolled", b"back")
     db.end_transaction(False)
-    # a second process would see committed data even without close()
-    with sqlite3.connect(path) as raw:
-        rows = dict(raw.execute("SELECT key, value FROM records").fetchall())
-    assert rows == {b"a": b"1", b"b": b"2", b"t": b"x"}
+    assert db.count() == 3
+    with pytest.raises(DatabaseOpenError, match="locked"):
+        Database(path)  # one opener at a time, even in one process
     db.close()
     again = Database(path)
     assert again.is_tree and again.match_prefix(b"") == [b"a", b"b", b"t"]

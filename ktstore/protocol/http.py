@@ -48,6 +48,7 @@ __all__ = [
     "body_framing",
     "parse_body",
     "parse_chunked",
+    "ChunkedDecoder",
     "parse_request",
     "parse_response",
     "keep_alive",
@@ -456,6 +457,90 @@ def parse_chunked(buf, pos: int = 0, limit: int = HTTP_BODY_MAX) -> tuple[bytes,
         p = nl + 1
         if not line:
             return b"".join(parts), p
+
+
+class ChunkedDecoder:
+    """An incremental chunked-body decoder with ktserver's rules (server side).
+
+    Feed it the bytes received so far with :meth:`feed`; it consumes every whole
+    size line and as much chunk data as is there, appending the data to
+    :attr:`body` at once, so memory stays at the body plus one partial size line
+    whatever the chunk sizes (a body of 1-byte chunks no longer costs one Python
+    object per chunk), and each byte is looked at once.
+
+    ktserver's rules (``kthttp.h``): a size line is hex digits (KC's ``atoih``:
+    anything else ends the number, so ``zz`` and ``-5`` are 0); an empty size line
+    ends the body; the data of every chunk, *including the 0-size one*, must be
+    followed by exactly CRLF, otherwise ProtocolError ("invalid chunk": a size
+    line of ``zz`` followed by data, and trailers, are refused); more than
+    ``limit`` bytes raise BodyTooLarge; a size line over LINE_MAX LineTooLong.
+    """
+
+    __slots__ = ("body", "done", "limit", "_left", "_crlf", "_last")
+
+    def __init__(self, limit: int = HTTP_BODY_MAX) -> None:
+        self.body = bytearray()
+        self.done = False
+        self.limit = limit
+        self._left = 0  # data bytes of the current chunk still to come
+        self._crlf = False  # the CRLF after a chunk's data is expected next
+        self._last = False  # the 0-size chunk was seen: its CRLF ends the body
+
+    def feed(self, buf, pos: int = 0) -> int:
+        """Consume what can be consumed of ``buf[pos:]``; returns the new position.
+
+        When :attr:`done` is set the body is complete and the position is just
+        after it; otherwise everything before the returned position is consumed
+        and more bytes are needed.
+        """
+        size = len(buf)
+        p = pos
+        body = self.body
+        while not self.done:
+            if self._left:
+                take = min(self._left, size - p)
+                if take <= 0:
+                    return p
+                body += buf[p : p + take]
+                p += take
+                self._left -= take
+                if self._left:
+                    return p
+                self._crlf = True
+            if self._crlf:
+                if size - p < 2:
+                    if size > p and buf[p] != 13:
+                        raise ProtocolError("invalid chunk: data not followed by CRLF")
+                    return p
+                if buf[p] != 13 or buf[p + 1] != 10:
+                    raise ProtocolError("invalid chunk: data not followed by CRLF")
+                p += 2
+                self._crlf = False
+                if self._last:  # that was the CRLF after the 0-size chunk
+                    self.done = True
+                    return p
+                continue
+            nl = buf.find(b"\n", p)
+            if nl < 0:
+                if size - p > LINE_MAX + 1:
+                    raise LineTooLong("chunk size line too long")
+                return p
+            if nl - p > LINE_MAX + 1:
+                raise LineTooLong("chunk size line too long")
+            line = bytes(buf[p:nl]).replace(b"\r", b"")
+            p = nl + 1
+            if not line:
+                self.done = True  # ktserver: an empty size line ends the body
+                return p
+            csiz = _chunk_size(line)
+            if len(body) + csiz > self.limit:
+                raise BodyTooLarge(f"chunked body exceeds {self.limit} bytes")
+            if csiz == 0:
+                self._last = True
+                self._crlf = True
+            else:
+                self._left = csiz
+        return p
 
 
 def parse_body(

@@ -28,6 +28,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ktstore-server: {e}", file=sys.stderr)
         print(USAGE, file=sys.stderr, end="")
         return 1
+    if cfg.show_help:
+        print(USAGE, end="")
+        return 0
     if cfg.show_version:
         from ktstore.server.rpc import KT_VERSION
 
@@ -36,12 +39,21 @@ def main(argv: list[str] | None = None) -> int:
     from ktstore.server.core import Server
     from ktstore.server.database import DatabaseOpenError
 
+    sharing = None
+    if cfg.shared is not None:
+        from ktstore.server.sharing import SharedServerLocks
+
+        sharing = SharedServerLocks(cfg.shared)
     try:
         server = Server(config=cfg)
     except (DatabaseOpenError, OSError) as e:
         print(f"ktstore-server: {e}", file=sys.stderr)
         return 1
     done = threading.Event()
+    if cfg.lifeline:
+        from ktstore.server.sharing import watch_lifeline
+
+        watch_lifeline(done.set)
 
     def on_signal(signum: int, frame: object) -> None:
         done.set()
@@ -69,6 +81,9 @@ def main(argv: list[str] | None = None) -> int:
             os.remove(cfg.pid_file)
         return 1
     server.log("system", f"================ [START]: pid={os.getpid()}")
+    if sharing is not None:
+        sharing.publish(cfg.host, server.port)
+        sharing.watch(done.set)
     try:
         while True:
             done.wait(1.0)
@@ -81,6 +96,9 @@ def main(argv: list[str] | None = None) -> int:
                 break
     finally:
         server.log("system", "================ [FINISH]")
+        if sharing is not None:
+            sharing.unpublish()
+            sharing.close()
         server.stop()
         if cfg.pid_file:
             try:

@@ -20,83 +20,13 @@ from collections.abc import Sequence
 from typing import Any, TextIO
 
 from ktstore.server.config import ServerConfig, parse_args
-from ktstore.server.database import Database, DBCursor
+from ktstore.server.connection import serve_connection
+from ktstore.server.database import Database
+from ktstore.server.session import ConditionMap, Session
 
 __all__ = ["Server", "Session", "ConditionMap"]
 
 _LEVELS = {"debug": 0, "info": 1, "system": 2, "error": 3, "none": 9}
-
-
-class ConditionMap:
-    """Named conditions for the ``WAIT``/``SIGNAL`` RPC parameters.
-
-    ``signal`` wakes one waiter (or all with ``broadcast``) and returns how many
-    it woke, which ktserver reports as ``SIGNALED``.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._entries: dict[bytes, list[Any]] = {}  # name -> [Condition, waiters, tickets]
-        self._stopping = False
-
-    def wait(self, name: bytes, timeout: float) -> bool:
-        """Block until ``name`` is signalled (True) or ``timeout`` seconds pass (False)."""
-        deadline = time.monotonic() + timeout
-        with self._lock:
-            entry = self._entries.get(name)
-            if entry is None:
-                entry = [threading.Condition(self._lock), 0, 0]
-                self._entries[name] = entry
-            entry[1] += 1
-            try:
-                while entry[2] == 0 and not self._stopping:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        return False
-                    entry[0].wait(remaining)
-                if entry[2] > 0:
-                    entry[2] -= 1
-                    return True
-                return False
-            finally:
-                entry[1] -= 1
-                if entry[1] == 0 and entry[2] == 0:
-                    self._entries.pop(name, None)
-
-    def signal(self, name: bytes, broadcast: bool = False) -> int:
-        """Wake one (or every) waiter of ``name``; returns the number woken."""
-        with self._lock:
-            entry = self._entries.get(name)
-            if entry is None:
-                return 0
-            idle = entry[1] - entry[2]
-            n = idle if broadcast else min(1, idle)
-            if n > 0:
-                entry[2] += n
-                entry[0].notify_all()
-            return max(n, 0)
-
-    def stop(self) -> None:
-        """Wake every waiter (the server is stopping)."""
-        with self._lock:
-            self._stopping = True
-            for entry in self._entries.values():
-                entry[0].notify_all()
-
-
-class Session:
-    """Per-connection state: the RPC cursors (ids are session-local, as in ktserver)."""
-
-    __slots__ = ("cursors", "peer")
-
-    def __init__(self, peer: str = "") -> None:
-        self.cursors: dict[int, DBCursor] = {}
-        self.peer = peer
-
-    def close(self) -> None:
-        for cur in self.cursors.values():
-            cur.disable()
-        self.cursors.clear()
 
 
 class Server:
@@ -141,6 +71,20 @@ class Server:
             self.ulog = UpdateLog(cfg.ulog, cfg.sid or 0, cfg.ulim)
             for i, db in enumerate(self.dbs):
                 db.set_commit_hook(self.ulog.hook(i))
+        self.slave: Any = None
+        if cfg.rts_path is not None:
+            from ktstore.server.slave import ReplicationSlave
+
+            self.slave = ReplicationSlave(
+                sid=cfg.sid or 0,
+                rts_path=cfg.rts_path,
+                host=cfg.master_host,
+                port=cfg.master_port,
+                riv=cfg.riv,
+                dbs=self.dbs,
+                ulog=self.ulog,
+                log=self.log,
+            )
         self.conditions = ConditionMap()
         self.stats: dict[str, int] = dict.fromkeys(
             ("set", "set_misses", "remove", "remove_misses", "get", "get_misses", "script", "misc"),
@@ -151,6 +95,10 @@ class Server:
         self._accept_thread: threading.Thread | None = None
         self._conns: dict[socket.socket, threading.Thread] = {}
         self._conns_lock = threading.Lock()
+        self._slots = threading.BoundedSemaphore(cfg.max_conns)
+        self._cap_logged = False
+        # how connection threads are made (a test replaces it to inject a failure)
+        self._thread_factory: Any = threading.Thread
         self._stopping = threading.Event()
         self._port = cfg.port
         self._server_name: str | None = None
@@ -285,38 +233,67 @@ class Server:
         )
         self._accept_thread.start()
         self.log("system", f"listening on {cfg.host}:{self._port}")
+        if self.slave is not None:
+            self.slave.start()
 
     def _accept_loop(self) -> None:
-        from ktstore.server.connection import serve_connection
+        """Accept connections until stopped; nothing that happens here ends the loop.
 
+        At most ``-maxconn`` connections are served at once: beyond that the loop
+        stops accepting until one ends, so new clients wait in the kernel's listen
+        backlog (they connect, and are answered once a slot frees).  A connection
+        whose thread cannot be started is logged and closed.
+        """
         listener = self._listener
         assert listener is not None
+        slots = self._slots
         while not self._stopping.is_set():
+            if not slots.acquire(timeout=0.2):
+                if not self._cap_logged:
+                    self._cap_logged = True
+                    self.log("info", f"connection limit reached ({self.config.max_conns}): waiting")
+                continue
+            self._cap_logged = False
             try:
-                conn, addr = listener.accept()
-            except OSError:
-                if self._stopping.is_set():
-                    return
+                self._accept_one(listener)
+            except Exception as e:  # never let the accept thread die
+                slots.release()
+                self.log("error", f"accept loop: {e!r}")
                 time.sleep(0.01)
-                continue
-            if self._stopping.is_set():
-                conn.close()
-                return
-            try:
-                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                self._set_timeout(conn)
-            except OSError:
-                conn.close()
-                continue
-            t = threading.Thread(
-                target=self._run_connection,
-                args=(conn, addr, serve_connection),
-                name="ktstore-conn",
-                daemon=True,
+
+    def _accept_one(self, listener: socket.socket) -> None:
+        """Accept one connection and start its thread; holds one slot, which the
+        connection's thread (or a failure here) gives back."""
+        try:
+            conn, addr = listener.accept()
+        except OSError:
+            self._slots.release()
+            if not self._stopping.is_set():
+                time.sleep(0.01)  # e.g. EMFILE: do not spin
+            return
+        if self._stopping.is_set():
+            self._slots.release()
+            conn.close()
+            return
+        try:
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._set_timeout(conn)
+            t = self._thread_factory(
+                target=self._run_connection, args=(conn, addr), name="ktstore-conn", daemon=True
             )
             with self._conns_lock:
                 self._conns[conn] = t
             t.start()
+        except Exception as e:
+            with self._conns_lock:
+                self._conns.pop(conn, None)
+            self._slots.release()
+            self.log("error", f"cannot serve a connection from {addr!r}: {e!r}")
+            try:
+                conn.close()
+            except OSError:
+                pass
+            time.sleep(0.01)  # out of threads or memory: give the others a moment
 
     def _set_timeout(self, conn: socket.socket) -> None:
         """Apply ``-tout`` to every socket operation.
@@ -335,11 +312,11 @@ class Server:
         else:  # pragma: no cover - other platforms
             conn.settimeout(tout)
 
-    def _run_connection(self, conn: socket.socket, addr: Any, serve: Any) -> None:
+    def _run_connection(self, conn: socket.socket, addr: Any) -> None:
         peer = f"{addr[0]}:{addr[1]}" if isinstance(addr, tuple) else str(addr)
-        session = Session(peer)
+        session = Session(peer, conn)
         try:
-            serve(self, conn, session)
+            serve_connection(self, conn, session)
         except Exception as e:  # a bug must not take the server down
             self.log("error", f"connection {peer}: {e!r}")
         finally:
@@ -350,6 +327,7 @@ class Server:
                 conn.close()
             except OSError:
                 pass
+            self._slots.release()
 
     @property
     def stopping(self) -> bool:
@@ -360,6 +338,8 @@ class Server:
         if self._stopping.is_set():
             return
         self._stopping.set()
+        if self.slave is not None:
+            self.slave.stop()
         self.conditions.stop()
         if self.ulog is not None:
             with self.ulog.lock:
@@ -381,7 +361,8 @@ class Server:
             except OSError:
                 pass
         for _, t in conns:
-            t.join(5)
+            if t.ident is not None:  # a thread that failed to start cannot be joined
+                t.join(5)
         host = self._script_host
         if host is not None and hasattr(host, "close"):
             try:

@@ -28,35 +28,54 @@ Database specs follow ktserver: ``*`` ``:`` ``-`` (in-memory hash), ``%`` ``+``
 tuning parameters.  Only ``ktcapcnt``/``ktcapsiz`` (and ``type``) mean something
 to us; the others are accepted and ignored.
 
-Persistence format: a database given as a file path is kept in memory and
-mirrored write-through into an **SQLite 3** file at that path (WAL journal,
-``synchronous=NORMAL``).  Table ``records(key BLOB PRIMARY KEY, value BLOB,
-xt INTEGER)`` holds every record (xt absolute, ``XTMAX`` = never) and table
-``meta(name TEXT PRIMARY KEY, value TEXT)`` holds ``format=ktstore-sqlite-1``
-and ``kind=hash|tree``.  Changes are committed in one SQLite transaction per
-operation, per request batch (:meth:`Database.batch`) or per Lua transaction,
-before the client gets its answer, so an acknowledged write survives SIGTERM,
-SIGINT and even SIGKILL of the server.  A real Kyoto Cabinet file (magic
-``KC\\n``) is refused with a clear message: the formats are not compatible.
+Engines: memory databases (``*``, ``%``...) live in this module: a ``dict`` (plus a
+``SortedList`` of the keys for trees) and a heap of expiration times.  File
+databases (``.kch``, ``.kct``...) are :class:`ktstore.server.filedb.FileDatabase`,
+a subclass on an LMDB file that ``Database(spec)`` returns for a file spec; it
+keeps every public method and signature of this class.  The rest is split by
+concern: :mod:`~ktstore.server.dbspec` (specs, error codes, sentinels),
+:mod:`~ktstore.server.matching` (regex and edit distance),
+:mod:`~ktstore.server.expiry` (GC steps), :mod:`~ktstore.server.cursors`,
+:mod:`~ktstore.server.persistence` (file format, lock, conversion).
 """
 
 from __future__ import annotations
 
 import heapq
 import math
-import os
-import re
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 from ktstore.protocol import dumps
 from ktstore.protocol.expire import resolve_xt
 from ktstore.protocol.limits import INT64MAX, INT64MIN, XTMAX
-from ktstore.protocol.rpc import KC_ERROR_NAMES
+from ktstore.server import expiry
+from ktstore.server.cursors import DBCursor
+from ktstore.server.dbspec import (
+    _TYPE_NUMBERS,
+    ERR_BROKEN,
+    ERR_DUPREC,
+    ERR_INVALID,
+    ERR_LOGIC,
+    ERR_MISC,
+    ERR_NOIMPL,
+    ERR_NOPERM,
+    ERR_NOREC,
+    ERR_NOREPOS,
+    ERR_SUCCESS,
+    ERR_SYSTEM,
+    ERROR_NAMES,
+    NOP,
+    REMOVE,
+    DatabaseOpenError,
+    Visitor,
+    _atoix,
+    parse_db_spec,
+)
+from ktstore.server.matching import compile_posix_regex, match_regex, match_similar_keys
 
 try:  # SortedList keeps tree databases in byte order
     from sortedcontainers import SortedList
@@ -69,8 +88,10 @@ __all__ = [
     "NOP",
     "Database",
     "DBCursor",
+    "Visitor",
     "DatabaseOpenError",
     "parse_db_spec",
+    "request_scope",
     "compile_posix_regex",
     "ERR_SUCCESS",
     "ERR_NOIMPL",
@@ -86,195 +107,7 @@ __all__ = [
     "ERROR_NAMES",
 ]
 
-# Kyoto Cabinet error codes and their names (kcdb.h), as ``db:error()`` and the
-# ``DB: <code>: <name>: <message>`` RPC texts report them.
-ERR_SUCCESS = 0
-ERR_NOIMPL = 1
-ERR_INVALID = 2
-ERR_NOREPOS = 3
-ERR_NOPERM = 4
-ERR_BROKEN = 5
-ERR_DUPREC = 6
-ERR_NOREC = 7
-ERR_LOGIC = 8
-ERR_SYSTEM = 9
-ERR_MISC = 15
-ERROR_NAMES = KC_ERROR_NAMES
-
-
-class _Sentinel:
-    __slots__ = ("name",)
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def __repr__(self) -> str:
-        return self.name
-
-
-#: A visitor returns this to delete the record it was shown.
-REMOVE: Any = _Sentinel("REMOVE")
-#: A visitor may return this (or ``None``) to leave the record unchanged.
-NOP: Any = _Sentinel("NOP")
-
-#: ``visitor(key, value_or_None, xt) -> None | NOP | REMOVE | (new_value, new_xt_or_None)``.
-#: ``value`` is ``None`` (and ``xt`` is ``XTMAX``) for a missing or expired record.
-#: A ``new_xt`` of ``None`` keeps the current xt of an existing record (XTMAX for a
-#: new one); otherwise it is an absolute time.
-Visitor = Callable[[bytes, "bytes | None", int], Any]
-
-_MEMORY_HASH = {"*", ":", "-"}
-_MEMORY_TREE = {"%", "+"}
-_HASH_EXT = {"kch", "hdb", "kcd", "ddb", "kcph", "phdb", "kcs", "sdb", "kcc", "cdb"}
-_TREE_EXT = {"kct", "tdb", "kcf", "fdb", "kcpt", "ptdb", "kcg", "gdb"}
-_MEMORY_EXT = {"kcph", "phdb", "kcpt", "ptdb", "kcs", "sdb", "kcc", "cdb", "kcg", "gdb"}
-_TYPE_PARAM = {
-    "phash": ("hash", False),
-    "ptree": ("tree", False),
-    "stash": ("hash", False),
-    "cache": ("hash", False),
-    "grass": ("tree", False),
-    "hash": ("hash", True),
-    "tree": ("tree", True),
-    "dir": ("hash", True),
-    "forest": ("tree", True),
-}
-# KC type numbers reported by ``status`` (kcdb.h / kcpolydb.h).
-_TYPE_NUMBERS = {"-": 16, "+": 17, ":": 24, "*": 32, "%": 33}
-
-_SQLITE_MAGIC = b"SQLite format 3\x00"
-_KC_MAGIC = b"KC\n"
-_FORMAT = "ktstore-sqlite-1"
-_GC_STEP = 4  # expired records examined per write
 _ZERO_COUNTER = bytes(16)
-
-
-# POSIX bracket classes (KC's regexes are POSIX EREs) as Python character ranges.
-_POSIX_CLASSES = {
-    b"alpha": rb"a-zA-Z",
-    b"digit": rb"0-9",
-    b"alnum": rb"a-zA-Z0-9",
-    b"upper": rb"A-Z",
-    b"lower": rb"a-z",
-    b"space": rb" \t\n\r\x0b\x0c",
-    b"blank": rb" \t",
-    b"punct": rb"!-/:-@\[-`{-~",
-    b"xdigit": rb"0-9A-Fa-f",
-    b"cntrl": rb"\x00-\x1f\x7f",
-    b"print": rb"\x20-\x7e",
-    b"graph": rb"\x21-\x7e",
-}
-_POSIX_CLASS = re.compile(rb"\[:(" + b"|".join(_POSIX_CLASSES) + rb"):\]")
-
-
-def compile_posix_regex(regex: bytes) -> re.Pattern[bytes]:
-    """Compile a KC (POSIX ERE) regex: bracket classes such as ``[:alpha:]`` become
-    Python ranges.  Raises ``re.error`` when it does not compile."""
-    return re.compile(_POSIX_CLASS.sub(lambda m: _POSIX_CLASSES[m.group(1)], regex))
-
-
-class DatabaseOpenError(Exception):
-    """A database spec could not be opened (bad type, foreign file, I/O error)."""
-
-
-def _atoix(text: str) -> int:
-    """KC's atoix: an integer with an optional k/m/g/t/p/e binary suffix."""
-    m = re.match(r"\s*([-+]?\d+(?:\.\d*)?)\s*([kmgtpeKMGTPE]?)", text)
-    if not m:
-        return 0
-    num = float(m.group(1))
-    mult = {
-        "": 1,
-        "k": 1 << 10,
-        "m": 1 << 20,
-        "g": 1 << 30,
-        "t": 1 << 40,
-        "p": 1 << 50,
-        "e": 1 << 60,
-    }
-    return int(num * mult[m.group(2).lower()])
-
-
-def parse_db_spec(spec: str) -> tuple[str, str, bool, dict[str, str]]:
-    """Split a ktserver database argument into ``(path, kind, persistent, params)``.
-
-    ``kind`` is ``"hash"`` or ``"tree"``; ``persistent`` is true for file
-    databases (mirrored to SQLite).  Raises :class:`DatabaseOpenError` for a
-    type we cannot serve, as ktserver refuses to start on one.
-    """
-    path, *tunings = spec.split("#")
-    params: dict[str, str] = {}
-    for tuning in tunings:
-        name, sep, value = tuning.partition("=")
-        if sep:
-            params[name.strip()] = value.strip()
-    if "type" in params:
-        t = params["type"].lower()
-        if t in _TYPE_PARAM:
-            kind, persistent = _TYPE_PARAM[t]
-            if path in _MEMORY_HASH or path in _MEMORY_TREE:
-                persistent = False
-            return path, kind, persistent, params
-    if path in _MEMORY_HASH:
-        return path, "hash", False, params
-    if path in _MEMORY_TREE:
-        return path, "tree", False, params
-    base = path.rsplit("/", 1)[-1]
-    ext = base.rsplit(".", 1)[-1].lower() if "." in base else ""
-    if ext in _HASH_EXT:
-        return path, "hash", ext not in _MEMORY_EXT, params
-    if ext in _TREE_EXT:
-        return path, "tree", ext not in _MEMORY_EXT, params
-    raise DatabaseOpenError(
-        f"{spec}: unknown database type (use *, %, :, -, + or a .kch/.kct file path)"
-    )
-
-
-def _levenshtein(a: Any, b: Any) -> int:
-    """Edit distance over two sequences (bytes or str)."""
-    if len(a) < len(b):
-        a, b = b, a
-    prev = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        cur = [i]
-        for j, cb in enumerate(b, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
-        prev = cur
-    return prev[-1]
-
-
-_UTF_LEADS = [(0xE0, 1, 0x1F, 0x80), (0xF0, 2, 0x0F, 0x800), (0xF8, 3, 0x07, 0x10000)]
-_UTF_LEADS += [(0xFC, 4, 0x03, 0x200000), (0xFE, 5, 0x01, 0x4000000)]
-
-
-def _utf_to_ucs(data: bytes) -> list[int]:
-    """KC's ``strutftoucs``: lenient UTF-8 decoding, as match_similar's ``utf`` measures.
-
-    A lead byte whose continuation bytes run into a NUL or the end is dropped alone;
-    otherwise its sequence is consumed whatever the continuation bytes are, and the
-    code point is kept unless it is overlong.  Bytes 0xFE and 0xFF are dropped.
-    """
-    out: list[int] = []
-    n = len(data)
-    i = 0
-    while i < n:
-        c = data[i]
-        if c < 0x80:
-            out.append(c)
-        else:
-            for limit, extra, mask, least in _UTF_LEADS:
-                if c < limit:
-                    tail = data[i + 1 : i + 1 + extra]
-                    if len(tail) == extra and 0 not in tail:
-                        v = c & mask
-                        for b in tail:
-                            v = (v << 6) | (b & 0x3F)
-                        if v >= least:
-                            out.append(v)
-                        i += extra
-                    break
-        i += 1
-    return out
 
 
 class _ErrorState(threading.local):
@@ -292,7 +125,30 @@ class Database:
     tests).
     """
 
+    def __new__(cls, spec: str = ":", clock: Callable[[], float] = time.time) -> Database:
+        # a file spec gets the on-disk engine; callers keep writing ``Database(spec)``
+        if cls is Database and parse_db_spec(spec)[2]:
+            from ktstore.server.filedb import FileDatabase
+
+            return super().__new__(FileDatabase)
+        return super().__new__(cls)
+
     def __init__(self, spec: str = ":", clock: Callable[[], float] = time.time) -> None:
+        self._setup(spec, clock)
+        self._data: dict[bytes, tuple[bytes, int]] = {}
+        self._keys: Any = SortedList() if self.is_tree else None
+        self._size = 0
+        self._expiry: list[tuple[int, bytes]] = []  # heap of (xt, key) for GC
+        # transaction state: undo log of first-touched keys, owner thread
+        self._undo: dict[bytes, tuple[bytes, int] | None] | None = None
+        # update-log state: the keys changed since the last commit
+        self._dirty: set[bytes] = set()
+        self._dirty_clear = False
+        self._batch = 0
+        self._track = False  # whether changes are recorded at all (a commit hook is set)
+
+    def _setup(self, spec: str, clock: Callable[[], float]) -> None:
+        """What every engine sets: names, kind, caps, lock, clock, error state."""
         path, kind, persistent, params = parse_db_spec(spec)
         self.spec = spec
         self.path = path
@@ -304,10 +160,6 @@ class Database:
         self.lock = threading.RLock()
         self._clock = clock
         self._err = _ErrorState()
-        self._data: dict[bytes, tuple[bytes, int]] = {}
-        self._keys: Any = SortedList() if self.is_tree else None
-        self._size = 0
-        self._expiry: list[tuple[int, bytes]] = []  # heap of (xt, key) for GC
         self.capcnt = _atoix(params["ktcapcnt"]) if "ktcapcnt" in params else -1
         for alias in ("ktcapcount", "ktcap_count"):
             if alias in params:
@@ -316,19 +168,8 @@ class Database:
         for alias in ("ktcapsize", "ktcap_size"):
             if alias in params:
                 self.capsiz = _atoix(params[alias])
-        # transaction state: undo log of first-touched keys, owner thread
-        self._undo: dict[bytes, tuple[bytes, int] | None] | None = None
-        self._undo_cleared: dict[bytes, tuple[bytes, int]] | None = None
-        # persistence / update-log state: the keys changed since the last commit
-        self._sql: sqlite3.Connection | None = None
-        self._dirty: set[bytes] = set()
-        self._dirty_clear = False
-        self._batch = 0
-        self._track = persistent  # whether changes are recorded at all
         self._on_commit: Callable[[bool, list[tuple[bytes, tuple[bytes, int] | None]]], None] | None
         self._on_commit = None
-        if persistent:
-            self._open_sqlite()
 
     # ------------------------------------------------------------------ errors
 
@@ -349,53 +190,6 @@ class Database:
 
     # ------------------------------------------------------------- persistence
 
-    def _open_sqlite(self) -> None:
-        path = self.path
-        try:
-            if os.path.exists(path) and os.path.getsize(path) > 0:
-                with open(path, "rb") as f:
-                    head = f.read(16)
-                if head.startswith(_KC_MAGIC):
-                    raise DatabaseOpenError(
-                        f"{path}: this is a Kyoto Cabinet database file; ktstore-server "
-                        "stores file databases in its own SQLite format and cannot open it "
-                        "(export it with kctreemgr/kchashmgr and load it through a client)"
-                    )
-                if head != _SQLITE_MAGIC:
-                    raise DatabaseOpenError(f"{path}: not a ktstore database file")
-            conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute(
-                "CREATE TABLE IF NOT EXISTS meta(name TEXT PRIMARY KEY, value TEXT NOT NULL)"
-            )
-            conn.execute(
-                "CREATE TABLE IF NOT EXISTS records("
-                "key BLOB PRIMARY KEY, value BLOB NOT NULL, xt INTEGER NOT NULL) WITHOUT ROWID"
-            )
-            meta = dict(conn.execute("SELECT name, value FROM meta").fetchall())
-            if meta and meta.get("format") != _FORMAT:
-                raise DatabaseOpenError(f"{path}: unknown ktstore format {meta.get('format')!r}")
-            if not meta:
-                conn.execute("BEGIN")
-                conn.execute("INSERT INTO meta VALUES('format', ?)", (_FORMAT,))
-                conn.execute("INSERT INTO meta VALUES('kind', ?)", (self.kind,))
-                conn.execute("COMMIT")
-            now = int(self._clock())
-            for key, value, xt in conn.execute("SELECT key, value, xt FROM records"):
-                key = bytes(key)
-                value = bytes(value)
-                if now > xt:
-                    self._dirty.add(key)  # expired while we were down: drop it
-                    continue
-                self._put(key, value, xt)
-            self._sql = conn
-            self._flush()
-        except sqlite3.Error as e:
-            raise DatabaseOpenError(f"{path}: cannot open: {e}") from e
-        except OSError as e:
-            raise DatabaseOpenError(f"{path}: cannot open: {e.strerror}") from e
-
     def set_commit_hook(
         self, hook: Callable[[bool, list[tuple[bytes, tuple[bytes, int] | None]]], None] | None
     ) -> None:
@@ -407,12 +201,16 @@ class Database:
         """
         with self.lock:
             self._on_commit = hook
-            self._track = self.persistent or hook is not None
+            self._track = hook is not None
 
-    def _flush(self) -> None:
-        """Commit the dirty keys: to SQLite in one transaction, then to the commit hook."""
+    def _flush(self) -> bool:
+        """Commit: hand the keys changed since the last commit to the commit hook.
+
+        Returns whether the commit succeeded (a memory commit cannot fail; the file
+        engine's can, and then the request answers an error).
+        """
         if not self._dirty and not self._dirty_clear:
-            return
+            return True
         data = self._data
         dirty = self._dirty
         self._dirty = set()
@@ -421,44 +219,21 @@ class Database:
         hook = self._on_commit
         if hook is not None:
             hook(cleared, [(key, data.get(key)) for key in dirty])
-        conn = self._sql
-        if conn is None:
-            return
-        try:
-            conn.execute("BEGIN")
-            if cleared:
-                conn.execute("DELETE FROM records")
-            ups = []
-            dels = []
-            for key in dirty:
-                rec = data.get(key)
-                if rec is None:
-                    if not cleared:
-                        dels.append((key,))
-                else:
-                    ups.append((key, rec[0], rec[1]))
-            if dels:
-                conn.executemany("DELETE FROM records WHERE key = ?", dels)
-            if ups:
-                conn.executemany("INSERT OR REPLACE INTO records VALUES(?, ?, ?)", ups)
-            conn.execute("COMMIT")
-        except sqlite3.Error:
-            try:
-                conn.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass
-            raise
+        return True
 
-    def _changed(self) -> None:
+    def _changed(self) -> bool:
+        """A single operation is done: commit it unless a batch or transaction is open."""
         if self._track and self._batch == 0 and self._undo is None:
-            self._flush()
+            return self._flush()
+        return True
 
     @contextmanager
     def batch(self) -> Iterator[Database]:
-        """Hold the lock and commit the persistent mirror once at the end.
+        """Hold the lock and commit once at the end.
 
-        Front-ends wrap one request (a bulk operation, a Lua call) in it so a
-        file database costs one SQLite transaction per request, not per record.
+        Front-ends wrap one request (a bulk operation, a Lua call) in it so it is
+        one atomic commit: one update-log entry, one file transaction.  A file
+        commit that fails raises :class:`CommitError` at the end of the block.
         """
         with self.lock:
             self._batch += 1
@@ -470,27 +245,11 @@ class Database:
                     self._flush()
 
     def synchronize(self, hard: bool = False) -> bool:
-        """Make every acknowledged change durable (checkpoint the WAL when hard)."""
-        with self.lock:
-            if self._sql is not None:
-                self._flush()
-                if hard:
-                    self._sql.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            return True
+        """Make every acknowledged change durable (memory databases: nothing to do)."""
+        return True
 
     def close(self) -> None:
-        """Flush and close the persistent mirror (memory databases: nothing to do)."""
-        with self.lock:
-            if self._sql is not None:
-                if self._undo is not None:
-                    self._rollback()
-                self._flush()
-                try:
-                    self._sql.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-                except sqlite3.Error:
-                    pass
-                self._sql.close()
-                self._sql = None
+        """Release the database's resources (memory databases: nothing to do)."""
 
     # ----------------------------------------------------------- raw storage
 
@@ -556,17 +315,16 @@ class Database:
     def _gc_step(self, writes: int = 1) -> None:
         """Collect a few expired records per write and enforce ktcapcnt/ktcapsiz."""
         heap = self._expiry
-        if heap:
-            now = int(self._clock())
+        if heap and heap[0][0] < int(self._clock()):
             data = self._data
-            n = 0
-            budget = _GC_STEP * writes
-            while heap and heap[0][0] < now and n < budget:
-                xt, key = heapq.heappop(heap)
+
+            def current_xt(key: bytes) -> int | None:
                 rec = data.get(key)
-                if rec is not None and rec[1] == xt:
-                    self._erase(key)
-                n += 1
+                return None if rec is None else rec[1]
+
+            expiry.collect_heap(
+                heap, current_xt, self._erase, int(self._clock()), expiry.GC_STEP * writes
+            )
         if self.capcnt >= 0 or self.capsiz >= 0:
             while self._data and (
                 (self.capcnt >= 0 and len(self._data) > self.capcnt)
@@ -598,8 +356,7 @@ class Database:
         """Store a record, replacing any value and its expiration."""
         with self.lock:
             self._write(key, value, xt)
-            self._changed()
-            return True
+            return self._changed()
 
     def add(self, key: bytes, value: bytes, xt: int = XTMAX) -> bool:
         """Store only when no live record exists (error: record duplication)."""
@@ -608,8 +365,7 @@ class Database:
                 self.set_error(ERR_DUPREC)
                 return False
             self._write(key, value, xt)
-            self._changed()
-            return True
+            return self._changed()
 
     def replace(self, key: bytes, value: bytes, xt: int = XTMAX) -> bool:
         """Store only over a live record (error: no record)."""
@@ -618,16 +374,14 @@ class Database:
                 self.set_error(ERR_NOREC)
                 return False
             self._write(key, value, xt)
-            self._changed()
-            return True
+            return self._changed()
 
     def append(self, key: bytes, value: bytes, xt: int = XTMAX) -> bool:
         """Append to a live record's value, or create it; the xt is replaced."""
         with self.lock:
             rec = self._live(key)
             self._write(key, value if rec is None else rec[0] + value, xt)
-            self._changed()
-            return True
+            return self._changed()
 
     def increment(self, key: bytes, num: int, orig: int = 0, xt: int = XTMAX) -> int | None:
         """Add ``num`` to an 8-byte big-endian counter; returns the new value.
@@ -657,8 +411,7 @@ class Database:
                         return current
                     result = dumps.wrap_int64(current + num)
             self._write(key, dumps.encode_int_counter(result), xt)
-            self._changed()
-            return result
+            return result if self._changed() else None
 
     def increment_double(
         self, key: bytes, num: float, orig: float = 0.0, xt: int = XTMAX
@@ -692,7 +445,8 @@ class Database:
                 return None
             if value is not None:
                 self._write(key, value, xt)
-                self._changed()
+                if not self._changed():
+                    return None
             return result
 
     def cas(self, key: bytes, oval: bytes | None, nval: bytes | None, xt: int = XTMAX) -> bool:
@@ -714,8 +468,7 @@ class Database:
                     self._erase(key)
             else:
                 self._write(key, nval, xt)
-            self._changed()
-            return True
+            return self._changed()
 
     def remove(self, key: bytes) -> bool:
         """Delete a live record (error: no record)."""
@@ -724,8 +477,7 @@ class Database:
                 self.set_error(ERR_NOREC)
                 return False
             self._erase(key)
-            self._changed()
-            return True
+            return self._changed()
 
     def seize(self, key: bytes) -> tuple[bytes, int] | None:
         """Get and remove a live record atomically: ``(value, xt)`` or ``None``."""
@@ -735,8 +487,7 @@ class Database:
                 self.set_error(ERR_NOREC)
                 return None
             self._erase(key)
-            self._changed()
-            return rec
+            return rec if self._changed() else None
 
     # -------------------------------------------------------------- bulk ops
 
@@ -956,23 +707,7 @@ class Database:
 
     def match_regex(self, regex: bytes, max: int = -1) -> list[bytes] | None:
         """Keys where ``regex`` matches somewhere; ``None`` if it does not compile."""
-        try:
-            pattern = compile_posix_regex(regex)
-        except (re.error, OverflowError, RecursionError):
-            self.set_error(ERR_LOGIC, "compilation failed")
-            return None
-        out: list[bytes] = []
-        if max == 0:
-            return out
-        with self.lock:
-            search = pattern.search
-            for k in list(self._scan_keys()):
-                # KC matches the key as a C string: it ends at the first NUL
-                if search(k.partition(b"\0")[0] if b"\0" in k else k):
-                    out.append(k)
-                    if len(out) == max:
-                        break
-        return out
+        return match_regex(self, regex, max)
 
     def match_similar(
         self, origin: bytes, range: int = 1, utf: bool = False, max: int = -1
@@ -982,24 +717,9 @@ class Database:
         ``utf`` measures the distance in UTF-8 characters instead of bytes;
         a negative ``range`` means unlimited.
         """
-        if utf:
-            o: Any = _utf_to_ucs(origin)
-        else:
-            o = origin
-        found: list[tuple[int, bytes]] = []
         with self.lock:
             keys = list(self._scan_keys())
-        for k in keys:
-            kk = _utf_to_ucs(k) if utf else k
-            if range >= 0 and abs(len(kk) - len(o)) > range:
-                continue
-            d = _levenshtein(o, kk)
-            if range < 0 or d <= range:
-                found.append((d, k))
-        found.sort()
-        if max >= 0:
-            found = found[:max]
-        return [k for _, k in found]
+        return match_similar_keys(keys, origin, range, utf, max)
 
     # ------------------------------------------------------------- whole db
 
@@ -1024,8 +744,7 @@ class Database:
             self._expiry = []
             self._dirty = set()
             self._dirty_clear = self._track
-            self._changed()
-            return True
+            return self._changed()
 
     def vacuum(self, step: int = 0) -> bool:
         """Collect expired records: all of them when ``step <= 1``, else ``step`` of them."""
@@ -1050,8 +769,8 @@ class Database:
             else:
                 typ = _TYPE_NUMBERS.get(self.path, 33 if self.is_tree else 32)
             rows = [
-                ("count", str(len(self._data))),
-                ("size", str(self._size)),
+                ("count", str(self.count())),
+                ("size", str(self.size())),
                 ("path", self.path),
                 ("type", str(typ)),
                 ("realtype", str(typ)),
@@ -1071,7 +790,7 @@ class Database:
                 ("reorganized", "0"),
             ]
             if self.is_tree:
-                n = str(len(self._data))
+                n = str(self.count())
                 rows += [
                     ("rcomp", "lexical"),
                     ("psiz", "8192"),
@@ -1137,283 +856,22 @@ class Database:
         return DBCursor(self)
 
     def __repr__(self) -> str:
-        return f"<Database {self.spec!r} {self.kind} count={len(self._data)}>"
+        return f"<Database {self.spec!r} {self.kind} count={self.count()}>"
 
 
-class DBCursor:
-    """A cursor over a :class:`Database`.
+@contextmanager
+def request_scope(databases: Iterable[Database]) -> Iterator[None]:
+    """Make one request (a Lua call) one atomic commit on every file database.
 
-    The cursor remembers the *key* it stands on, not an index, so concurrent
-    writes (even removing its record) do not break it: the next read moves on
-    to the following live record.  On tree databases the order is byte order;
-    on hash databases it is the insertion order at the time of ``jump`` (keys
-    added later are not visited) and ``jump_back``/``step_back`` fail with
-    "not implemented", as KC's hash cursors do.  Expired records are skipped.
-
-    Methods return ``True``/``False`` (or ``None`` for reads) and set the
-    database's per-thread error on failure, like :class:`Database`.
+    Each file database's :meth:`Database.batch` is entered in list order (so two
+    requests never wait for each other's locks in opposite orders) and committed
+    when the block ends: after a SIGKILL the request's writes to a file are there
+    entirely or not at all, whatever transactions it opened inside.  Memory
+    databases are left alone (no lock held, each operation commits as today).
+    A failed commit raises :class:`ktstore.server.filedb.CommitError`.
     """
-
-    def __init__(self, db: Database) -> None:
-        self.db = db
-        self._key: bytes | None = None
-        self._snapshot: list[bytes] | None = None  # hash databases
-        self._index = 0
-        self._back = False  # scanning backward (after jump_back/step_back)
-        self.disabled = False
-
-    # --- positioning helpers (caller holds the lock)
-
-    def _invalid(self) -> None:
-        self._key = None
-        self._snapshot = None
-
-    def _settle(self, forward: bool = True) -> bool:
-        """Move from the remembered position onto a live record, or invalidate."""
-        db = self.db
-        key = self._key
-        if key is None:
-            return False
-        if db._keys is not None:
-            keys = db._keys
-            while True:
-                rec = db._live(key)
-                if rec is not None:
-                    self._key = key
-                    return True
-                if forward:
-                    i = keys.bisect_right(key)
-                    if i >= len(keys):
-                        break
-                else:
-                    i = keys.bisect_left(key) - 1
-                    if i < 0:
-                        break
-                key = keys[i]
-        else:
-            snap = self._snapshot or []
-            i = self._index
-            while i < len(snap):
-                if db._live(snap[i]) is not None:
-                    self._index = i
-                    self._key = snap[i]
-                    return True
-                i += 1
-        self._invalid()
-        return False
-
-    def _fail(self, code: int = ERR_NOREC) -> bool:
-        self.db.set_error(code)
-        return False
-
-    # --- public API
-
-    def jump(self, key: bytes | None = None) -> bool:
-        """Go to the first record, or (tree) the first key >= ``key`` / (hash) that key."""
-        db = self.db
-        self._back = False
-        with db.lock:
-            if db._keys is not None:
-                keys = db._keys
-                i = 0 if key is None else keys.bisect_left(key)
-                if i >= len(keys):
-                    self._invalid()
-                    return self._fail()
-                self._key = keys[i]
-            else:
-                snap = list(db._data)
-                if key is None:
-                    i = 0
-                else:
-                    if db._live(key) is None:
-                        self._invalid()
-                        return self._fail()
-                    snap = list(db._data)
-                    i = snap.index(key)
-                if i >= len(snap):
-                    self._invalid()
-                    return self._fail()
-                self._snapshot = snap
-                self._index = i
-                self._key = snap[i]
-            return self._settle() or self._fail()
-
-    def jump_back(self, key: bytes | None = None) -> bool:
-        """Go to the last record, or the last key <= ``key`` (tree databases only)."""
-        db = self.db
-        with db.lock:
-            if db._keys is not None:
-                self._back = True
-            if db._keys is None:
-                db.set_error(ERR_NOIMPL)
-                return False
-            keys = db._keys
-            i = len(keys) - 1 if key is None else keys.bisect_right(key) - 1
-            if i < 0:
-                self._invalid()
-                return self._fail()
-            self._key = keys[i]
-            return self._settle(forward=False) or self._fail()
-
-    def step(self) -> bool:
-        """Move to the next live record (error no record at the end)."""
-        db = self.db
-        self._back = False
-        with db.lock:
-            if self._key is None or not self._settle():
-                return self._fail()
-            if db._keys is not None:
-                keys = db._keys
-                i = keys.bisect_right(self._key)
-                if i >= len(keys):
-                    self._invalid()
-                    return self._fail()
-                self._key = keys[i]
-            else:
-                self._index += 1
-                snap = self._snapshot or []
-                if self._index >= len(snap):
-                    self._invalid()
-                    return self._fail()
-                self._key = snap[self._index]
-            return self._settle() or self._fail()
-
-    def step_back(self) -> bool:
-        """Move to the previous live record (tree databases only)."""
-        db = self.db
-        with db.lock:
-            if db._keys is None:
-                db.set_error(ERR_NOIMPL)
-                return False
-            self._back = True
-            if self._key is None:
-                return self._fail()
-            # the last key before the position, even if that record is gone (as KC)
-            keys = db._keys
-            i = keys.bisect_left(self._key) - 1
-            if i < 0:
-                self._invalid()
-                return self._fail()
-            self._key = keys[i]
-            return self._settle(forward=False) or self._fail()
-
-    def get(self, step: bool = False) -> tuple[bytes, bytes, int] | None:
-        """``(key, value, xt)`` of the current record, then step if asked."""
-        db = self.db
-        with db.lock:
-            if not self._settle():
-                self._fail()
-                return None
-            key = self._key
-            assert key is not None
-            value, xt = db._data[key]
-            if step:
-                self._advance()
-            return key, value, xt
-
-    def _advance(self) -> None:
-        """Step after a read (``step=True``), in the cursor's direction: backward after
-        ``jump_back``/``step_back``, as KC's tree cursors do.  Running off the end just
-        invalidates the cursor."""
-        db = self.db
-        if db._keys is not None and self._back:
-            i = db._keys.bisect_left(self._key) - 1
-            if i < 0:
-                self._invalid()
-                return
-            self._key = db._keys[i]
-            self._settle(forward=False)
-            return
-        if db._keys is not None:
-            keys = db._keys
-            i = keys.bisect_right(self._key)
-            if i >= len(keys):
-                self._invalid()
-                return
-            self._key = keys[i]
-        else:
-            self._index += 1
-            snap = self._snapshot or []
-            if self._index >= len(snap):
-                self._invalid()
-                return
-            self._key = snap[self._index]
-        self._settle()
-
-    def get_key(self, step: bool = False) -> bytes | None:
-        """The current key (then step if asked)."""
-        rec = self.get(step)
-        return None if rec is None else rec[0]
-
-    def get_value(self, step: bool = False) -> bytes | None:
-        """The current value (then step if asked)."""
-        rec = self.get(step)
-        return None if rec is None else rec[1]
-
-    def set_value(self, value: bytes, xt: int = XTMAX, step: bool = False) -> bool:
-        """Replace the current record's value (and xt), then step if asked."""
-        db = self.db
-        with db.batch():
-            if not self._settle():
-                return self._fail()
-            assert self._key is not None
-            db._write(self._key, value, xt)
-            if step:
-                self._advance()
-            return True
-
-    def remove(self) -> bool:
-        """Remove the current record; the cursor moves to the next one."""
-        return self.seize() is not None
-
-    def seize(self) -> tuple[bytes, bytes, int] | None:
-        """Get and remove the current record; the cursor moves to the next one."""
-        db = self.db
-        with db.batch():
-            if not self._settle():
-                self._fail()
-                return None
-            key = self._key
-            assert key is not None
-            value, xt = db._data[key]
-            db._erase(key)
-            self._after_removal()
-            return key, value, xt
-
-    def _after_removal(self) -> None:
-        """The current record is gone: move to the next one (the previous one when the
-        cursor scans backward), as KC does."""
-        db = self.db
-        if db._keys is None:
-            self._index += 1
-            self._settle()
-        elif self._back:
-            i = db._keys.bisect_left(self._key) - 1
-            if i < 0:
-                self._invalid()
-                return
-            self._key = db._keys[i]
-            self._settle(forward=False)
-        else:
-            self._settle()
-
-    def accept(self, visitor: Visitor, writable: bool = True, step: bool = False) -> bool:
-        """Show the current record to ``visitor``, apply its result, step if asked."""
-        db = self.db
-        with db.batch():
-            if not self._settle():
-                return self._fail()
-            key = self._key
-            assert key is not None
-            rec = db._data[key]
-            db._apply(key, rec, visitor(key, rec[0], rec[1]), writable)
-            if key not in db._data:  # the visitor removed it: that already moves on
-                self._after_removal()
-            elif step:
-                self._advance()
-            return True
-
-    def disable(self) -> None:
-        """Forget the position (the cursor can be jumped again)."""
-        self._invalid()
-        self.disabled = True
+    with ExitStack() as stack:
+        for db in databases:
+            if db.persistent:
+                stack.enter_context(db.batch())
+        yield

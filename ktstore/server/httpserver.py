@@ -19,10 +19,11 @@ from ktstore.protocol.expire import resolve_xt, rest_put_xt
 from ktstore.protocol.limits import XTMAX
 from ktstore.protocol.rpc import rv_to_status
 from ktstore.server import rpc
-from ktstore.server.connection import Reader, _send, send_last
+from ktstore.server.netio import Reader, send, send_last
 
 if TYPE_CHECKING:
-    from ktstore.server.core import Server, Session
+    from ktstore.server.context import ServerContext
+    from ktstore.server.session import Session
 
 __all__ = ["handle_http"]
 
@@ -65,10 +66,21 @@ def _framed(parse: Callable[..., Any], message: str, *args: Any) -> Any:
 
 
 def _read_body(reader: Reader, head: Any) -> bytes:
-    """The body of a POST/PUT/unknown-method request: by Content-Length or chunked."""
+    """The body of a POST/PUT/unknown-method request: by Content-Length or chunked.
+
+    A chunked body is decoded as it arrives (:class:`ktstore.protocol.http.ChunkedDecoder`),
+    so it costs about its own size in memory whatever its chunk sizes.
+    """
     framing, length = _framed(http.body_framing, "receiving data failed", head)
     if framing == "chunked":
-        return _framed(reader.parse, "invalid chunk", http.parse_chunked)
+        decoder = http.ChunkedDecoder()
+        while True:
+            reader.pos = _framed(decoder.feed, "invalid chunk", reader.buf, reader.pos)
+            if decoder.done:
+                body = bytes(decoder.body)
+                decoder.body = bytearray()
+                return body
+            reader.fill_more()
     if framing != "length" or not length:
         return b""
     reader.fill(length)
@@ -77,16 +89,21 @@ def _read_body(reader: Reader, head: Any) -> bytes:
     return reader.buf[start : start + length]
 
 
-def handle_http(server: Server, reader: Reader, session: Session) -> bool:
+def handle_http(server: ServerContext, reader: Reader, session: Session) -> bool:
     """Serve one HTTP request; returns whether the connection stays open."""
     try:
         head = reader.parse(http.parse_request_head)
     except ProtocolError:
         return False  # bad request line / version: ktserver drops the connection
+    if "\0" in head.target:
+        # ktserver reads the request line as a C string: a NUL cuts it before the
+        # version, and a line without a version drops the connection
+        return False
     method = head.method
     headers = head.headers
     body = b""
     if method not in _NO_BODY_METHODS:
+        reader.start_body()
         try:
             body = _read_body(reader, head)
         except _BadRequest as e:
@@ -98,7 +115,7 @@ def handle_http(server: Server, reader: Reader, session: Session) -> bool:
         data = _rpc(server, session, path, head.query, headers, body, keep)
     else:
         data = _rest(server, method, path, head.target, headers, body, keep)
-    _send(reader.sock, data)
+    send(reader.sock, data)
     return keep
 
 
@@ -112,7 +129,7 @@ def _finish(
 
 
 def _rpc(
-    server: Server,
+    server: ServerContext,
     session: Session,
     path: str,
     query: str | None,
@@ -156,7 +173,7 @@ def _rpc(
 
 
 def _rest(
-    server: Server,
+    server: ServerContext,
     method: str,
     path: str,
     target: str,

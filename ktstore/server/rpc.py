@@ -44,14 +44,18 @@ from ktstore.protocol.rpc import (
     RVSUCCESS,
     rv_for_kc_error,
 )
-from ktstore.server.database import Database, DBCursor
+from ktstore.server.database import Database, DBCursor, request_scope
 
 if TYPE_CHECKING:
-    from ktstore.server.core import Server, Session
+    from ktstore.server.context import ServerContext
+    from ktstore.server.session import Session
 
 __all__ = ["dispatch", "resolve_db", "PROCEDURES", "KT_VERSION"]
 
 KT_VERSION = "0.9.56b (ktstore)"
+#: The longest ``WAITTIME`` (seconds) we accept: a day.  Longer (or ``inf``, ``nan``)
+#: is answered at once as invalid parameters.
+MAX_WAIT = 86400.0
 
 Pairs = list[tuple[bytes, bytes]]
 Params = dict[bytes, bytes]
@@ -62,7 +66,7 @@ class _Call:
 
     __slots__ = ("server", "session", "params", "db", "dbidx", "cur", "out")
 
-    def __init__(self, server: Server, session: Session, params: Params) -> None:
+    def __init__(self, server: ServerContext, session: Session, params: Params) -> None:
         self.server = server
         self.session = session
         self.params = params
@@ -214,6 +218,7 @@ def _report(call: _Call) -> int:
         ("conf_os_name", platform.system() or "unknown"),
     ]
     rows += _sysinfo()
+    rows += _replication_rows(server)
     call.out.extend((k.encode(), v.encode()) for k, v in rows)
     return RVSUCCESS
 
@@ -229,7 +234,8 @@ def _play_script(call: _Call) -> int:
     params = [(k[1:], v) for k, v in call.params.items() if k[:1] == b"_"]
     server.stats["script"] += 1
     try:
-        rv, outputs = host.call(name, params)
+        with request_scope(server.dbs):  # one Lua call = one commit per file database
+            rv, outputs = host.call(name, params)
     except Exception:
         server.log("error", f"[SCRIPT]: {name.decode('utf-8', 'replace')}: host failure")
         rv, outputs = RVEINTERNAL, []
@@ -243,7 +249,48 @@ def _play_script(call: _Call) -> int:
 
 
 def _tune_replication(call: _Call) -> int:
-    return _fail(call, ERR_RTS_NOT_SET.encode(), RVENOIMPL)
+    slave = call.server.slave
+    if slave is None:
+        return _fail(call, ERR_RTS_NOT_SET.encode(), RVENOIMPL)
+    params = call.params
+    host = params.get(b"host", b"").decode("utf-8", "surrogateescape")
+    raw = params.get(b"port")
+    port = kt_atoi(raw) if raw is not None else 0
+    if port < 1:
+        port = 1978
+    raw = params.get(b"ts")
+    ts: int | None = None
+    if raw is not None:
+        ts = _clock_pure() if raw == b"now" else kt_atoi(raw) & ((1 << 64) - 1)
+    raw = params.get(b"iv")
+    iv = _atof(raw) if raw is not None else None
+    call.server.log(
+        "system",
+        f"replication setting was modified: host={host} port={port} "
+        f"ts={'*' if ts is None else ts} iv={'*' if iv is None or iv < 0 else f'{iv:.6f}'}",
+    )
+    slave.set_master(host, port, ts, iv)
+    return RVSUCCESS
+
+
+def _clock_pure() -> int:
+    return time.time_ns() // 1_000_000 * 1_000_000
+
+
+def _replication_rows(server: Any) -> list[tuple[str, str]]:
+    """ktserver's ``repl_*`` report lines, present while a master is set."""
+    slave = server.slave
+    if slave is None or not slave.host:
+        return []
+    rts = slave.rts
+    delay = max(_clock_pure() - rts, 0)
+    return [
+        ("repl_master_host", slave.host),
+        ("repl_master_port", str(slave.port)),
+        ("repl_timestamp", str(rts)),
+        ("repl_interval", f"{slave.riv:.6f}"),
+        ("repl_delay", f"{delay / 1e9:.6f}"),
+    ]
 
 
 def _ulog_ts(call: _Call) -> int:
@@ -586,7 +633,7 @@ PROCEDURES: dict[bytes, Callable[[_Call], int]] = {
 }
 
 
-def resolve_db(server: Server, raw: bytes | None) -> int:
+def resolve_db(server: ServerContext, raw: bytes | None) -> int:
     """The index named by a ``DB`` value (digit first = atoi index, else a name); -1 if none."""
     if not raw:
         return 0
@@ -597,7 +644,9 @@ def resolve_db(server: Server, raw: bytes | None) -> int:
     return idx if 0 <= idx < len(server.dbs) else -1
 
 
-def dispatch(server: Server, session: Session, name: bytes, params: Params) -> tuple[int, Pairs]:
+def dispatch(
+    server: ServerContext, session: Session, name: bytes, params: Params
+) -> tuple[int, Pairs]:
     """Run procedure ``name`` with ``params``; returns ``(rv, outputs)``.
 
     ktserver's order: WAIT first (a timeout ends the request), then the DB and
@@ -610,9 +659,14 @@ def dispatch(server: Server, session: Session, name: bytes, params: Params) -> t
     if wait is not None:
         raw = params.get(b"WAITTIME")
         wsec = _atof(raw) if raw is not None else 0.0
+        if math.isnan(wsec) or wsec > MAX_WAIT:
+            # ktserver would wait forever (its clock comparison never succeeds with
+            # a NaN); we answer at once instead of holding a thread for nothing
+            call.out.append((b"ERROR", _E_INVALID))
+            return RVEINVALID, call.out
         if wsec <= 0:
             wsec = 30.0
-        if not server.conditions.wait(wait, wsec) or server.stopping:
+        if not server.conditions.wait(wait, wsec, session.alive) or server.stopping:
             call.out.append((b"ERROR", ERR_TIMED_OUT.encode()))
             return RVETIMEOUT, call.out
     idx = resolve_db(server, params.get(b"DB"))

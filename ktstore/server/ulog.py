@@ -56,6 +56,7 @@ class UpdateLog:
         os.makedirs(self.path, exist_ok=True)
         self._last_ms = 0
         self._counter = 0
+        self._origin = threading.local()  # a slave applying a master's change logs its sid
         ids = self.file_ids()
         self._id = ids[-1] if ids else 1
         self._file = open(self.file_path(self._id), "r+b" if ids else "w+b")  # noqa: SIM115
@@ -159,15 +160,29 @@ class UpdateLog:
             self._file.flush()
         self.changed.notify_all()
 
+    def set_origin(self, sid: int) -> int | None:
+        """Log this thread's next commits under ``sid`` (a replication slave re-logs a
+        master's change with its original server id, so a dual master does not loop).
+        Returns a token for :meth:`reset_origin`."""
+        token = getattr(self._origin, "sid", None)
+        self._origin.sid = sid
+        return token
+
+    def reset_origin(self, token: int | None) -> None:
+        self._origin.sid = token
+
     def log_commit(
         self, dbidx: int, cleared: bool, changes: list[tuple[bytes, tuple[bytes, int] | None]]
     ) -> None:
         """Log one commit of database ``dbidx`` (the Database commit hook)."""
-        head_set = _MSG.pack(self.sid, dbidx, OP_SET)
-        head_remove = _MSG.pack(self.sid, dbidx, OP_REMOVE)
+        sid = getattr(self._origin, "sid", None)
+        if sid is None:
+            sid = self.sid
+        head_set = _MSG.pack(sid, dbidx, OP_SET)
+        head_remove = _MSG.pack(sid, dbidx, OP_REMOVE)
         messages = []
         if cleared:
-            messages.append(_MSG.pack(self.sid, dbidx, OP_CLEAR))
+            messages.append(_MSG.pack(sid, dbidx, OP_CLEAR))
         for key, rec in changes:
             if rec is None:
                 messages.append(b"".join((head_remove, encode_varint(len(key)), key)))

@@ -190,7 +190,10 @@ class Primitives:
         return textfuncs.strbwm(s, pat)
 
     def regex(self, s: bytes, pat: bytes, alt: bytes | None) -> bool | bytes:
-        return textfuncs.regex(s, pat, alt)
+        # linear-time matching that releases the GIL (see ktstore.server.posixregex)
+        from ktstore.server.posixregex import kt_regex
+
+        return kt_regex(s, pat, alt)
 
     def arraydump(self, items: Any) -> bytes:
         return dumps.arraydump(items.values())
