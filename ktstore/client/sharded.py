@@ -64,7 +64,7 @@ class HashRing:
         if name in self.names:
             raise InvalidArgument(f"{name!r} is already on the ring")
         self.names.append(name)
-        pairs = list(zip(self._points, self._owners))
+        pairs = list(zip(self._points, self._owners, strict=True))
         base = name.encode("utf-8")
         pairs += [(_point(base + b"#%d" % i), name) for i in range(self.vnodes)]
         pairs.sort()
@@ -251,7 +251,9 @@ class ShardedKyotoTycoon:
 
     # -- many keys: split per server, run concurrently --------------------------------------
 
-    def get_bulk(self, keys: Iterable[Any], db: int | None = None, decode_values: bool = True) -> Any:
+    def get_bulk(
+        self, keys: Iterable[Any], db: int | None = None, decode_values: bool = True
+    ) -> Any:
         groups = self._group(keys, lambda k: k)
         out: dict[Any, Any] = {}
         for part in self._map(lambda c, ks: c.get_bulk(ks, db, decode_values), groups):
@@ -273,22 +275,30 @@ class ShardedKyotoTycoon:
         )
         return None if no_reply else sum(results)
 
-    def remove_bulk(self, keys: Iterable[Any], db: int | None = None, no_reply: bool = False) -> Any:
+    def remove_bulk(
+        self, keys: Iterable[Any], db: int | None = None, no_reply: bool = False
+    ) -> Any:
         groups = self._group(keys, lambda k: k)
         results = self._map(lambda c, ks: c.remove_bulk(ks, db, no_reply), groups)
         return None if no_reply else sum(results)
 
-    def get_bulk_details(self, db_key_list: Iterable[tuple[int, Any]], decode_values: bool = True) -> Any:
+    def get_bulk_details(
+        self, db_key_list: Iterable[tuple[int, Any]], decode_values: bool = True
+    ) -> Any:
         groups = self._group(db_key_list, lambda dk: dk[1])
         parts = self._map(lambda c, dks: c.get_bulk_details(dks, decode_values), groups)
         return list(itertools.chain.from_iterable(parts))
 
-    def set_bulk_details(self, data: Iterable[tuple[int, Any, Any, Any]], *args: Any, **kwargs: Any) -> Any:
+    def set_bulk_details(
+        self, data: Iterable[tuple[int, Any, Any, Any]], *args: Any, **kwargs: Any
+    ) -> Any:
         groups = self._group(data, lambda rec: rec[1])
         results = self._map(lambda c, recs: c.set_bulk_details(recs, *args, **kwargs), groups)
         return None if kwargs.get("no_reply") or (args and args[0]) else sum(results)
 
-    def remove_bulk_details(self, db_key_list: Iterable[tuple[int, Any]], no_reply: bool = False) -> Any:
+    def remove_bulk_details(
+        self, db_key_list: Iterable[tuple[int, Any]], no_reply: bool = False
+    ) -> Any:
         groups = self._group(db_key_list, lambda dk: dk[1])
         results = self._map(lambda c, dks: c.remove_bulk_details(dks, no_reply), groups)
         return None if no_reply else sum(results)
@@ -301,13 +311,19 @@ class ShardedKyotoTycoon:
 
     def match_prefix(self, prefix: Any, max_keys: int | None = None, db: int | None = None) -> Any:
         """Matching keys of every server, in byte order (``max_keys`` of them at most)."""
-        return self._merged_keys(self._all(lambda c: c.match_prefix(prefix, max_keys, db)), max_keys)
+        return self._merged_keys(
+            self._all(lambda c: c.match_prefix(prefix, max_keys, db)), max_keys
+        )
 
     def match_regex(self, regex: Any, max_keys: int | None = None, db: int | None = None) -> Any:
         return self._merged_keys(self._all(lambda c: c.match_regex(regex, max_keys, db)), max_keys)
 
     def match_similar(
-        self, origin: Any, distance: int | None = None, max_keys: int | None = None, db: int | None = None
+        self,
+        origin: Any,
+        distance: int | None = None,
+        max_keys: int | None = None,
+        db: int | None = None,
     ) -> Any:
         """Keys near ``origin`` on every server, nearest first (ties in key order)."""
         parts = self._all(lambda c: c.match_similar(origin, distance, max_keys, db))
@@ -343,11 +359,11 @@ class ShardedKyotoTycoon:
 
     def report(self) -> dict[str, Any]:
         """Each server's report, by shard name."""
-        return dict(zip(self.shards, self._all(lambda c: c.report())))
+        return dict(zip(self.shards, self._all(lambda c: c.report()), strict=True))
 
     def status(self, db: int | None = None) -> dict[str, Any]:
         """Each server's status of ``db``, by shard name."""
-        return dict(zip(self.shards, self._all(lambda c: c.status(db))))
+        return dict(zip(self.shards, self._all(lambda c: c.status(db)), strict=True))
 
     def keys(self, db: int | None = None) -> Iterator[Any]:
         """Every key of every server (server by server; in key order within each)."""
@@ -411,7 +427,9 @@ class ShardedKyotoTycoon:
                 moved += self._move(client, target, name, db)
         return moved
 
-    def _move(self, source: KyotoTycoon, target: KyotoTycoon, name: str, db: int, page: int = 1000) -> int:
+    def _move(
+        self, source: KyotoTycoon, target: KyotoTycoon, name: str, db: int, page: int = 1000
+    ) -> int:
         node = self.ring.node
         keys = [k for k in (source.match_prefix(b"", None, db) or [])]
         ek = source.encode_key
