@@ -310,3 +310,46 @@ def test_sharded_binary_keys_round_trip(server_factory: Any) -> None:
     kt.set_bulk({k: k * 2 for k in keys})
     assert kt.get_bulk(keys) == {k: k * 2 for k in keys}
     kt.close_all()
+
+
+# --------------------------------------------------------------------------- asyncio
+
+
+def test_async_failover_and_sharding(cluster: Cluster, server_factory: Any) -> None:
+    import asyncio
+
+    from ktstore.client.failover_aio import AsyncFailoverKyotoTycoon
+    from ktstore.client.sharded import AsyncShardedKyotoTycoon
+
+    cluster.start("p", ["*"], sid=1)
+    cluster.start("r", ["*"], sid=2, master="p")
+    others = [server_factory(["*"]) for _ in range(2)]
+
+    async def main() -> None:
+        kt = AsyncFailoverKyotoTycoon(
+            primary=cluster.addr("p"), replicas=[cluster.addr("r")], timeout=5, recheck=0.2
+        )
+        await kt.set_bulk({f"a{i}": str(i) for i in range(50)})
+        replica = KyotoTycoon(*parse_address(cluster.addr("r")), timeout=5)
+        wait_until(lambda: replica.count() == 50)
+        replica.close_all()
+        cluster.stop("p")
+        got = await asyncio.gather(*(kt.get(f"a{i}") for i in range(50)))
+        assert got == [str(i) for i in range(50)]
+        with pytest.raises(KTConnectionError):
+            await kt.set("x", "y")
+        await kt.close_all()
+
+        sh = AsyncShardedKyotoTycoon([f"127.0.0.1:{s.port}" for s in others], timeout=5)
+        assert await sh.set_bulk({f"s{i}": str(i) for i in range(300)}) == 300
+        assert await sh.count() == 300
+        assert await sh.get("s17") == "17"
+        assert len(await sh.get_bulk([f"s{i}" for i in range(300)])) == 300
+        assert len(await sh.match_prefix("s1")) == 111  # s1, s10-s19, s100-s199
+        third = server_factory(["*"])
+        moved = await sh.add_server(f"127.0.0.1:{third.port}")
+        assert 50 < moved < 150 and await sh.count() == 300
+        assert len([k async for k in sh.keys()]) == 300
+        await sh.close_all()
+
+    asyncio.run(main())

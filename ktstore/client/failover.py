@@ -20,7 +20,8 @@ Which requests are reads: those the client marks safe to repeat (``get``,
 ``get_bulk``, ``check``, ``match_*``, ``count``, ``status``...) and the read-only
 procedures of ``kt.lua`` (:data:`READ_PROCEDURES`).  Anything else is a write.  A
 cursor stays on the server it was opened on (a cursor lives in one server's memory);
-a pipeline goes to the current writer.
+a pipeline goes to the current writer.  The asyncio form is
+:class:`ktstore.client.failover_aio.AsyncFailoverKyotoTycoon`.
 
 Replication is asynchronous, so a read served by a replica may miss the latest writes
 (a few milliseconds behind, usually).
@@ -28,7 +29,6 @@ Replication is asynchronous, so a read served by a replica may miss the latest w
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -37,7 +37,13 @@ from ktstore.client.command import Command, Program
 from ktstore.client.sync import KyotoTycoon
 from ktstore.errors import InvalidArgument, KTConnectionError
 
-__all__ = ["FailoverKyotoTycoon", "READ_PROCEDURES", "Member", "parse_address"]
+__all__ = [
+    "FailoverKyotoTycoon",
+    "FailoverRouting",
+    "READ_PROCEDURES",
+    "Member",
+    "parse_address",
+]
 
 #: Procedures of lua/kt.lua that only read: served by any server.
 READ_PROCEDURES = frozenset(
@@ -84,7 +90,7 @@ class Member:
 
     __slots__ = ("client", "writable", "down_until")
 
-    def __init__(self, client: KyotoTycoon, writable: bool) -> None:
+    def __init__(self, client: Any, writable: bool) -> None:
         self.client = client
         self.writable = writable
         self.down_until = 0.0
@@ -94,7 +100,66 @@ class Member:
         return f"<Member {self.client.host}:{self.client.port} {role}>"
 
 
-class FailoverKyotoTycoon(KyotoTycoon):
+class FailoverRouting:
+    """Where each request goes, for both clients (no I/O here).
+
+    ``members``: the servers, writable ones first in preference order.  Subclasses run a
+    request on a member with ``member.client.pool.run(cmd)``.
+    """
+
+    members: list[Member]
+    recheck: float
+
+    def _setup(
+        self, primary: Any, replicas: Sequence[Any], masters: Sequence[Any], recheck: float
+    ) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
+        if (primary is None) == (not masters):
+            raise InvalidArgument("give either primary= (and replicas=) or masters=")
+        if masters and replicas:
+            raise InvalidArgument("a dual master takes masters= only")
+        self.recheck = recheck
+        if masters:
+            return [parse_address(m) for m in masters], []
+        return [parse_address(primary)], [parse_address(r) for r in replicas]
+
+    @staticmethod
+    def is_read(cmd: Command) -> bool:
+        """Whether ``cmd`` only reads (any server holding the data may answer it)."""
+        return bool(cmd.idempotent) or cmd.name in READ_PROCEDURES
+
+    def _candidates(self, write: bool) -> list[Member]:
+        """Members to try, best first: the ones believed up in preference order, then
+        the ones believed down (a last resort, so a whole-group outage still tries)."""
+        now = time.monotonic()
+        pool = [m for m in self.members if m.writable] if write else self.members
+        up = [m for m in pool if m.down_until <= now]
+        down = [m for m in pool if m.down_until > now]
+        return up + down
+
+    def _failed(self, member: Member, exc: KTConnectionError, write: bool) -> None:
+        """Note a network failure; re-raise it if trying elsewhere could apply a write
+        twice (some of its bytes may have reached the server)."""
+        member.down_until = time.monotonic() + self.recheck
+        if write and getattr(exc, "sent", True):
+            raise exc
+
+    @staticmethod
+    def _succeeded(member: Member) -> None:
+        member.down_until = 0.0
+
+    @staticmethod
+    def _exhausted(write: bool, last: KTConnectionError | None) -> KTConnectionError:
+        kind = "write" if write else "read"
+        err = KTConnectionError(f"no server could take this {kind}: {last}")
+        err.__cause__ = last
+        return err
+
+    def current(self, write: bool = False) -> Any:
+        """The client of the server requests would go to now."""
+        return self._candidates(write)[0].client
+
+
+class FailoverKyotoTycoon(FailoverRouting, KyotoTycoon):
     """The :class:`KyotoTycoon` API over a primary and its replicas, or a dual master.
 
     ``FailoverKyotoTycoon(primary="a:1978", replicas=["b:1978", "c:1978"])`` or
@@ -112,50 +177,15 @@ class FailoverKyotoTycoon(KyotoTycoon):
         recheck: float = 1.0,
         **kwargs: Any,
     ) -> None:
-        if (primary is None) == (not masters):
-            raise InvalidArgument("give either primary= (and replicas=) or masters=")
-        if masters and replicas:
-            raise InvalidArgument("a dual master takes masters= only")
+        writers, readers = self._setup(primary, replicas, masters, recheck)
         kwargs.pop("host", None)
         kwargs.pop("port", None)
-        if masters:
-            writers = [parse_address(m) for m in masters]
-            readers: list[tuple[str, int]] = []
-        else:
-            writers = [parse_address(primary)]
-            readers = [parse_address(r) for r in replicas]
-        host, port = writers[0]
-        super().__init__(host, port, **kwargs)
-        self._client_kwargs = kwargs
-        self.members = [Member(self._new_client(h, p), True) for h, p in writers]
-        self.members += [Member(self._new_client(h, p), False) for h, p in readers]
-        self.recheck = recheck
-        self._lock = threading.Lock()
-
-    def _new_client(self, host: str, port: int) -> KyotoTycoon:
-        return KyotoTycoon(host, port, **self._client_kwargs)
+        super().__init__(*writers[0], **kwargs)
+        self.members = [Member(KyotoTycoon(h, p, **kwargs), True) for h, p in writers]
+        self.members += [Member(KyotoTycoon(h, p, **kwargs), False) for h, p in readers]
 
     def __repr__(self) -> str:
         return f"<FailoverKyotoTycoon {self.members!r}>"
-
-    # -- routing -----------------------------------------------------------------------------
-
-    @staticmethod
-    def is_read(cmd: Command) -> bool:
-        """Whether ``cmd`` only reads (any server holding the data may answer it)."""
-        return bool(cmd.idempotent) or cmd.name in READ_PROCEDURES
-
-    def _candidates(self, write: bool) -> list[Member]:
-        """Members to try, best first: the ones believed up in preference order, then
-        the ones believed down (a last resort, so a whole-group outage still tries)."""
-        now = time.monotonic()
-        pool = [m for m in self.members if m.writable] if write else self.members
-        up = [m for m in pool if m.down_until <= now]
-        down = [m for m in pool if m.down_until > now]
-        return up + down
-
-    def _mark(self, member: Member, ok: bool) -> None:
-        member.down_until = 0.0 if ok else time.monotonic() + self.recheck
 
     def _run_one(self, cmd: Command) -> Any:
         write = not self.is_read(cmd)
@@ -164,15 +194,12 @@ class FailoverKyotoTycoon(KyotoTycoon):
             try:
                 reply = member.client.pool.run(cmd)
             except KTConnectionError as e:
-                self._mark(member, False)
+                self._failed(member, e, write)
                 last = e
-                if write and getattr(e, "sent", True):
-                    raise  # it may have landed: never send a write twice
                 continue
-            self._mark(member, True)
+            self._succeeded(member)
             return cmd.finish(reply)
-        kind = "write" if write else "read"
-        raise KTConnectionError(f"no server could take this {kind}: {last}") from last
+        raise self._exhausted(write, last)
 
     def execute_command(self, runnable: Command | Program) -> Any:
         if runnable.__class__ is Command:
@@ -189,12 +216,6 @@ class FailoverKyotoTycoon(KyotoTycoon):
                     cmd = program.send(value)
         except StopIteration as stop:
             return stop.value
-
-    # -- where state lives on one server ----------------------------------------------------
-
-    def current(self, write: bool = False) -> KyotoTycoon:
-        """The client of the server requests would go to now."""
-        return self._candidates(write)[0].client
 
     @property
     def pool(self) -> Any:

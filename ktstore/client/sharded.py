@@ -30,7 +30,7 @@ import heapq
 import itertools
 import threading
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -38,7 +38,7 @@ from ktstore.client.failover import parse_address
 from ktstore.client.sync import KyotoTycoon
 from ktstore.errors import InvalidArgument
 
-__all__ = ["ShardedKyotoTycoon", "HashRing"]
+__all__ = ["ShardedKyotoTycoon", "AsyncShardedKyotoTycoon", "ShardedCommands", "HashRing"]
 
 DEFAULT_VNODES = 160
 
@@ -91,15 +91,22 @@ def _levenshtein(a: str, b: str) -> int:
     return prev[-1]
 
 
-class ShardedKyotoTycoon:
-    """The key-value API of :class:`KyotoTycoon` over several servers.
+class ShardedCommands:
+    """The sharded API written once, for the blocking and the asyncio client.
+
+    Single-key methods return the shard client's own result (a value, or a coroutine
+    with the asyncio client).  Methods over several shards hand ``{shard: call}`` and a
+    ``combine`` function to :meth:`_fanout`, the only I/O of a subclass: threads for
+    the blocking client, ``asyncio.gather`` for the asyncio one.
 
     :param servers: addresses (``"host:port"``, ``(host, port)``) or clients, or a
         mapping ``{name: address}`` to name the shards (a name, not the address, places
         keys: name them when a server may move).
     :param vnodes: points per server on the ring.
-    Other keyword arguments are :class:`KyotoTycoon`'s and apply to every server.
+    Other keyword arguments are the client's and apply to every server.
     """
+
+    client_class: type = KyotoTycoon
 
     def __init__(
         self,
@@ -110,31 +117,35 @@ class ShardedKyotoTycoon:
     ) -> None:
         self._client_kwargs = kwargs
         self.ring = HashRing(vnodes=vnodes)
-        self.shards: dict[str, KyotoTycoon] = {}
+        self.shards: dict[str, Any] = {}
         items = servers.items() if isinstance(servers, Mapping) else ((None, s) for s in servers)
         for name, address in items:
             self._add(address, name)
         if not self.shards:
             raise InvalidArgument("a sharded client needs at least one server")
-        self._executor: ThreadPoolExecutor | None = None
-        self._executor_lock = threading.Lock()
+
+    def _fanout(
+        self, work: Mapping[str, Callable[[Any], Any]], combine: Callable[[list[Any]], Any]
+    ) -> Any:
+        raise NotImplementedError  # pragma: no cover
 
     def _add(self, address: Any, name: str | None) -> str:
-        if isinstance(address, KyotoTycoon):
+        client: Any
+        if isinstance(address, self.client_class):
             client = address
         else:
             host, port = parse_address(address)
-            client = KyotoTycoon(host, port, **self._client_kwargs)
+            client = self.client_class(host, port, **self._client_kwargs)
         name = name or f"{client.host}:{client.port}"
         self.ring.add(name)
         self.shards[name] = client
         return name
 
     def __repr__(self) -> str:
-        return f"<ShardedKyotoTycoon {list(self.shards)}>"
+        return f"<{type(self).__name__} {list(self.shards)}>"
 
     @property
-    def first(self) -> KyotoTycoon:
+    def first(self) -> Any:
         """Any shard's client: they share the configuration (serializer, keys...)."""
         return next(iter(self.shards.values()))
 
@@ -143,7 +154,7 @@ class ShardedKyotoTycoon:
     def shard_name(self, key: Any) -> str:
         return self.ring.node(self.first.encode_key(key))
 
-    def shard(self, key: Any) -> KyotoTycoon:
+    def shard(self, key: Any) -> Any:
         """The client of the server that holds ``key``."""
         return self.shards[self.ring.node(self.first.encode_key(key))]
 
@@ -155,21 +166,18 @@ class ShardedKyotoTycoon:
             groups[node(ek(key(item)))].append(item)
         return groups
 
-    def _map(self, fn: Callable[[KyotoTycoon, Any], Any], work: Mapping[str, Any]) -> list[Any]:
-        """``fn(client, arg)`` for each shard name -> arg, concurrently; results in order."""
-        if len(work) <= 1:
-            return [fn(self.shards[name], arg) for name, arg in work.items()]
-        with self._executor_lock:
-            if self._executor is None:
-                self._executor = ThreadPoolExecutor(
-                    max_workers=max(2, len(self.shards)), thread_name_prefix="ktstore-shard"
-                )
-            executor = self._executor
-        futures = [executor.submit(fn, self.shards[name], arg) for name, arg in work.items()]
-        return [f.result() for f in futures]
+    def _each(
+        self,
+        groups: Mapping[str, Any],
+        call: Callable[[Any, Any], Any],
+        combine: Callable[[list[Any]], Any],
+    ) -> Any:
+        """``call(client, part)`` for each shard's part of a split request."""
+        work = {name: (lambda c, part=part: call(c, part)) for name, part in groups.items()}
+        return self._fanout(work, combine)
 
-    def _all(self, fn: Callable[[KyotoTycoon], Any]) -> list[Any]:
-        return self._map(lambda c, _: fn(c), dict.fromkeys(self.shards))
+    def _all(self, call: Callable[[Any], Any], combine: Callable[[list[Any]], Any]) -> Any:
+        return self._fanout(dict.fromkeys(self.shards, call), combine)
 
     # -- one key: its server ----------------------------------------------------------------
 
@@ -237,28 +245,16 @@ class ShardedKyotoTycoon:
     def Schedule(self, key: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N802
         return self.shard(key).Schedule(key, *args, **kwargs)
 
-    def __getitem__(self, key: Any) -> Any:
-        return self.shard(key).get(key)
-
-    def __setitem__(self, key: Any, value: Any) -> None:
-        self.shard(key).set(key, value)
-
-    def __delitem__(self, key: Any) -> None:
-        self.shard(key).remove(key)
-
-    def __contains__(self, key: Any) -> bool:
-        return bool(self.shard(key).exists(key))
-
     # -- many keys: split per server, run concurrently --------------------------------------
 
     def get_bulk(
         self, keys: Iterable[Any], db: int | None = None, decode_values: bool = True
     ) -> Any:
-        groups = self._group(keys, lambda k: k)
-        out: dict[Any, Any] = {}
-        for part in self._map(lambda c, ks: c.get_bulk(ks, db, decode_values), groups):
-            out.update(part)
-        return out
+        return self._each(
+            self._group(keys, lambda k: k),
+            lambda c, ks: c.get_bulk(ks, db, decode_values),
+            _merge_dicts,
+        )
 
     def set_bulk(
         self,
@@ -270,53 +266,59 @@ class ShardedKyotoTycoon:
     ) -> Any:
         pairs = data.items() if isinstance(data, Mapping) else data
         groups = {name: dict(g) for name, g in self._group(pairs, lambda kv: kv[0]).items()}
-        results = self._map(
-            lambda c, d: c.set_bulk(d, db, expire_time, no_reply, encode_values), groups
+        return self._each(
+            groups,
+            lambda c, d: c.set_bulk(d, db, expire_time, no_reply, encode_values),
+            _none if no_reply else sum,
         )
-        return None if no_reply else sum(results)
 
     def remove_bulk(
         self, keys: Iterable[Any], db: int | None = None, no_reply: bool = False
     ) -> Any:
-        groups = self._group(keys, lambda k: k)
-        results = self._map(lambda c, ks: c.remove_bulk(ks, db, no_reply), groups)
-        return None if no_reply else sum(results)
+        return self._each(
+            self._group(keys, lambda k: k),
+            lambda c, ks: c.remove_bulk(ks, db, no_reply),
+            _none if no_reply else sum,
+        )
 
     def get_bulk_details(
         self, db_key_list: Iterable[tuple[int, Any]], decode_values: bool = True
     ) -> Any:
-        groups = self._group(db_key_list, lambda dk: dk[1])
-        parts = self._map(lambda c, dks: c.get_bulk_details(dks, decode_values), groups)
-        return list(itertools.chain.from_iterable(parts))
+        return self._each(
+            self._group(db_key_list, lambda dk: dk[1]),
+            lambda c, dks: c.get_bulk_details(dks, decode_values),
+            _chain,
+        )
 
     def set_bulk_details(
-        self, data: Iterable[tuple[int, Any, Any, Any]], *args: Any, **kwargs: Any
+        self,
+        data: Iterable[tuple[int, Any, Any, Any]],
+        no_reply: bool = False,
+        encode_values: bool = True,
     ) -> Any:
-        groups = self._group(data, lambda rec: rec[1])
-        results = self._map(lambda c, recs: c.set_bulk_details(recs, *args, **kwargs), groups)
-        return None if kwargs.get("no_reply") or (args and args[0]) else sum(results)
+        return self._each(
+            self._group(data, lambda rec: rec[1]),
+            lambda c, recs: c.set_bulk_details(recs, no_reply, encode_values),
+            _none if no_reply else sum,
+        )
 
     def remove_bulk_details(
         self, db_key_list: Iterable[tuple[int, Any]], no_reply: bool = False
     ) -> Any:
-        groups = self._group(db_key_list, lambda dk: dk[1])
-        results = self._map(lambda c, dks: c.remove_bulk_details(dks, no_reply), groups)
-        return None if no_reply else sum(results)
+        return self._each(
+            self._group(db_key_list, lambda dk: dk[1]),
+            lambda c, dks: c.remove_bulk_details(dks, no_reply),
+            _none if no_reply else sum,
+        )
 
     # -- every server: ask all, merge -------------------------------------------------------
 
-    def _merged_keys(self, parts: list[Any], max_keys: int | None) -> list[Any]:
-        keys = sorted(itertools.chain.from_iterable(p or [] for p in parts))
-        return keys if max_keys is None or max_keys < 0 else keys[:max_keys]
-
     def match_prefix(self, prefix: Any, max_keys: int | None = None, db: int | None = None) -> Any:
         """Matching keys of every server, in byte order (``max_keys`` of them at most)."""
-        return self._merged_keys(
-            self._all(lambda c: c.match_prefix(prefix, max_keys, db)), max_keys
-        )
+        return self._all(lambda c: c.match_prefix(prefix, max_keys, db), _sorted_keys(max_keys))
 
     def match_regex(self, regex: Any, max_keys: int | None = None, db: int | None = None) -> Any:
-        return self._merged_keys(self._all(lambda c: c.match_regex(regex, max_keys, db)), max_keys)
+        return self._all(lambda c: c.match_regex(regex, max_keys, db), _sorted_keys(max_keys))
 
     def match_similar(
         self,
@@ -326,65 +328,46 @@ class ShardedKyotoTycoon:
         db: int | None = None,
     ) -> Any:
         """Keys near ``origin`` on every server, nearest first (ties in key order)."""
-        parts = self._all(lambda c: c.match_similar(origin, distance, max_keys, db))
         text = origin if isinstance(origin, str) else bytes(origin).decode("utf-8", "replace")
 
         def rank(k: Any) -> tuple[int, Any]:
             s = k if isinstance(k, str) else bytes(k).decode("utf-8", "replace")
             return _levenshtein(text, s), k
 
-        keys = sorted(itertools.chain.from_iterable(p or [] for p in parts), key=rank)
-        return keys if max_keys is None or max_keys < 0 else keys[:max_keys]
+        def combine(parts: list[Any]) -> list[Any]:
+            keys = sorted(itertools.chain.from_iterable(p or [] for p in parts), key=rank)
+            return keys if max_keys is None or max_keys < 0 else keys[:max_keys]
 
-    def count(self, db: int | None = None) -> int:
-        return sum(self._all(lambda c: c.count(db)))
+        return self._all(lambda c: c.match_similar(origin, distance, max_keys, db), combine)
 
-    def size(self, db: int | None = None) -> int:
-        return sum(self._all(lambda c: c.size(db)))
+    def count(self, db: int | None = None) -> Any:
+        return self._all(lambda c: c.count(db), sum)
 
-    def __len__(self) -> int:
-        return self.count()
+    def size(self, db: int | None = None) -> Any:
+        return self._all(lambda c: c.size(db), sum)
 
-    def __bool__(self) -> bool:
-        return True
+    def clear(self, db: int | None = None) -> Any:
+        return self._all(lambda c: c.clear(db), all)
 
-    def clear(self, db: int | None = None) -> bool:
-        return all(self._all(lambda c: c.clear(db)))
+    def synchronize(self, *args: Any, **kwargs: Any) -> Any:
+        return self._all(lambda c: c.synchronize(*args, **kwargs), all)
 
-    def synchronize(self, *args: Any, **kwargs: Any) -> bool:
-        return all(self._all(lambda c: c.synchronize(*args, **kwargs)))
+    def vacuum(self, *args: Any, **kwargs: Any) -> Any:
+        return self._all(lambda c: c.vacuum(*args, **kwargs), all)
 
-    def vacuum(self, *args: Any, **kwargs: Any) -> bool:
-        return all(self._all(lambda c: c.vacuum(*args, **kwargs)))
-
-    def report(self) -> dict[str, Any]:
+    def report(self) -> Any:
         """Each server's report, by shard name."""
-        return dict(zip(self.shards, self._all(lambda c: c.report()), strict=True))
+        return self._all(lambda c: c.report(), self._by_name)
 
-    def status(self, db: int | None = None) -> dict[str, Any]:
+    def status(self, db: int | None = None) -> Any:
         """Each server's status of ``db``, by shard name."""
-        return dict(zip(self.shards, self._all(lambda c: c.status(db)), strict=True))
+        return self._all(lambda c: c.status(db), self._by_name)
 
-    def keys(self, db: int | None = None) -> Iterator[Any]:
-        """Every key of every server (server by server; in key order within each)."""
-        return itertools.chain.from_iterable(c.keys(db) for c in self.shards.values())
+    def keys_nonlazy(self, db: int | None = None) -> Any:
+        return self._all(lambda c: c.keys_nonlazy(db), _chain)
 
-    def keys_nonlazy(self, db: int | None = None) -> list[Any]:
-        return list(itertools.chain.from_iterable(self._all(lambda c: c.keys_nonlazy(db))))
-
-    def items(self, db: int | None = None) -> Iterator[tuple[Any, Any]]:
-        return itertools.chain.from_iterable(c.items(db) for c in self.shards.values())
-
-    def values(self, db: int | None = None) -> Iterator[Any]:
-        return itertools.chain.from_iterable(c.values(db) for c in self.shards.values())
-
-    def __iter__(self) -> Iterator[Any]:
-        return self.keys()
-
-    def sorted_keys(self, db: int | None = None) -> Iterator[Any]:
-        """Every key in byte order across servers (tree databases keep each server's
-        keys in order; this merges them lazily)."""
-        return heapq.merge(*(c.keys(db) for c in self.shards.values()))
+    def _by_name(self, parts: list[Any]) -> dict[str, Any]:
+        return dict(zip(self.shards, parts, strict=True))
 
     # -- configuration shared by the shards -------------------------------------------------
 
@@ -407,7 +390,96 @@ class ShardedKyotoTycoon:
     def resolve_db(self, db: Any) -> int:
         return self.first.resolve_db(db)
 
-    # -- growing ----------------------------------------------------------------------------
+    def _migration_plan(self, name: str) -> Callable[[Any], bool]:
+        node = self.ring.node
+        ek = self.first.encode_key
+        return lambda key: node(ek(key)) == name
+
+
+def _none(parts: list[Any]) -> None:
+    return None
+
+
+def _chain(parts: list[Any]) -> list[Any]:
+    return list(itertools.chain.from_iterable(p or [] for p in parts))
+
+
+def _merge_dicts(parts: list[Any]) -> dict[Any, Any]:
+    out: dict[Any, Any] = {}
+    for part in parts:
+        out.update(part)
+    return out
+
+
+def _sorted_keys(max_keys: int | None) -> Callable[[list[Any]], list[Any]]:
+    def combine(parts: list[Any]) -> list[Any]:
+        keys = sorted(itertools.chain.from_iterable(p or [] for p in parts))
+        return keys if max_keys is None or max_keys < 0 else keys[:max_keys]
+
+    return combine
+
+
+class ShardedKyotoTycoon(ShardedCommands):
+    """The key-value API of :class:`KyotoTycoon` over several servers (blocking).
+
+    See :class:`ShardedCommands` for the arguments.  Requests over several servers run
+    concurrently, one thread per server.
+    """
+
+    def __init__(self, servers: Sequence[Any] | Mapping[str, Any], **kwargs: Any) -> None:
+        super().__init__(servers, **kwargs)
+        self._executor: ThreadPoolExecutor | None = None
+        self._executor_lock = threading.Lock()
+
+    def _fanout(
+        self, work: Mapping[str, Callable[[Any], Any]], combine: Callable[[list[Any]], Any]
+    ) -> Any:
+        if len(work) <= 1:
+            return combine([call(self.shards[name]) for name, call in work.items()])
+        with self._executor_lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(
+                    max_workers=max(2, len(self.shards)), thread_name_prefix="ktstore-shard"
+                )
+            executor = self._executor
+        futures = [executor.submit(call, self.shards[name]) for name, call in work.items()]
+        return combine([f.result() for f in futures])
+
+    def __getitem__(self, key: Any) -> Any:
+        return self.shard(key).get(key)
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self.shard(key).set(key, value)
+
+    def __delitem__(self, key: Any) -> None:
+        self.shard(key).remove(key)
+
+    def __contains__(self, key: Any) -> bool:
+        return bool(self.shard(key).exists(key))
+
+    def __len__(self) -> int:
+        return int(self.count())
+
+    def __bool__(self) -> bool:
+        return True
+
+    def keys(self, db: int | None = None) -> Iterator[Any]:
+        """Every key of every server (server by server; in key order within each)."""
+        return itertools.chain.from_iterable(c.keys(db) for c in self.shards.values())
+
+    def items(self, db: int | None = None) -> Iterator[tuple[Any, Any]]:
+        return itertools.chain.from_iterable(c.items(db) for c in self.shards.values())
+
+    def values(self, db: int | None = None) -> Iterator[Any]:
+        return itertools.chain.from_iterable(c.values(db) for c in self.shards.values())
+
+    def __iter__(self) -> Iterator[Any]:
+        return self.keys()
+
+    def sorted_keys(self, db: int | None = None) -> Iterator[Any]:
+        """Every key in byte order across servers (tree databases keep each server's
+        keys in order; this merges them lazily)."""
+        return heapq.merge(*(c.keys(db) for c in self.shards.values()))
 
     def add_server(self, address: Any, name: str | None = None, migrate: bool = True) -> int:
         """Add a server to the ring; with ``migrate``, move to it the records it now owns
@@ -420,30 +492,20 @@ class ShardedKyotoTycoon:
         if not migrate:
             return 0
         target = self.shards[name]
+        belongs = self._migration_plan(name)
         moved = 0
-        ndbs = len(target.databases)
-        for client in old.values():
-            for db in range(ndbs):
-                moved += self._move(client, target, name, db)
-        return moved
-
-    def _move(
-        self, source: KyotoTycoon, target: KyotoTycoon, name: str, db: int, page: int = 1000
-    ) -> int:
-        node = self.ring.node
-        keys = [k for k in (source.match_prefix(b"", None, db) or [])]
-        ek = source.encode_key
-        mine = [k for k in keys if node(ek(k)) == name]
-        moved = 0
-        for i in range(0, len(mine), page):
-            chunk = mine[i : i + page]
-            records = source.get_bulk_details([(db, k) for k in chunk], decode_values=False)
-            if records:
-                target.set_bulk_details(
-                    [(db, k, v, xt) for _, k, v, xt in records], encode_values=False
-                )
-            source.remove_bulk_details([(db, k) for k in chunk])
-            moved += len(records)
+        for db in range(len(target.databases)):
+            for source in old.values():
+                keys = [k for k in (source.match_prefix(b"", None, db) or []) if belongs(k)]
+                for i in range(0, len(keys), _PAGE):
+                    chunk = [(db, k) for k in keys[i : i + _PAGE]]
+                    records = source.get_bulk_details(chunk, decode_values=False)
+                    if records:
+                        target.set_bulk_details(
+                            [(d, k, v, xt) for d, k, v, xt in records], encode_values=False
+                        )
+                    source.remove_bulk_details(chunk)
+                    moved += len(records)
         return moved
 
     def close_all(self) -> int:
@@ -460,3 +522,72 @@ class ShardedKyotoTycoon:
 
     def __exit__(self, *exc: Any) -> None:
         self.close_all()
+
+
+_PAGE = 1000
+
+
+class AsyncShardedKyotoTycoon(ShardedCommands):
+    """:class:`ShardedKyotoTycoon` on :class:`~ktstore.client.aio.AsyncKyotoTycoon`:
+    every method is a coroutine; requests over several servers run concurrently
+    (``asyncio.gather``)."""
+
+    def __init__(self, servers: Sequence[Any] | Mapping[str, Any], **kwargs: Any) -> None:
+        from ktstore.client.aio import AsyncKyotoTycoon
+
+        self.client_class = AsyncKyotoTycoon
+        super().__init__(servers, **kwargs)
+
+    def _fanout(
+        self, work: Mapping[str, Callable[[Any], Any]], combine: Callable[[list[Any]], Any]
+    ) -> Any:
+        import asyncio
+
+        async def run() -> Any:
+            parts = await asyncio.gather(*(call(self.shards[n]) for n, call in work.items()))
+            return combine(list(parts))
+
+        return run()
+
+    async def keys(self, db: int | None = None) -> AsyncIterator[Any]:
+        """Every key of every server (server by server; in key order within each)."""
+        for client in self.shards.values():
+            async for key in client.keys(db):
+                yield key
+
+    async def add_server(self, address: Any, name: str | None = None, migrate: bool = True) -> int:
+        """See :meth:`ShardedKyotoTycoon.add_server`."""
+        old = dict(self.shards)
+        name = self._add(address, name)
+        if not migrate:
+            return 0
+        target = self.shards[name]
+        belongs = self._migration_plan(name)
+        moved = 0
+        for db in range(len(await target.databases)):
+            for source in old.values():
+                keys = [k for k in (await source.match_prefix(b"", None, db) or []) if belongs(k)]
+                for i in range(0, len(keys), _PAGE):
+                    chunk = [(db, k) for k in keys[i : i + _PAGE]]
+                    records = await source.get_bulk_details(chunk, decode_values=False)
+                    if records:
+                        await target.set_bulk_details(
+                            [(d, k, v, xt) for d, k, v, xt in records], encode_values=False
+                        )
+                    await source.remove_bulk_details(chunk)
+                    moved += len(records)
+        return moved
+
+    async def close_all(self) -> int:
+        total = 0
+        for client in self.shards.values():
+            total += await client.close_all()
+        return total
+
+    close = close_all
+
+    async def __aenter__(self) -> AsyncShardedKyotoTycoon:
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close_all()
