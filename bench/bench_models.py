@@ -1,6 +1,12 @@
 """Model layer figures: save, get by pk, indexed equality query, range query of 100.
 
     python bench/bench_models.py [--n 2000] [--server PATH_TO_KTSERVER]
+    python bench/bench_models.py v2 [--docs 100000] [--children 10000] [--updates 10000]
+
+The ``v2`` figures: a composite-index range with ordering (vs an in-memory sort),
+cascade delete of 10k children (vs client-side delete_many pages), ``query.update`` of
+10k records (vs per-instance updates), full-text queries over 100k documents, top 10
+(vs a full scan filtering on the client).
 
 Runs against the built-in server in a subprocess by default (as deployed; an
 in-process server would fight the benchmark for the GIL), or a real ktserver, on an
@@ -13,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import sys
 import time
 
 from ktstore.embedded import EmbeddedServer
@@ -20,13 +27,15 @@ from ktstore.models import Model, fields
 from ktstore.store import Store
 
 
-def timed(label: str, n: int, fn) -> None:
+def timed(label: str, n: int, fn) -> float:
+    """Run ``fn`` once, print its figures; the seconds per operation."""
     t0 = time.perf_counter()
     fn()
     dt = time.perf_counter() - t0
     print(
         f"{label:<42} {n:>7} ops  {dt * 1000:9.1f} ms  {n / dt:10.0f} ops/s  {dt / n * 1e6:8.1f} µs/op"
     )
+    return dt / n
 
 
 def main() -> None:
@@ -117,5 +126,181 @@ def main() -> None:
         srv.stop()
 
 
+# ---- Models 2.0 figures (composite indexes, search, cascades, bulk updates) -------------
+
+WORDS = (
+    "kyoto tycoon cabinet server client lua script tree hash index query page record "
+    "model field value key cursor range order search token score rank update delete"
+).split()
+
+
+def bench_composite(client, n: int) -> None:
+    """Equality prefix + range + ordering from one composite index range scan, against
+    the same query sorted in memory (no fitting index)."""
+
+    class Task(Model, store=Store(client, db=0), prefix="bench_task"):
+        owner = fields.Integer()
+        due = fields.Integer()
+        prio = fields.Integer()
+        by_owner_due = fields.Index("owner", "-due")
+
+    rnd = random.Random(2)
+    for i in range(0, n, 500):
+        Task.create_many(
+            [
+                {"owner": rnd.randint(0, 19), "due": rnd.randint(0, 10**6), "prio": j % 5}
+                for j in range(min(500, n - i))
+            ]
+        )
+    q = 100
+
+    def indexed():
+        for _ in range(q):
+            got = (
+                Task.query(Task.owner == rnd.randint(0, 19), Task.due >= rnd.randint(0, 9 * 10**5))
+                .order_by(Task.due.desc())
+                .limit(20)
+                .all()
+            )
+            assert len(got) <= 20
+
+    def in_memory():
+        for _ in range(q // 10):
+            Task.query(Task.owner == rnd.randint(0, 19)).order_by(Task.prio, Task.due).limit(
+                20
+            ).all()
+
+    a = timed("composite range + order, limit 20", q, indexed)
+    b = timed("same size, sorted in memory, limit 20", q // 10, in_memory)
+    print(f"  -> composite index {b / a:.1f}x faster per query than an in-memory sort")
+    Task.query().paged(1000).delete()
+
+
+def bench_search(client, docs: int) -> None:
+    """Full-text query (top 10) over ``docs`` documents, against a full scan filtering
+    the same documents on the client."""
+
+    class Doc(Model, store=Store(client, db=0), prefix="bench_doc"):
+        body = fields.Text(search=True)
+
+    rnd = random.Random(3)
+    t0 = time.perf_counter()
+    for i in range(0, docs, 500):
+        Doc.create_many(
+            [
+                {"body": " ".join(rnd.choices(WORDS, k=12)) + f" w{i + j}"}
+                for j in range(min(500, docs - i))
+            ]
+        )
+    dt = time.perf_counter() - t0
+    print(f"{'index ' + str(docs) + ' docs (create_many 500)':<42} {docs / dt:10.0f} docs/s")
+    q = 20
+    rare = [f"w{rnd.randrange(docs)}" for _ in range(q)]
+    a = timed("search rare term, top 10", q, lambda: [Doc.search(t).limit(10).all() for t in rare])
+    b = timed(
+        "search 2 common terms (AND), top 10",
+        q // 4,
+        lambda: [Doc.search("kyoto tycoon").limit(10).all() for _ in range(q // 4)],
+    )
+    c = timed(
+        "search prefix term 'se*', top 10",
+        q // 4,
+        lambda: [Doc.search("se*").limit(10).all() for _ in range(q // 4)],
+    )
+    full = timed(
+        "full scan + client filter (1 query)",
+        1,
+        lambda: [d for d in Doc.query().paged(1000) if "kyoto" in d.body.split()][:10],
+    )
+    print(
+        f"  -> vs full scan: rare {full / a:.0f}x, common AND {full / b:.1f}x, prefix {full / c:.1f}x"
+    )
+    Doc.query().paged(1000).delete()
+
+
+def bench_cascade(client, children: int) -> None:
+    """Deleting a parent with ``children`` CASCADE children (pages of 1000, each one
+    atomic call), against deleting the same children with delete_many pages."""
+    from ktstore.models import CASCADE
+
+    class Parent(Model, store=Store(client, db=0), prefix="bench_parent"):
+        name = fields.Text()
+
+    class Child(Model, store=Store(client, db=0), prefix="bench_child"):
+        parent = fields.ForeignKey(Parent, on_delete=CASCADE)
+        n = fields.Integer(index=True)
+
+    def fill():
+        p = Parent.create(name="p")
+        for i in range(0, children, 500):
+            Child.create_many(
+                [{"parent_id": p.id, "n": i + j} for j in range(min(500, children - i))]
+            )
+        return p
+
+    p = fill()
+    a = timed(f"cascade delete of {children} children", children, lambda: p.delete())
+    assert Child.count() == 0
+    p = fill()
+    b = timed(
+        f"delete_many of {children} children (1000/call)",
+        children,
+        lambda: Child.query(Child.parent == p).paged(1000).delete(),
+    )
+    p.delete()
+    print(f"  -> cascade {b / a:.1f}x the speed of client-side delete_many pages")
+
+
+def bench_update(client, n: int) -> None:
+    """query.update of ``n`` records (one atomic call per page, index moved), against
+    per-instance atomic updates (``u.update(...)``)."""
+    from ktstore.models import F
+
+    class Item(Model, store=Store(client, db=0), prefix="bench_item"):
+        group = fields.Integer(index=True)
+        stock = fields.Integer(index=True, default=0)
+
+    for i in range(0, n, 500):
+        Item.create_many([{"group": (i + j) % 2} for j in range(min(500, n - i))])
+    a = timed(
+        f"query.update of {n} records (page 500)",
+        n,
+        lambda: Item.query().paged(500).update(stock=F("stock") + 1),
+    )
+    few = Item.query().limit(n // 10).all()
+    b = timed(
+        "per-instance u.update(stock=...)",
+        len(few),
+        lambda: [u.update(stock=u.stock + 1) for u in few],
+    )
+    print(f"  -> query.update {b / a:.1f}x faster per record")
+    assert Item.check().ok
+    Item.query().paged(1000).delete()
+
+
+def main_v2() -> None:
+    ap = argparse.ArgumentParser(description="Models 2.0 figures")
+    ap.add_argument("--docs", type=int, default=100_000, help="documents for the search figure")
+    ap.add_argument("--children", type=int, default=10_000)
+    ap.add_argument("--updates", type=int, default=10_000)
+    ap.add_argument("--tasks", type=int, default=20_000)
+    ap.add_argument("--server", default=os.environ.get("KTSTORE_BENCH_SERVER"))
+    args = ap.parse_args(sys.argv[2:])
+    srv = EmbeddedServer(server=args.server or "builtin", database="%", quiet=True)
+    client = srv.run()
+    try:
+        print(f"server: {args.server or 'built-in (subprocess)'} (machine shared: compare ratios)")
+        bench_composite(client, args.tasks)
+        bench_cascade(client, args.children)
+        bench_update(client, args.updates)
+        bench_search(client, args.docs)
+    finally:
+        client.close_all()
+        srv.stop()
+
+
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["v2"]:
+        main_v2()  # python bench/bench_models.py v2 [--docs N ...]
+    else:
+        main()

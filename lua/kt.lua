@@ -1817,6 +1817,90 @@ local function model_memo(value)
   return kt.arrayload(memo), rec
 end
 
+-- The pk an index-db entry belongs to: every entry's value is the owner's pk, followed
+-- for full-text entries by NUL and a number (pks never hold NUL).
+local function model_pkof(v)
+  local z = string.find(v, "\0", 1, true)
+  if z == nil then
+    return v
+  end
+  return string.sub(v, 1, z - 1)
+end
+
+-- The memo as stored in a record: an arraydump wrapped in a msgpack bin.
+local function model_packmemo(keys)
+  local a = kt.arraydump(keys)
+  local n = #a
+  if n < 256 then
+    return string.char(196, n) .. a
+  elseif n < 65536 then
+    return string.char(197, math.floor(n / 256), n % 256) .. a
+  end
+  return string.char(198, math.floor(n / 16777216) % 256, math.floor(n / 65536) % 256,
+    math.floor(n / 256) % 256, n % 256) .. a
+end
+
+-- Full-text search keeps, per record, one posting P\0s\0<term>\0<pk key> = pk\0tf
+-- per distinct term and one length entry P\0d\0<pk key> = pk\0<number of terms>;
+-- the counters P\0sn (documents) and P\0sl (terms in all documents) follow the
+-- length entries as they are written and removed, in the same transaction.
+local function model_lenbase(k)
+  -- the model prefix P when k is a length entry P\0d\0..., else nil
+  local z = string.find(k, "\0", 1, true)
+  if z ~= nil and string.sub(k, z, z + 2) == "\0d\0" then
+    return string.sub(k, 1, z - 1)
+  end
+  return nil
+end
+
+local function model_stat(idb, k, v, sign)
+  local base = model_lenbase(k)
+  if base == nil then
+    return
+  end
+  local len = tonumber(string.sub(v, #model_pkof(v) + 2)) or 0
+  idb:increment(base .. "\0sn", sign, 0)
+  idb:increment(base .. "\0sl", sign * len, 0)
+end
+
+-- Write an index-db entry (counting a length entry in the search statistics).
+local function model_put(idb, k, v, xt)
+  local counted = model_lenbase(k) ~= nil
+  if counted then
+    local old = idb:get(k)
+    if old ~= nil then
+      model_stat(idb, k, old, -1)
+    end
+  end
+  if not idb:set(k, v, xt) then
+    error("index write failed: " .. tostring(idb:error()))
+  end
+  if counted then
+    model_stat(idb, k, v, 1)
+  end
+end
+
+-- Remove an entry if the record pk still owns it.
+local function model_unindex(idb, k, pk)
+  local v = idb:get(k)
+  if v ~= nil and model_pkof(v) == pk then
+    idb:remove(k)
+    model_stat(idb, k, v, -1)
+  end
+end
+
+-- Remove a stored record (value old) with the entries its memo lists and its
+-- containers (full keys in cx).
+local function model_drop(idb, rdb, key, pk, old, cx)
+  for _, okey in ipairs(model_memo(old)) do
+    model_unindex(idb, okey, pk)
+  end
+  for _, ckey in ipairs(cx) do
+    rdb:remove(ckey)
+  end
+  rdb:remove(key)
+end
+
 -- Begin transactions on the distinct databases in a fixed order (no deadlocks).
 local function model_begin(idb, rdb)
   local dbs = { idb }
@@ -1934,7 +2018,20 @@ local function model_save_one(idb, rdb, s, i, outmap)
       ukeys[ukey] = true
     end
   end
+  -- foreign keys: the referenced records must exist (checked in this transaction, so a
+  -- cascade deleting the referenced record cannot miss a new reference)
+  if s.fk ~= nil then
+    local fkf = kt.arrayload(s.fkf or "")
+    for j, fkey in ipairs(kt.arrayload(s.fk)) do
+      if rdb:get(fkey) == nil then
+        outmap.err = "fk"
+        outmap.field = fkf[j]
+        return false
+      end
+    end
+  end
   local newkeys = {}
+  local values = {}
   if s.ix ~= nil then
     for _, ikey in ipairs(kt.arrayload(s.ix)) do
       newkeys[ikey] = true
@@ -1943,22 +2040,34 @@ local function model_save_one(idb, rdb, s, i, outmap)
   for ukey in pairs(ukeys) do
     newkeys[ukey] = true
   end
+  if s.sx ~= nil then
+    -- full-text entries: their values carry a number after the pk
+    for skey, sv in pairs(kt.mapload(s.sx)) do
+      newkeys[skey] = true
+      values[skey] = sv
+    end
+  end
   -- drop the entries the stored record owned and the new one does not
   for _, okey in ipairs(oldkeys) do
     if not newkeys[okey] then
-      local v = idb:get(okey)
-      if v == pk then
-        idb:remove(okey)
-      end
+      model_unindex(idb, okey, pk)
     end
   end
   for nkey in pairs(newkeys) do
-    if not idb:set(nkey, pk, xt) then
-      error("index write failed: " .. tostring(idb:error()))
-    end
+    model_put(idb, nkey, values[nkey] or pk, xt)
   end
   if not rdb:set(key, s.r, xt) then
     error("record write failed: " .. tostring(rdb:error()))
+  end
+  if s.cw ~= nil then
+    -- whole containers given with the instance: written (or removed when empty) here
+    for ckey, cv in pairs(kt.mapload(s.cw)) do
+      if cv == "" then
+        rdb:remove(ckey)
+      elseif not rdb:set(ckey, cv, xt) then
+        error("container write failed: " .. tostring(rdb:error()))
+      end
+    end
   end
   if s.cx ~= nil then
     for _, ckey in ipairs(kt.arrayload(s.cx)) do
@@ -1974,7 +2083,8 @@ local function model_save_one(idb, rdb, s, i, outmap)
 end
 
 -- modelsave: n records s1..sn (mapdump each: k key, r record, p pk, xt, dxt, mode,
--- vf/vold version check, cas, ix/ux/uf/cx arraydumps).  All or nothing.
+-- vf/vold version check, cas, ix/ux/uf/cx arraydumps, cw mapdump of whole containers
+-- to write).  All or nothing.
 function modelsave(inmap, outmap)
   local n = tonumber(inmap.n or "1") or 1
   return model_atomic(inmap, outmap, function(idb, rdb)
@@ -1990,7 +2100,149 @@ function modelsave(inmap, outmap)
   end)
 end
 
-local function model_delete_one(idb, rdb, s, outmap)
+-- Relations (foreign keys).  A delete names, in rels, every foreign key that refers to
+-- the model (mapdump each: ib = the child's index base P\0i\0<field>\0, rp = the
+-- child's record prefix, rule c (cascade) / p (protect) / n (set null), f = the field,
+-- ub = its unique base when unique, cn = arraydump of the child's container names,
+-- sub = comma separated numbers of the rels referring to the child, for a cascade).
+-- The children of a record with pk key K are the entries ib..K..<child pk key>.
+local function model_rels(inmap)
+  local rels = {}
+  for i, blob in ipairs(kt.arrayload(inmap.rels or "")) do
+    local rel = kt.mapload(blob)
+    rel.subs = {}
+    for num in string.gmatch(rel.sub or "", "%d+") do
+      table.insert(rel.subs, tonumber(num))
+    end
+    rel.names = kt.arrayload(rel.cn or "")
+    rels[i] = rel
+  end
+  return rels
+end
+
+local function model_roots(text)
+  local out = {}
+  for num in string.gmatch(text or "", "%d+") do
+    table.insert(out, tonumber(num))
+  end
+  return out
+end
+
+-- SET NULL on one child: its field becomes msgpack nil, its index entry moves to the
+-- None value (01), a unique claim on the old value is dropped; the memo follows.
+local function model_setnull(idb, rdb, rel, k, cpk, ckey)
+  local key = rel.rp .. cpk
+  local rec, xt = rdb:get(key)
+  if rec == nil then
+    idb:remove(k)
+    return
+  end
+  local memo, fields = model_memo(rec)
+  local nk = rel.ib .. "\1" .. ckey
+  local drop = {}
+  drop[k] = true
+  if rel.ub ~= nil then
+    local pkkey = string.sub(k, #rel.ib + 1, #k - #ckey)
+    local ukey = rel.ub .. pkkey
+    if idb:get(ukey) == cpk then
+      idb:remove(ukey)
+    end
+    drop[ukey] = true
+  end
+  local keep = {}
+  for _, mk in ipairs(memo) do
+    if not drop[mk] then
+      table.insert(keep, mk)
+    end
+  end
+  table.insert(keep, nk)
+  idb:remove(k)
+  local setxt = model_setxt(xt)
+  model_put(idb, nk, cpk, setxt)
+  fields[rel.f] = "\192"
+  fields[MODEL_MEMO] = model_packmemo(keep)
+  if not rdb:set(key, kt.mapdump(fields), setxt) then
+    error("record write failed: " .. tostring(rdb:error()))
+  end
+end
+
+-- Apply the on_delete rules below the record whose pk key is pkkey, at most
+-- state.budget children changed.  True when nothing refers to it any more; false when
+-- the budget ran out (state.more) or a PROTECT rule refused (state.err).
+local function model_clear(idb, rdb, rels, roots, pkkey, state)
+  for _, ri in ipairs(roots) do
+    local rel = rels[ri]
+    local prefix = rel.ib .. pkkey
+    while true do
+      local cur = idb:cursor()
+      local found = {}
+      local ok = cur:jump(prefix)
+      while ok and #found <= state.budget do
+        local k, v = cur:get()
+        if k == nil or string.sub(k, 1, #prefix) ~= prefix then
+          break
+        end
+        table.insert(found, { k, v })
+        ok = cur:step()
+      end
+      cur:disable()
+      local progress = false
+      for _, e in ipairs(found) do
+        local k, v = e[1], e[2]
+        local cpk = model_pkof(v)
+        local ckey = string.sub(k, #prefix + 1)
+        local crec = rdb:get(rel.rp .. cpk)
+        if state.visiting[rel.rp .. cpk] then
+          crec = false -- being deleted further up (a cycle): its own frame removes it
+        else
+          progress = true
+        end
+        if crec == false then
+          -- nothing to do here
+        elseif crec == nil then
+          idb:remove(k) -- a stale entry: its record is gone
+        elseif rel.rule == "p" then
+          state.err = "protected"
+          state.field = rel.f
+          state.owner = cpk
+          state.rp = rel.rp
+          return false
+        elseif state.budget <= 0 then
+          state.more = true
+          return false
+        elseif rel.rule == "n" then
+          model_setnull(idb, rdb, rel, k, cpk, ckey)
+          state.budget = state.budget - 1
+          state.changed = state.changed + 1
+        else
+          state.visiting[rel.rp .. cpk] = true
+          local cleared = model_clear(idb, rdb, rels, rel.subs, ckey, state)
+          state.visiting[rel.rp .. cpk] = nil
+          if not cleared then
+            return false
+          end
+          if state.budget <= 0 then
+            state.more = true
+            return false
+          end
+          local cx = {}
+          for _, name in ipairs(rel.names) do
+            table.insert(cx, rel.rp .. cpk .. "\0" .. name)
+          end
+          model_drop(idb, rdb, rel.rp .. cpk, cpk, crec, cx)
+          state.budget = state.budget - 1
+          state.changed = state.changed + 1
+        end
+      end
+      if not progress then
+        break
+      end
+    end
+  end
+  return true
+end
+
+local function model_delete_one(idb, rdb, s, outmap, rels, state)
   local key = s.k
   local pk = s.p
   local old = rdb:get(key)
@@ -2001,7 +2253,7 @@ local function model_delete_one(idb, rdb, s, outmap)
     end
     return true, 0
   end
-  local oldkeys, oldrec = model_memo(old)
+  local _, oldrec = model_memo(old)
   if s.cas ~= nil and s.cas ~= old then
     outmap.err = "conflict"
     return false, 0
@@ -2011,35 +2263,54 @@ local function model_delete_one(idb, rdb, s, outmap)
     outmap.field = s.vf
     return false, 0
   end
-  for _, okey in ipairs(oldkeys) do
-    if idb:get(okey) == pk then
-      idb:remove(okey)
+  state.visiting = {}
+  state.visiting[key] = true
+  if s.rr ~= nil and not model_clear(idb, rdb, rels, model_roots(s.rr), s.pkk, state) then
+    if state.err ~= nil then
+      outmap.err = state.err
+      outmap.field = state.field
+      outmap.owner = state.owner
+      outmap.rp = state.rp
     end
+    return false, 0
   end
+  local cx = {}
   if s.cx ~= nil then
-    for _, ckey in ipairs(kt.arrayload(s.cx)) do
-      rdb:remove(ckey)
-    end
+    cx = kt.arrayload(s.cx)
   end
-  rdb:remove(key)
+  model_drop(idb, rdb, key, pk, old, cx)
   return true, 1
 end
 
--- modeldelete: n records s1..sn (mapdump: k, p, cx, vf/vold, cas).  Answers d = removed.
+-- modeldelete: n records s1..sn (mapdump: k, p, cx, vf/vold, cas; with relations pkk =
+-- the pk key and rr = the numbers of the rels referring to the model).  Answers d =
+-- records removed, c = children removed or set to null.  On a refusal nothing is
+-- written.  When more than budget (default 1000) children would change, the call
+-- changes budget of them, commits, and answers more = 1 and at = the record not yet
+-- deleted: the caller calls again from there (each call atomic).
 function modeldelete(inmap, outmap)
   local n = tonumber(inmap.n or "1") or 1
   return model_atomic(inmap, outmap, function(idb, rdb)
+    local rels = model_rels(inmap)
+    local state = { budget = tonumber(inmap.budget or "1000") or 1000, changed = 0 }
     local total = 0
     for i = 1, n do
       local s = kt.mapload(inmap["s" .. i] or "")
-      local ok, d = model_delete_one(idb, rdb, s, outmap)
+      local ok, d = model_delete_one(idb, rdb, s, outmap, rels, state)
       if not ok then
         outmap.at = i
+        if state.more and state.err == nil then
+          outmap.more = 1
+          outmap.d = total
+          outmap.c = state.changed
+          return true -- this page of children is done: keep it
+        end
         return false
       end
       total = total + d
     end
     outmap.d = total
+    outmap.c = state.changed
     return true
   end)
 end
@@ -2152,7 +2423,7 @@ function modelscan(inmap, outmap)
         outmap["v" .. n] = v
       end
       if jdb ~= nil then
-        local rec, xt = jdb:get(jp .. v)
+        local rec, xt = jdb:get(jp .. model_pkof(v))
         if rec ~= nil then
           outmap["r" .. n] = rec
           outmap["x" .. n] = xt
@@ -2202,7 +2473,7 @@ function modelsweep(inmap, outmap)
         end
         seen = seen + 1
         outmap.last = k
-        local rec = rdb:get(rp .. v)
+        local rec = rdb:get(rp .. model_pkof(v))
         local owned = false
         if rec ~= nil then
           for _, mk in ipairs(model_memo(rec)) do
@@ -2220,7 +2491,9 @@ function modelsweep(inmap, outmap)
     end
     cur:disable()
     for _, k in ipairs(dead) do
-      if idb:remove(k) then
+      local v = idb:get(k)
+      if v ~= nil and idb:remove(k) then
+        model_stat(idb, k, v, -1)
         removed = removed + 1
       end
     end
@@ -2264,6 +2537,202 @@ function modelseq(inmap, outmap)
     return kt.RVSUCCESS
   end
   outmap.id = string.format("%d", v)
+  return kt.RVSUCCESS
+end
+-- modelsearch: full-text query (ktstore.models.search).  In: db (the index db), sp = the
+-- posting base P\0s\0, dp = the length base P\0d\0, base = P (counters P\0sn, P\0sl),
+-- nt terms t1..tnt (p<i> = 1: a prefix term), n = page size, as/ak = continue after this
+-- score (as answered) and pk key, jdb/jp = where the records are.  The documents holding
+-- every term are scored with BM25 and ranked by score, then pk key.  Answers m = number
+-- of matches, n, k<i> = pk key, s<i> = score, r<i>/x<i> = record and xt, done = 1 when
+-- the page reaches the end.
+function modelsearch(inmap, outmap)
+  local db = model_db(inmap, "db")
+  local jdb = model_db(inmap, "jdb")
+  if db == nil or jdb == nil then
+    outmap.err = "nodb"
+    return kt.RVSUCCESS
+  end
+  local sp, dp, base, jp = inmap.sp or "", inmap.dp or "", inmap.base or "", inmap.jp or ""
+  local nt = tonumber(inmap.nt or "0") or 0
+  local limit = tonumber(inmap.n or "10") or 10
+  local docs = nil -- pk key -> { pk = pk, tf = { per term } }
+  local dfs = {}
+  for ti = 1, nt do
+    local term = inmap["t" .. ti] or ""
+    local prefix = inmap["p" .. ti] == "1"
+    local lo = sp .. term
+    if not prefix then
+      lo = lo .. "\0"
+    end
+    local hits, df = {}, 0
+    local cur = db:cursor()
+    local ok = cur:jump(lo)
+    while ok do
+      local k, v = cur:get()
+      if k == nil or string.sub(k, 1, #lo) ~= lo then
+        break
+      end
+      local pkkey = string.sub(k, #lo + 1)
+      if prefix then
+        local z = string.find(pkkey, "\0", 1, true)
+        pkkey = string.sub(pkkey, z + 1)
+      end
+      local pk = model_pkof(v)
+      local tf = tonumber(string.sub(v, #pk + 2)) or 0
+      local hit = hits[pkkey]
+      if hit == nil then
+        df = df + 1
+        if docs == nil or docs[pkkey] ~= nil then
+          hits[pkkey] = { pk = pk, tf = tf }
+        else
+          hits[pkkey] = false
+        end
+      elseif hit then
+        hit.tf = hit.tf + tf
+      end
+      ok = cur:step()
+    end
+    cur:disable()
+    local nextdocs = {}
+    for pkkey, hit in pairs(hits) do
+      if hit then
+        local d = docs and docs[pkkey] or { pk = hit.pk, tf = {} }
+        d.tf[ti] = hit.tf
+        nextdocs[pkkey] = d
+      end
+    end
+    docs = nextdocs
+    dfs[ti] = df
+  end
+  docs = docs or {}
+  local ndocs = db:increment(base .. "\0sn", 0, 0) or 0
+  local nterms = db:increment(base .. "\0sl", 0, 0) or 0
+  local avgdl = 1
+  if ndocs > 0 and nterms > 0 then
+    avgdl = nterms / ndocs
+  end
+  local k1, b = 1.2, 0.75
+  local idf = {}
+  for ti = 1, nt do
+    local n = math.max(ndocs, dfs[ti])
+    idf[ti] = math.log(1 + (n - dfs[ti] + 0.5) / (dfs[ti] + 0.5))
+  end
+  local ranked = {}
+  for pkkey, d in pairs(docs) do
+    local lv = db:get(dp .. pkkey)
+    local dl = 0
+    if lv ~= nil then
+      dl = tonumber(string.sub(lv, #model_pkof(lv) + 2)) or 0
+    end
+    local score = 0
+    for ti = 1, nt do
+      local tf = d.tf[ti]
+      score = score + idf[ti] * tf * (k1 + 1) / (tf + k1 * (1 - b + b * dl / avgdl))
+    end
+    local text = string.format("%.17g", score)
+    table.insert(ranked, { tonumber(text), pkkey, d.pk, text })
+  end
+  table.sort(ranked, function(x, y)
+    if x[1] ~= y[1] then
+      return x[1] > y[1]
+    end
+    return x[2] < y[2]
+  end)
+  outmap.m = #ranked
+  local as = tonumber(inmap.as or "")
+  local ak = inmap.ak
+  local n = 0
+  local done = true
+  for _, e in ipairs(ranked) do
+    if as == nil or e[1] < as or (e[1] == as and e[2] > ak) then
+      if n >= limit then
+        done = false
+        break
+      end
+      n = n + 1
+      outmap["k" .. n] = e[2]
+      outmap["s" .. n] = e[4]
+      local rec, xt = jdb:get(jp .. e[3])
+      if rec ~= nil then
+        outmap["r" .. n] = rec
+        outmap["x" .. n] = xt
+      end
+    end
+  end
+  outmap.n = n
+  if done then
+    outmap.done = 1
+  end
+  return kt.RVSUCCESS
+end
+-- modelremoveprefix: remove the records of database db whose key starts with pre, at most
+-- n per call (Store.delete_prefix), in one transaction.  On a tree database (tree = 1)
+-- they are one key range; otherwise the cursor walks the database (at most 20 n records
+-- a call) from after the key "after" (a key kept by the previous call).  Answers
+-- removed, last (where to resume, absent to start over) and done = 1 at the end.
+function modelremoveprefix(inmap, outmap)
+  local db = model_db(inmap, "db")
+  if db == nil then
+    outmap.err = "nodb"
+    return kt.RVSUCCESS
+  end
+  local pre = inmap.pre or ""
+  local limit = tonumber(inmap.n or "1000") or 1000
+  local tree = inmap.tree == "1"
+  local cur = db:cursor()
+  local ok
+  if tree then
+    ok = cur:jump(pre)
+  elseif inmap.after ~= nil and cur:jump(inmap.after) then
+    ok = cur:step()
+  else -- from the start (also when the key to resume after is gone)
+    ok = cur:jump()
+  end
+  local keys = {}
+  local visited = 0
+  local done = true
+  while ok do
+    local k = cur:get_key()
+    if k == nil then
+      break
+    end
+    local match = string.sub(k, 1, #pre) == pre
+    if tree and not match then
+      break
+    end
+    if match then
+      if #keys >= limit then
+        done = false
+        break
+      end
+      table.insert(keys, k)
+    else
+      outmap.last = k
+    end
+    visited = visited + 1
+    if not tree and visited >= 20 * limit then
+      done = false
+      break
+    end
+    ok = cur:step()
+  end
+  cur:disable()
+  if not db:begin_transaction() then
+    outmap.err = "transaction"
+    return kt.RVSUCCESS
+  end
+  local removed = 0
+  for _, k in ipairs(keys) do
+    if db:remove(k) then
+      removed = removed + 1
+    end
+  end
+  db:end_transaction(true)
+  outmap.removed = removed
+  if done then
+    outmap.done = 1
+  end
   return kt.RVSUCCESS
 end
 -- ==== ktstore.models: end ====

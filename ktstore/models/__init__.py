@@ -21,19 +21,28 @@ from ktstore.models.errors import (
     DoesNotExist,
     ModelDefinitionError,
     ModelError,
+    ProtectedError,
+    RelationError,
     UniqueViolation,
     ValidationError,
 )
 from ktstore.models.fields import (
+    CASCADE,
     JSON,
+    PROTECT,
+    SET_NULL,
+    UUID,
     Boolean,
     Bytes,
     Date,
     DateTime,
     Decimal,
+    Enum,
     Field,
     Float,
+    ForeignKey,
     HashField,
+    Index,
     Integer,
     ListField,
     SetField,
@@ -41,11 +50,12 @@ from ktstore.models.fields import (
     Version,
 )
 from ktstore.models.maintenance import CheckReport, RebuildReport
-from ktstore.models.query import Query
+from ktstore.models.query import F, Query
 
 __all__ = [
     "Model",
     "Query",
+    "F",
     "fields",
     "new_id",
     "Field",
@@ -58,6 +68,9 @@ __all__ = [
     "Date",
     "Decimal",
     "JSON",
+    "UUID",
+    "Enum",
+    "Index",
     "Version",
     "ListField",
     "SetField",
@@ -69,6 +82,12 @@ __all__ = [
     "ConflictError",
     "AlreadyExists",
     "ValidationError",
+    "RelationError",
+    "ProtectedError",
+    "ForeignKey",
+    "CASCADE",
+    "PROTECT",
+    "SET_NULL",
     "CheckReport",
     "RebuildReport",
 ]

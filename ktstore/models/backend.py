@@ -190,8 +190,11 @@ class Binding:
             params[b"s%d" % i] = mapdump(spec)
         return self.call("modelsave", params)
 
-    def delete(self, specs: list[dict[bytes, bytes]]) -> dict[bytes, bytes]:
+    def delete(
+        self, specs: list[dict[bytes, bytes]], extra: dict[bytes, bytes] | None = None
+    ) -> dict[bytes, bytes]:
         params = self._dbs()
+        params.update(extra or {})
         params[b"n"] = str(len(specs)).encode()
         for i, spec in enumerate(specs, 1):
             params[b"s%d" % i] = mapdump(spec)

@@ -24,11 +24,12 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Iterable, Iterator
-from typing import Any, ClassVar
+from collections.abc import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, overload
 
 import attrs
 
+from ktstore.models import fields as fields_mod
 from ktstore.models import keycodec
 from ktstore.models.backend import (
     MEMO,
@@ -45,6 +46,8 @@ from ktstore.models.errors import (
     DoesNotExist,
     ModelDefinitionError,
     ModelError,
+    ProtectedError,
+    RelationError,
     UniqueViolation,
     ValidationError,
 )
@@ -53,12 +56,16 @@ from ktstore.models.fields import (
     Decimal,
     Field,
     Float,
+    Index,
     Integer,
     Text,
     Version,
     field_for_annotation,
 )
 from ktstore.models.query import Expr, Query
+from ktstore.models.relations import ForeignKey, Related, delete_plan
+from ktstore.models.relations import check_definition as check_relations
+from ktstore.models.views import python_value, raw_record, view_for
 
 __all__ = ["Model", "new_id"]
 
@@ -93,6 +100,9 @@ class ModelInfo:
     def __init__(self) -> None:
         self.fields: dict[str, Field] = {}
         self.containers: dict[str, ContainerField] = {}
+        self.indexes: dict[str, Index] = {}  # composite indexes, by name
+        self.children: list[Any] = []  # ForeignKeys of other models referring to this one
+        self.accessors: dict[str, str] = {}  # relation accessor -> its foreign key field
         self.pk: Field = None  # type: ignore[assignment]
         self.version: Field | None = None
         self.store: Any = None
@@ -107,10 +117,60 @@ class ModelInfo:
         return [f for f in self.fields.values() if f.index]
 
     @property
+    def index_names(self) -> list[str]:
+        """Every index's name: indexed fields and composite indexes."""
+        names = [f.name for f in self.indexed] + list(self.indexes)
+        return names + ["__search__"] if self.search else names
+
+    @property
+    def search(self) -> list[Field]:
+        """The fields of the full-text index."""
+        return [f for f in self.fields.values() if getattr(f, "search", False)]
+
+    @property
     def unique(self) -> list[Field]:
         return [f for f in self.fields.values() if f.unique]
 
 
+if TYPE_CHECKING:
+    from typing_extensions import Self, dataclass_transform
+
+    from ktstore.models.search import SearchQuery
+else:
+    try:
+        from typing import dataclass_transform
+    except ImportError:  # Python 3.10: type checkers read typing_extensions' anyway
+
+        def dataclass_transform(**_kwargs: Any) -> Any:
+            return lambda cls: cls
+
+
+_Default = TypeVar("_Default")
+
+
+@dataclass_transform(
+    kw_only_default=True,
+    field_specifiers=(
+        Field,
+        Text,
+        Integer,
+        Float,
+        Decimal,
+        Version,
+        fields_mod.Bytes,
+        fields_mod.Boolean,
+        fields_mod.DateTime,
+        fields_mod.Date,
+        fields_mod.JSON,
+        fields_mod.UUID,
+        fields_mod.Enum,
+        ForeignKey,
+        ContainerField,
+        fields_mod.ListField,
+        fields_mod.SetField,
+        fields_mod.HashField,
+    ),
+)
 class ModelType(type):
     """Metaclass: makes the model class itself a mapping of its instances by primary
     key (``User[pk]``, ``del User[pk]``, ``pk in User``, ``len(User)``)."""
@@ -156,64 +216,6 @@ def _abs_xt(ttl: Any) -> int:
     return -int(time.time() + _seconds(ttl))
 
 
-class _ContainerProxy:
-    """A List/Set/Hash container of an instance.  After each call that may write, the
-    container's expiry is put back in step with its instance's (the container scripts
-    rewrite the record, which resets or shifts its expiry)."""
-
-    _READS = frozenset(
-        "get get_all get_raw get_bulk length contains index get_range find rfind "
-        "count items keys values".split()
-    )
-
-    def __init__(self, instance: Model, field: ContainerField, container: Any, key: bytes) -> None:
-        self._inst = instance
-        self._field = field
-        self._c = container
-        self._key = key
-
-    def _sync(self) -> None:
-        inst = self._inst
-        if inst._kt_xt is not None:
-            b = type(inst)._binding()
-            b.expire(b.record_key(inst._pkstr()), None, [self._key])
-
-    def __getattr__(self, name: str) -> Any:
-        attr = getattr(self._c, name)
-        if not callable(attr) or name in self._READS or name.startswith("_"):
-            return attr
-
-        def call(*args: Any, **kwargs: Any) -> Any:
-            result = attr(*args, **kwargs)
-            self._sync()
-            return result
-
-        return call
-
-    def __len__(self) -> int:
-        return len(self._c)
-
-    def __contains__(self, item: Any) -> bool:
-        return item in self._c
-
-    def __getitem__(self, item: Any) -> Any:
-        return self._c[item]
-
-    def __setitem__(self, item: Any, value: Any) -> None:
-        self._c[item] = value
-        self._sync()
-
-    def __delitem__(self, item: Any) -> None:
-        del self._c[item]
-        self._sync()
-
-    def __iter__(self) -> Iterator[Any]:
-        return iter(self._c)
-
-    def __repr__(self) -> str:
-        return f"<{self._field.container} {type(self._inst).__name__}.{self._field.name}>"
-
-
 class Model(metaclass=ModelType):
     """Base class of models; see the module docstring."""
 
@@ -236,6 +238,7 @@ class Model(metaclass=ModelType):
         if parent is not None:
             info.fields.update(parent.fields)
             info.containers.update(parent.containers)
+            info.indexes.update(parent.indexes)
             info.store = parent.store
             info.ttl = parent.ttl
         if store is not None:
@@ -256,6 +259,9 @@ class Model(metaclass=ModelType):
             elif isinstance(value, ContainerField):
                 value.name, value.model = name, cls
                 info.containers[name] = value
+            elif isinstance(value, Index):
+                value.name, value.model = name, cls
+                info.indexes[name] = value
         for name, ann in annotations.items():
             if name in own or name.startswith("_") or name in info.containers:
                 continue
@@ -273,7 +279,18 @@ class Model(metaclass=ModelType):
             own[name] = f
             setattr(cls, name, f)
 
-        for name in [*own, *info.containers]:
+        for name, f in list(own.items()):
+            if isinstance(f, ForeignKey):
+                # stored as <name>_id; <name> is the lazy accessor of the instance
+                store_name = name if name.endswith("_id") else name + "_id"
+                accessor = store_name[:-3]
+                if store_name != name and store_name in own:
+                    raise ModelDefinitionError(f"{cls.__name__}.{store_name} is declared twice")
+                own = {(store_name if k == name else k): v for k, v in own.items()}
+                setattr(cls, store_name, f)
+                f.accessor = accessor
+                info.accessors[accessor] = store_name
+        for name in [*own, *info.containers, *info.indexes, *info.accessors]:
             if name in _RESERVED or name.startswith("_kt"):
                 raise ModelDefinitionError(
                     f"{cls.__name__}.{name}: the name is taken by the Model API; rename the field"
@@ -281,6 +298,9 @@ class Model(metaclass=ModelType):
         for name, f in own.items():
             f.name, f.model = name, cls
             info.fields[name] = f
+
+        for ix in info.indexes.values():
+            ix.resolve(info.fields)
 
         pks = [f for f in info.fields.values() if f.primary_key]
         if not pks:
@@ -318,6 +338,13 @@ class Model(metaclass=ModelType):
                 )
         cls._kt = info
         attrs.define(cls, these=these, slots=False, kw_only=True, eq=True, repr=True)
+        for f in own.values():
+            if isinstance(f, ForeignKey):
+                setattr(cls, f.accessor, Related(f))
+                f.setup(cls)
+        check_relations(cls)
+        if info.containers or info.accessors:
+            _accept_containers(cls)
 
     # ---- binding ----------------------------------------------------------------------
 
@@ -339,7 +366,7 @@ class Model(metaclass=ModelType):
                     "Store(client, db=..., index_db=<a tree database>)"
                 )
             binding = Binding(store, info.prefix)
-            binding.check_schema([f.name for f in info.indexed])
+            binding.check_schema(info.index_names)
             info.binding = binding
             info.binding_store = store
         return info.binding
@@ -380,8 +407,18 @@ class Model(metaclass=ModelType):
             raise ValidationError("primary keys must not contain NUL")
         return pk
 
+    def _search_entries(self, binding: Binding, pkstr: str) -> dict[bytes, bytes]:
+        """The full-text entries of this instance (none without search fields)."""
+        fields = self._kt.search
+        if not fields:
+            return {}
+        from ktstore.models.search import entries
+
+        pk_key = self._kt.pk.encode_key(getattr(self, self._kt.pk.name))
+        return entries(binding, [getattr(self, f.name) for f in fields], pkstr, pk_key)
+
     def _index_keys(
-        self, binding: Binding, pkstr: str
+        self, binding: Binding, pkstr: str, search: dict[bytes, bytes] | None = None
     ) -> tuple[list[bytes], list[bytes], list[str]]:
         # the pk suffix keeps entries with equal values in primary key order (numeric
         # for int keys), and makes every entry key unique
@@ -394,6 +431,10 @@ class Model(metaclass=ModelType):
             if f.unique and value is not None and f is not self._kt.pk:
                 ux.append(binding.unique_base(f.name) + vkey)
                 uf.append(f.name)
+        for cx in self._kt.indexes.values():
+            values = [getattr(self, f.name) for f, _desc in cx.parts]
+            ix.append(binding.index_base(cx.name) + cx.encode(values) + pk_key)
+        ix.extend(self._search_entries(binding, pkstr) if search is None else search)
         return ix, ux, uf
 
     def _record(self, ix: list[bytes], ux: list[bytes], overrides: dict[str, Any]) -> bytes:
@@ -439,13 +480,16 @@ class Model(metaclass=ModelType):
     ) -> tuple[dict[bytes, bytes], bytes]:
         info = self._kt
         pkstr = self._pkstr()
-        ix, ux, uf = self._index_keys(binding, pkstr)
+        sx = self._search_entries(binding, pkstr)
+        ix, ux, uf = self._index_keys(binding, pkstr, sx)
         overrides = dict(overrides or {})
         spec: dict[bytes, bytes] = {
             b"k": binding.record_key(pkstr),
             b"p": pkstr.encode("utf-8"),
             b"ix": arraydump(ix),
         }
+        if sx:
+            spec[b"sx"] = mapdump(sx)
         if ux:
             spec[b"ux"] = arraydump(ux)
             spec[b"uf"] = arraydump([n.encode() for n in uf])
@@ -467,8 +511,35 @@ class Model(metaclass=ModelType):
             spec[b"mode"] = mode.encode()
         if cas is not None:
             spec[b"cas"] = cas
+        fks = [
+            (f, getattr(self, f.name))
+            for f in info.fields.values()
+            if isinstance(f, ForeignKey) and getattr(self, f.name) is not None
+        ]
+        if fks:
+            keys = []
+            for f, value in fks:
+                tb = f.target._binding()
+                if tb.client is not binding.client or tb.rdb != binding.rdb:
+                    raise ModelError(
+                        f"{f._where()}: {f.target.__name__} lives in another store; related "
+                        "models must share one store"
+                    )
+                keys.append(tb.record_key(f.target._pk_to_str(value)))
+            spec[b"fk"] = arraydump(keys)
+            spec[b"fkf"] = arraydump([f.name.encode() for f, _v in fks])
         if info.containers:
             spec[b"cx"] = arraydump([binding.container_key(pkstr, n) for n in info.containers])
+            pending = self.__dict__.get("_kt_pending")
+            if pending:
+                spec[b"cw"] = mapdump(
+                    {
+                        binding.container_key(pkstr, n): raw_record(
+                            binding.client, info.containers[n], v
+                        )
+                        for n, v in pending.items()
+                    }
+                )
         return spec, record
 
     def _assign_pk(self, binding: Binding) -> None:
@@ -476,7 +547,7 @@ class Model(metaclass=ModelType):
         if getattr(self, pk.name) is None and getattr(pk, "auto", False):
             object.__setattr__(self, pk.name, binding.next_id())
 
-    def _raise_for(self, out: dict[bytes, bytes], instances: list[Model] | None = None) -> None:
+    def _raise_for(self, out: dict[bytes, bytes], instances: Sequence[Model] | None = None) -> None:
         err = out.get(b"err")
         if err is None:
             return
@@ -492,6 +563,19 @@ class Model(metaclass=ModelType):
             raise AlreadyExists(f"{name} {inst._pkstr()!r} already exists")
         if err == b"missing":
             raise DoesNotExist(f"{name} {inst._pkstr()!r} does not exist")
+        if err == b"fk":
+            field = out.get(b"field", b"").decode()
+            fk: Any = inst._kt.fields[field]
+            raise RelationError(
+                f"{name}.{field}: {fk.target.__name__} {getattr(inst, field)!r} does not exist"
+            )
+        if err == b"protected":
+            field = out.get(b"field", b"").decode()
+            child = out.get(b"rp", b":").decode(errors="replace")[:-1]
+            raise ProtectedError(
+                f"{name} {inst._pkstr()!r} is referred to by {child}.{field} of "
+                f"{out.get(b'owner', b'').decode()!r} (on_delete=PROTECT): nothing deleted"
+            )
         if err == b"conflict":
             raise ConflictError(
                 f"{name} {inst._pkstr()!r} changed since it was read: reload and retry"
@@ -499,6 +583,7 @@ class Model(metaclass=ModelType):
         raise ModelError(f"the server refused the change: {err.decode(errors='replace')}")
 
     def _after_save(self, record: bytes, xt: bytes | None) -> None:
+        self.__dict__.pop("_kt_pending", None)  # the containers given are stored now
         vf = self._kt.version
         if vf is not None and self._kt_raw is not None:
             object.__setattr__(self, vf.name, (getattr(self, vf.name) or 0) + 1)
@@ -508,7 +593,7 @@ class Model(metaclass=ModelType):
 
     # ---- instance API -----------------------------------------------------------------
 
-    def save(self, ttl: Any = None, *, only_if_new: bool = False) -> Model:
+    def save(self, ttl: Any = None, *, only_if_new: bool = False) -> Self:
         """Store this instance with its index entries, atomically.
 
         ``ttl`` (seconds, timedelta or aware datetime) sets a new expiry for the record,
@@ -530,10 +615,9 @@ class Model(metaclass=ModelType):
         With a version field, a stale copy raises :class:`ConflictError`."""
         b = type(self)._binding()
         spec = self._delete_spec(b)
-        out = b.delete([spec])
-        self._raise_for(out)
+        out = type(self)._delete_specs(b, [spec], [self])
         self._kt_raw = None
-        return out.get(b"d", b"0") != b"0"
+        return out != 0
 
     def _delete_spec(self, b: Binding) -> dict[bytes, bytes]:
         pkstr = self._pkstr()
@@ -546,7 +630,7 @@ class Model(metaclass=ModelType):
             spec[b"cx"] = arraydump([b.container_key(pkstr, n) for n in self._kt.containers])
         return spec
 
-    def reload(self) -> Model:
+    def reload(self) -> Self:
         """Read the stored state again (raises :class:`DoesNotExist` if it is gone)."""
         fresh = type(self).get(getattr(self, self._kt.pk.name))
         for name in self._kt.fields:
@@ -584,7 +668,7 @@ class Model(metaclass=ModelType):
         """Seconds left before the stored record expires (``None``: never)."""
         return None if self._kt_xt is None else max(0.0, self._kt_xt - time.time())
 
-    def update(self, **changes: Any) -> Model:
+    def update(self, **changes: Any) -> Self:
         """Apply ``changes`` to the *stored* record atomically (read, change, write back
         only if nobody changed it meanwhile, else retry) and return self, refreshed."""
         for name in changes:
@@ -612,7 +696,7 @@ class Model(metaclass=ModelType):
     def decr(self, field: str | Field, n: int | float = 1) -> Any:
         return self.incr(field, -n)
 
-    def _atomic(self, change: Any, retries: int = 100) -> Model:
+    def _atomic(self, change: Any, retries: int = 100) -> Self:
         cls = type(self)
         b = cls._writable()
         pkstr = self._pkstr()
@@ -638,20 +722,106 @@ class Model(metaclass=ModelType):
         raise ConflictError(f"{cls.__name__} {pkstr!r}: too much contention, gave up")
 
     def _kt_container(self, field: ContainerField) -> Any:
+        pending = self.__dict__.get("_kt_pending")
+        if pending and field.name in pending:
+            return pending[field.name]  # given, not saved yet: a plain list/set/dict
         b = type(self)._binding()
         key = b.container_key(self._pkstr(), field.name)
         factory = getattr(b.client, field.container)
-        return _ContainerProxy(self, field, factory(key, db=b.rdb), key)
+        return view_for(self, field, factory(key, db=b.rdb), key)
+
+    def _kt_set_container(self, field: ContainerField, value: Any) -> None:
+        """``inst.tags = {...}``: replaces the container's contents at the next save(),
+        in the same atomic call as the record."""
+        pending = self.__dict__.setdefault("_kt_pending", {})
+        pending[field.name] = python_value(field, value)
+
+    # ---- export -----------------------------------------------------------------------
+
+    def to_dict(
+        self,
+        *,
+        json_safe: bool = False,
+        only: Iterable[str] | None = None,
+        containers: bool = False,
+    ) -> dict[str, Any]:
+        """The field values by name.  ``json_safe=True`` gives forms ``json.dumps``
+        takes (datetime/date as ISO text, Decimal and UUID as text, bytes as base64,
+        enums as their value, non-finite floats as ``"nan"``/``"inf"``); ``only``
+        picks fields; ``containers=True`` also reads the container fields (one call
+        each) as a list / list (sets, sorted when possible, in JSON) / dict."""
+        fields = self._kt.fields
+        names = list(fields) if only is None else list(only)
+        out: dict[str, Any] = {}
+        for name in names:
+            f = self._field_named(name) if name not in fields else fields[name]
+            value = getattr(self, name)
+            out[name] = f.to_json(value) if json_safe and value is not None else value
+        if containers:
+            for name, cf in self._kt.containers.items():
+                value = self._kt_container(cf)
+                value = value.copy() if hasattr(value, "copy") else value
+                if json_safe and isinstance(value, set):
+                    try:
+                        value = sorted(value)
+                    except TypeError:
+                        value = list(value)
+                out[name] = value
+        return out
+
+    def to_json(self, **kwargs: Any) -> str:
+        """``json.dumps`` of ``to_dict(json_safe=True)``; keywords go to ``json.dumps``
+        except ``only`` and ``containers``, which go to ``to_dict``."""
+        import json
+
+        own = {k: kwargs.pop(k) for k in ("only", "containers") if k in kwargs}
+        return json.dumps(self.to_dict(json_safe=True, **own), **kwargs)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Self:
+        """A new, unsaved instance from ``to_dict()`` output (plain or JSON-safe forms
+        are both taken; containers too).  Unknown keys raise :class:`ModelError`."""
+        info = cls._kt
+        values: dict[str, Any] = {}
+        for name, value in data.items():
+            f = info.fields.get(name)
+            if f is not None:
+                values[name] = None if value is None else f.from_json(value)
+            elif name in info.containers:
+                values[name] = value
+            else:
+                raise ModelError(f"{cls.__name__} has no field {name!r}")
+        return cls(**values)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Self:
+        """``from_dict(json.loads(text))``."""
+        import json
+
+        data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValidationError(f"{cls.__name__}.from_json needs a JSON object")
+        return cls.from_dict(data)
 
     # ---- class API --------------------------------------------------------------------
 
     @classmethod
-    def create(cls, ttl: Any = None, **values: Any) -> Any:
+    def create(cls, ttl: Any = None, **values: Any) -> Self:
         """Make and save a new instance; :class:`AlreadyExists` if the pk is taken."""
         inst = cls(**values)
         return inst.save(ttl=ttl, only_if_new=True)
 
-    @classmethod
+    if TYPE_CHECKING:
+
+        @overload
+        @classmethod
+        def get(cls, pk: Any) -> Self: ...
+
+        @overload
+        @classmethod
+        def get(cls, pk: Any, default: _Default) -> Self | _Default: ...
+
+    @classmethod  # type: ignore[no-redef]
     def get(cls, pk: Any, default: Any = attrs.NOTHING) -> Any:
         """The instance with primary key ``pk``; :class:`DoesNotExist` (a KeyError) if
         there is none (or it expired), unless a ``default`` is given."""
@@ -665,13 +835,38 @@ class Model(metaclass=ModelType):
         return cls._from_record(*got)
 
     @classmethod
+    def get_or_create(
+        cls, defaults: dict[str, Any] | None = None, **lookup: Any
+    ) -> tuple[Self, bool]:
+        """``(instance, created)``: the first instance whose fields equal ``lookup``, or
+        a new one created from ``lookup`` and ``defaults``.  Two callers racing on a
+        unique field or the primary key end with the same instance (the loser's
+        create is refused atomically and it reads the winner's)."""
+        q = cls.query(**lookup)
+        for _attempt in range(3):
+            found = q.first()
+            if found is not None:
+                return found, False
+            try:
+                return cls.create(**{**(defaults or {}), **lookup}), True
+            except (UniqueViolation, AlreadyExists):
+                continue  # somebody else created it meanwhile: read theirs
+        found = q.first()
+        if found is None:
+            raise ModelError(
+                f"{cls.__name__}.get_or_create: the create is refused but no instance "
+                f"matches {lookup!r} (a unique value held by an instance that does not match?)"
+            )
+        return found, False
+
+    @classmethod
     def exists(cls, pk: Any) -> bool:
         b = cls._binding()
         key = b.record_key(cls._pk_to_str(pk))
         return key in b.get_records([key])
 
     @classmethod
-    def get_many(cls, pks: Iterable[Any]) -> list[Any]:
+    def get_many(cls, pks: Iterable[Any]) -> list[Self]:
         """The instances that exist among ``pks``, in that order, in one get_bulk."""
         b = cls._binding()
         keys = [b.record_key(cls._pk_to_str(pk)) for pk in pks]
@@ -679,7 +874,7 @@ class Model(metaclass=ModelType):
         return [cls._from_record(*found[k]) for k in keys if k in found]
 
     @classmethod
-    def create_many(cls, items: Iterable[Any], ttl: Any = None) -> list[Any]:
+    def create_many(cls, items: Iterable[Any], ttl: Any = None) -> list[Self]:
         """Create many instances (models or dicts of values) in **one** atomic server
         call: if any is refused (unique violation, existing pk), none is written."""
         insts = [i if isinstance(i, cls) else cls(**i) for i in items]
@@ -725,12 +920,37 @@ class Model(metaclass=ModelType):
         insts = list(instances)
         if not insts:
             return 0
-        out = b.delete([i._delete_spec(b) for i in insts])
-        insts[0]._raise_for(out, insts)
-        return int(out.get(b"d", b"0"))
+        return cls._delete_specs(b, [i._delete_spec(b) for i in insts], insts)
+
+    cascade_page: ClassVar[int] = 1000
 
     @classmethod
-    def query(cls, *exprs: Expr, **equals: Any) -> Query:
+    def _delete_specs(cls, b: Binding, specs: list[dict[bytes, bytes]], insts: list[Any]) -> int:
+        """Run ``modeldelete``; with relations, again from where a page of children
+        stopped until every instance is gone (each call atomic).  Records removed."""
+        extra: dict[bytes, bytes] = {}
+        if cls._kt.children:
+            rels, roots = delete_plan(cls, b)
+            extra = {
+                b"rels": arraydump(rels),
+                b"budget": str(cls.cascade_page).encode(),
+            }
+            rr = ",".join(map(str, roots)).encode()
+            for spec, inst in zip(specs, insts, strict=True):
+                spec[b"rr"] = rr
+                spec[b"pkk"] = cls._kt.pk.encode_key(getattr(inst, cls._kt.pk.name))
+        removed = 0
+        while True:
+            out = b.delete(specs, extra)
+            if out.get(b"more") != b"1":
+                insts[0]._raise_for(out, insts)
+                return removed + int(out.get(b"d", b"0"))
+            removed += int(out.get(b"d", b"0"))
+            at = int(out.get(b"at", b"1"))
+            specs, insts = specs[at - 1 :], insts[at - 1 :]
+
+    @classmethod
+    def query(cls, *exprs: Expr, **equals: Any) -> Query[Self]:
         """A lazy, paged query (see :mod:`ktstore.models.query`); with no arguments,
         every instance in primary key order.  Predicates on indexed fields are answered
         by index range scans; a predicate on an **unindexed** field is answered by
@@ -740,7 +960,17 @@ class Model(metaclass=ModelType):
     filter = query
 
     @classmethod
-    def all(cls) -> Query:
+    def search(cls, text: str, *exprs: Expr, **equals: Any) -> SearchQuery[Self]:
+        """Instances whose ``Text(search=True)`` fields hold every term of ``text``
+        (``"tyc*"`` is a prefix term), best BM25 score first, lazily and paged; other
+        predicates filter them (see :mod:`ktstore.models.search`)."""
+        from ktstore.models.search import SearchQuery
+
+        q = SearchQuery(cls, text)
+        return q.filter(*exprs, **equals) if exprs or equals else q
+
+    @classmethod
+    def all(cls) -> Query[Self]:
         return Query(cls)
 
     @classmethod
@@ -780,9 +1010,42 @@ class Model(metaclass=ModelType):
 
 _RESERVED = frozenset(
     "save delete reload refresh expire persist expires_at ttl update incr decr create get "
+    "get_or_create to_dict to_json from_dict from_json search "
     "exists get_many create_many delete_pk delete_many query filter all count check "
     "rebuild sweep bind".split()
 )
+
+
+def _accept_containers(cls: Any) -> None:
+    """Let the constructor take container fields (``User(tags={"a"})``) and relation
+    accessors (``Post(author=ada)``) too: attrs' ``__init__`` knows only the stored
+    scalar fields."""
+    attrs_init = cls.__init__
+
+    def __init__(self: Any, **kwargs: Any) -> None:
+        info = type(self)._kt
+        containers = info.containers
+        given = {n: kwargs.pop(n) for n in list(kwargs) if n in containers}
+        for name, cf in containers.items():
+            if name not in given and cf.default:
+                given[name] = cf.default  # copied by python_value
+        related = {}
+        for accessor, store_name in info.accessors.items():
+            if accessor in kwargs:
+                if store_name in kwargs:
+                    raise ModelError(f"give {accessor} or {store_name}, not both")
+                value = kwargs.pop(accessor)
+                kwargs[store_name] = value
+                if hasattr(value, "_kt"):
+                    related[store_name] = value
+        attrs_init(self, **kwargs)
+        if related:
+            self.__dict__["_kt_rel"] = related
+        for name, value in given.items():
+            self._kt_set_container(containers[name], value)
+
+    __init__.__doc__ = attrs_init.__doc__
+    cls.__init__ = __init__
 
 
 def _as_store(store: Any) -> Any:

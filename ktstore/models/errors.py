@@ -51,3 +51,12 @@ class AlreadyExists(ConflictError):
 
 class ValidationError(ModelError, InvalidArgument):
     """A value does not fit its field (type, naive datetime, NaN in an index...)."""
+
+
+class RelationError(ModelError):
+    """A foreign key refers to an instance that does not exist (nothing was written)."""
+
+
+class ProtectedError(RelationError):
+    """A delete was refused: instances refer to this one through a foreign key declared
+    with ``on_delete=PROTECT``.  Nothing was deleted by the refused call."""

@@ -45,6 +45,9 @@ __all__ = [
     "encode_date",
     "decode_date",
     "prefix_successor",
+    "invert",
+    "encode_fixed",
+    "invert_range",
 ]
 
 # Every value encoding starts with a byte >= 0x02, so the one-byte None sorts first.
@@ -251,3 +254,45 @@ def prefix_successor(prefix: bytes) -> bytes | None:
         return None
     p[-1] += 1
     return bytes(p)
+
+
+# ---- descending components of composite keys ------------------------------------------
+# A composite index key is the concatenation of its parts' encodings.  Every encoding is
+# prefix-free (none is a proper prefix of another), so comparing two concatenations
+# compares the first part, then the next...  A descending part is stored with every byte
+# inverted (255 - b): for a prefix-free set of codes, inversion reverses the order.
+
+
+def invert(data: bytes) -> bytes:
+    """Every byte of ``data`` inverted: the encoding of a descending part."""
+    return data.translate(_INVERT)
+
+
+_INVERT = bytes(255 - b for b in range(256))
+
+
+def invert_range(lo: bytes, hi: bytes | None) -> tuple[bytes, bytes | None] | None:
+    """The range of inverted codes matching the codes of ``[lo, hi)`` (``hi`` ``None``:
+    no upper bound), or ``None`` when it is empty.
+
+    Valid when no code is a proper prefix of ``lo`` or ``hi``, which holds for every
+    bound a query builds (a code, a code's successor, a text prefix, ``02``): then
+    ``c >= lo`` exactly when ``invert(c) < succ(invert(lo))``, and ``c < hi`` exactly
+    when ``invert(c) >= succ(invert(hi))``."""
+    new_hi = prefix_successor(invert(lo)) if lo else None
+    if hi is None:
+        new_lo = b""
+    else:
+        succ = prefix_successor(invert(hi))
+        if succ is None:
+            return None
+        new_lo = succ
+    if new_hi is not None and new_lo >= new_hi:
+        return None
+    return new_lo, new_hi
+
+
+def encode_fixed(value: bytes) -> bytes:
+    """Bytes of a fixed length (a UUID's 16): no terminator is needed, every code of
+    the kind has the same length, so the set is prefix-free."""
+    return _PRESENT + bytes(value)

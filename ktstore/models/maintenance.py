@@ -33,19 +33,63 @@ class CheckReport:
     missing_entries: list[tuple[str, bytes]] = field(default_factory=list)  # (pk, absent key)
     unreadable: list[str] = field(default_factory=list)  # records that do not decode
     orphan_containers: list[bytes] = field(default_factory=list)  # container, no instance
+    # full-text counters (documents, terms) that differ from the length entries:
+    # ((stored), (expected)); None when they agree or the model has no search fields
+    search_stats: tuple[tuple[int, int], tuple[int, int]] | None = None
+    # (pk, foreign key field, referenced pk) whose referenced instance does not exist
+    # (written around the model layer, or expired): fix or delete those instances
+    dangling_refs: list[tuple[str, str, Any]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return not (
-            self.orphan_entries or self.missing_entries or self.unreadable or self.orphan_containers
+            self.dangling_refs
+            or self.orphan_entries
+            or self.missing_entries
+            or self.unreadable
+            or self.orphan_containers
+            or self.search_stats
         )
 
 
 def _ranges(b: Binding) -> list[tuple[bytes, bytes | None]]:
+    from ktstore.models.search import length_base, posting_base
+
     return [
-        (b.index_prefix, keycodec.prefix_successor(b.index_prefix)),
-        (b.unique_prefix, keycodec.prefix_successor(b.unique_prefix)),
+        (p, keycodec.prefix_successor(p))
+        for p in (b.index_prefix, b.unique_prefix, posting_base(b), length_base(b))
     ]
+
+
+def search_stats(b: Binding) -> tuple[tuple[int, int], tuple[int, int]]:
+    """``((documents, terms) by the counters, (documents, terms) by the length
+    entries)``: the counters BM25 uses, and what they should hold."""
+    import struct
+
+    from ktstore.models.search import length_base
+
+    base = length_base(b)
+    docs = terms = 0
+    for _key, value, _rec, _xt in b.scan_all(
+        b.idb, base, keycodec.prefix_successor(base), page=1000
+    ):
+        docs += 1
+        terms += int(value.rsplit(b"\x00", 1)[1])
+
+    def counter(suffix: bytes) -> int:
+        raw = b.client.get_bytes(b.prefix + suffix, db=b.idb)
+        return struct.unpack(">q", raw)[0] if raw and len(raw) == 8 else 0
+
+    return (counter(b"\x00sn"), counter(b"\x00sl")), (docs, terms)
+
+
+def reset_search_stats(b: Binding) -> None:
+    """Set the search counters from the length entries (rebuild; on a quiet store)."""
+    import struct
+
+    _stored, (docs, terms) = search_stats(b)
+    b.client.set_bytes(b.prefix + b"\x00sn", struct.pack(">q", docs), db=b.idb)
+    b.client.set_bytes(b.prefix + b"\x00sl", struct.pack(">q", terms), db=b.idb)
 
 
 def _records(
@@ -69,6 +113,24 @@ def check(model: type[Model]) -> CheckReport:
             report.entries += 1
             if rec is None or key not in memo_keys(rec):
                 report.orphan_entries.append(key)
+    from ktstore.models.relations import ForeignKey
+
+    fks: list[Any] = [f for f in model._kt.fields.values() if isinstance(f, ForeignKey)]
+    refs: list[tuple[str, str, Any]] = []
+
+    def _dangling(refs: list[tuple[str, str, Any]]) -> list[tuple[str, str, Any]]:
+        """The references among ``refs`` whose instance does not exist."""
+        out: list[tuple[str, str, Any]] = []
+        by_target: dict[Any, list[tuple[str, str, Any]]] = {}
+        for ref in refs:
+            by_target.setdefault(model._kt.fields[ref[1]].target, []).append(ref)  # type: ignore[attr-defined]
+        for target, group in by_target.items():
+            tb = target._binding()
+            keys = {ref: tb.record_key(target._pk_to_str(ref[2])) for ref in group}
+            live = tb.get_records(sorted(set(keys.values())))
+            out.extend(ref for ref in group if keys[ref] not in live)
+        return out
+
     for key, raw, _xt in _records(model, b):
         report.records += 1
         pkstr = key[len(b.record_prefix) :].decode("utf-8", "surrogateescape")
@@ -88,10 +150,22 @@ def check(model: type[Model]) -> CheckReport:
         for k in expected:
             if k not in present or k not in memo:
                 report.missing_entries.append((pkstr, k))
+        for f in fks:
+            value = getattr(inst, f.name)
+            if value is not None:
+                refs.append((pkstr, f.name, value))
+        if len(refs) >= 200:
+            report.dangling_refs.extend(_dangling(refs))
+            refs = []
+    report.dangling_refs.extend(_dangling(refs))
     for batch in _batches(key for key, _v, _x in _records(model, b, containers=True)):
         parents = {k: k.split(b"\x00", 1)[0] for k in batch}
         live = b.get_records(sorted(set(parents.values())))
         report.orphan_containers.extend(k for k in batch if parents[k] not in live)
+    if model._kt.search:
+        stored, expected = search_stats(b)
+        if stored != expected:
+            report.search_stats = (stored, expected)
     return report
 
 
@@ -172,8 +246,10 @@ def rebuild(model: type[Model]) -> RebuildReport:
                 report.unique_conflicts.append((pkstr, out.get(b"field", b"").decode()))
             # a conflict means a concurrent save rewrote the entries itself
     report.removed_entries = sweep(model)
+    if model._kt.search:
+        reset_search_stats(b)
     if report.ok:  # every record now has its entries: the indexes are complete
-        b.mark_built({f.name for f in model._kt.indexed})
+        b.mark_built(set(model._kt.index_names))
     return report
 
 

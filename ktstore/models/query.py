@@ -13,6 +13,13 @@ combined with ``&`` and ``|``, negated with ``~``) is evaluated two ways:
 
 Planning is deliberately simple and predictable:
 
+* ``order_by(a, b.desc(), ...)`` scans the index whose parts, after those fixed by
+  equalities of the filter, are these fields in these directions (or all reversed):
+  a field's own index or a composite :class:`~ktstore.models.fields.Index`; with no
+  such index the matches are sorted in memory, up to ``max_sort`` of them, beyond
+  which the query raises an error naming the index to declare;
+* without an ordering, equality on a prefix of a composite index plus a range on its
+  next part is one range scan of it (when it narrows two parts or more);
 * ``order_by(field)`` scans that field's index (narrowed by every range on the same
   field at the top level of an ``&``), in ascending or descending order; the other
   predicates filter what it yields;
@@ -36,10 +43,11 @@ is no cap on how far you can page.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 from ktstore.models import keycodec
 from ktstore.models.errors import ModelError, ValidationError
+from ktstore.models.fields import Index
 
 if TYPE_CHECKING:
     from ktstore.models.base import Model
@@ -141,8 +149,13 @@ class Compare(Expr):
         return self.field.index  # values compare like their index keys
 
     def ranges(self) -> tuple[Field, list[Range]] | None:
+        return self.key_ranges() if self.field.index else None
+
+    def key_ranges(self) -> tuple[Field, list[Range]] | None:
+        """The key ranges of the field's values that match, indexed or not (a composite
+        index part uses them)."""
         f = self.field
-        if not f.index:
+        if not f.indexable:
             return None
         k = _key(f, self.value)
         succ = keycodec.prefix_successor(k)
@@ -184,7 +197,10 @@ class Between(Expr):
         return self.field.index  # values compare like their index keys
 
     def ranges(self) -> tuple[Field, list[Range]] | None:
-        if not self.field.index:
+        return self.key_ranges() if self.field.index else None
+
+    def key_ranges(self) -> tuple[Field, list[Range]] | None:
+        if not self.field.indexable:
             return None
         lo = _key(self.field, self.low)
         hi = keycodec.prefix_successor(_key(self.field, self.high))
@@ -207,8 +223,9 @@ class StartsWith(Expr):
         return self.field.index  # values compare like their index keys
 
     def ranges(self) -> tuple[Field, list[Range]] | None:
-        if not self.field.index:
-            return None
+        return self.key_ranges() if self.field.index else None
+
+    def key_ranges(self) -> tuple[Field, list[Range]] | None:
         return self.field, [(self._pkey, keycodec.prefix_successor(self._pkey))]
 
 
@@ -309,11 +326,91 @@ class Not(Expr):
         return not self.part.matches(instance)
 
 
+class UpdateExpr:
+    """A value computed from an instance's own fields, for ``Query.update``:
+    ``Post.views + 1``, ``F("price") * 2``, ``F("name") + "!"``."""
+
+    def evaluate(self, instance: Any) -> Any:
+        raise NotImplementedError
+
+    def _op(self, op: str, other: Any, swap: bool = False) -> UpdateExpr:
+        return Arith(op, other, self) if swap else Arith(op, self, other)
+
+    def __add__(self, other: Any) -> UpdateExpr:
+        return self._op("+", other)
+
+    def __radd__(self, other: Any) -> UpdateExpr:
+        return self._op("+", other, True)
+
+    def __sub__(self, other: Any) -> UpdateExpr:
+        return self._op("-", other)
+
+    def __rsub__(self, other: Any) -> UpdateExpr:
+        return self._op("-", other, True)
+
+    def __mul__(self, other: Any) -> UpdateExpr:
+        return self._op("*", other)
+
+    def __rmul__(self, other: Any) -> UpdateExpr:
+        return self._op("*", other, True)
+
+    def __truediv__(self, other: Any) -> UpdateExpr:
+        return self._op("/", other)
+
+    def __floordiv__(self, other: Any) -> UpdateExpr:
+        return self._op("//", other)
+
+
+class F(UpdateExpr):
+    """The current value of the field ``name`` of the instance being updated."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def evaluate(self, instance: Any) -> Any:
+        if self.name not in type(instance)._kt.fields:
+            raise ModelError(f"{type(instance).__name__} has no field {self.name!r}")
+        return getattr(instance, self.name)
+
+    def __repr__(self) -> str:
+        return f"F({self.name!r})"
+
+
+_OPS: dict[str, Any] = {
+    "+": lambda a, b: a + b,
+    "-": lambda a, b: a - b,
+    "*": lambda a, b: a * b,
+    "/": lambda a, b: a / b,
+    "//": lambda a, b: a // b,
+}
+
+
+class Arith(UpdateExpr):
+    def __init__(self, op: str, left: Any, right: Any) -> None:
+        self.op, self.left, self.right = op, left, right
+
+    def evaluate(self, instance: Any) -> Any:
+        a = self.left.evaluate(instance) if isinstance(self.left, UpdateExpr) else self.left
+        b = self.right.evaluate(instance) if isinstance(self.right, UpdateExpr) else self.right
+        if a is None or b is None:
+            return None  # as SQL: arithmetic on NULL is NULL
+        try:
+            return _OPS[self.op](a, b)
+        except TypeError as exc:
+            raise ValidationError(f"cannot compute {self!r}: {exc}") from None
+
+    def __repr__(self) -> str:
+        return f"({self.left!r} {self.op} {self.right!r})"
+
+
 class Order:
     """``User.age.desc()`` / ``User.age.asc()`` for ``order_by``."""
 
     def __init__(self, field: Field, descending: bool) -> None:
         self.field, self.descending = field, descending
+
+    def __repr__(self) -> str:
+        return f"{self.field.name}{' desc' if self.descending else ''}"
 
 
 def _encode_token(pos: tuple[int, int, bytes]) -> str:
@@ -364,17 +461,22 @@ def _union(ranges: list[Range]) -> list[Range]:
     return out
 
 
-class Query:
-    """A lazy query over one model.  Immutable: every method returns a new query."""
+_M = TypeVar("_M", bound="Model")
+
+
+class Query(Generic[_M]):
+    """A lazy query over one model (``Query[User]`` iterates ``User`` instances).
+    Immutable: every method returns a new query."""
 
     def __init__(
         self,
-        model: type[Model],
+        model: type[_M],
         where: Expr | None = None,
-        order: Order | None = None,
+        order: tuple[Order, ...] = (),
         limit: int | None = None,
         offset: int = 0,
         page_size: int = 100,
+        max_sort: int = 10_000,
     ) -> None:
         self.model = model
         self.where = where
@@ -382,24 +484,37 @@ class Query:
         self._limit = limit
         self._offset = offset
         self.page_size = page_size
+        self.max_sort = max_sort
 
-    def _copy(self, **kw: Any) -> Query:
+    def _copy(self, **kw: Any) -> Query[_M]:
         args: dict[str, Any] = dict(
             where=self.where,
             order=self.order,
             limit=self._limit,
             offset=self._offset,
             page_size=self.page_size,
+            max_sort=self.max_sort,
         )
         args.update(kw)
         return Query(self.model, **args)
 
     def __repr__(self) -> str:
-        return f"<Query {self.model.__name__} where={self.where!r}>"
+        out = [f"<Query {self.model.__name__}"]
+        if self.where is not None:
+            out.append(f"where={self.where!r}")
+        if self.order:
+            out.append("order_by=(" + ", ".join(map(repr, self.order)) + ")")
+        if self._offset:
+            out.append(f"offset={self._offset}")
+        if self._limit is not None:
+            out.append(f"limit={self._limit}")
+        if self.page_size != 100:
+            out.append(f"page_size={self.page_size}")
+        return " ".join(out) + ">"
 
     # ---- building ---------------------------------------------------------------------
 
-    def filter(self, *exprs: Expr, **equals: Any) -> Query:
+    def filter(self, *exprs: Expr, **equals: Any) -> Query[_M]:
         """Narrow the query (``&`` of everything given); keywords mean equality."""
         parts = list(exprs)
         fields = self.model._kt.fields
@@ -418,41 +533,63 @@ class Query:
 
     where_ = filter
 
-    def order_by(self, order: Any) -> Query:
-        """Order by an indexed field: ``order_by(User.age)``, ``order_by(User.age.desc())``,
-        or ``order_by("-age")``."""
-        if isinstance(order, str):
-            desc = order.startswith("-")
-            name = order.lstrip("-+")
-            field = self.model._kt.fields.get(name)
-            if field is None:
-                raise ModelError(f"{self.model.__name__} has no field {name!r}")
-            order = Order(field, desc)
-        elif not isinstance(order, Order):
-            order = Order(order, False)
-        if not order.field.index:
-            raise ModelError(f"ordering needs an index: declare {order.field.name} with index=True")
-        return self._copy(order=order)
+    def order_by(self, *orders: Any) -> Query[_M]:
+        """Order by one or several fields: ``order_by(User.age)``,
+        ``order_by(Task.done, Task.due.desc())``, ``order_by("done", "-due")``.
 
-    def limit(self, n: int | None) -> Query:
+        One field needs its index (``index=True``) or a composite index starting with
+        it.  Several fields use a composite index (:class:`~ktstore.models.fields.Index`)
+        whose parts, after those fixed by equalities of the filter, are these fields in
+        this order and these directions (or all reversed).  Without one, the matches are
+        sorted in memory, but only up to ``max_sort`` of them (see :meth:`sort_limit`):
+        beyond that the query raises :class:`ModelError` naming the index to declare.
+        ``order_by()`` with no argument removes the ordering."""
+        out: list[Order] = []
+        for order in orders:
+            if isinstance(order, str):
+                desc = order.startswith("-")
+                name = order.lstrip("-+")
+                field = self.model._kt.fields.get(name)
+                if field is None:
+                    raise ModelError(f"{self.model.__name__} has no field {name!r}")
+                order = Order(field, desc)
+            elif not isinstance(order, Order):
+                order = Order(order, False)
+            out.append(order)
+        in_index = {f.name for _ix, cols in self._candidates_indexes() for f, _d in cols}
+        if len(out) == 1 and out[0].field.name not in in_index:
+            f = out[0].field
+            raise ModelError(
+                f"ordering needs an index: declare {f.name} with index=True "
+                f"(or a fields.Index starting with {f.name!r})"
+            )
+        return self._copy(order=tuple(out))
+
+    def sort_limit(self, n: int) -> Query[_M]:
+        """How many matches a multi-field ordering without a fitting index may sort in
+        memory (default 10,000) before raising instead."""
+        return self._copy(max_sort=max(0, int(n)))
+
+    def limit(self, n: int | None) -> Query[_M]:
         if n is not None and n < 0:
             raise ValidationError("limit must be >= 0")
         return self._copy(limit=n)
 
-    def offset(self, n: int) -> Query:
+    def offset(self, n: int) -> Query[_M]:
         if n < 0:
             raise ValidationError("offset must be >= 0")
         return self._copy(offset=n)
 
-    def paged(self, page_size: int) -> Query:
+    def paged(self, page_size: int) -> Query[_M]:
         """How many records one server round trip brings (memory held while iterating)."""
         return self._copy(page_size=max(1, int(page_size)))
 
     # ---- planning ---------------------------------------------------------------------
 
-    def plan(self) -> list[tuple[Field, list[Range], Expr | None]]:
-        """The scans that answer the query: ``[(index field, ranges, branch)]``.  With
-        several scans (an ``|``), an instance is taken from the first branch it matches.
+    def plan(self) -> list[tuple[Any, list[Range], Expr | None]]:
+        """The scans that answer the query: ``[(index, ranges, branch)]`` (the index is
+        a field or a composite :class:`~ktstore.models.fields.Index`).  With several
+        scans (an ``|``), an instance is taken from the first branch it matches.
         Raises :class:`ModelError` when an index it needs is not built yet (``index=True``
         added after records were stored: run ``rebuild()``)."""
         plan = self._plan()
@@ -461,25 +598,113 @@ class Query:
             binding.require_built(self.model.__name__, [p[0].name for p in plan], "index=True")
         return plan
 
-    def _plan(self) -> list[tuple[Field, list[Range], Expr | None]]:
+    def sorts_in_memory(self) -> bool:
+        """True when the ordering has no fitting index (matches are sorted in memory,
+        up to ``max_sort`` of them)."""
+        return bool(self.order) and self._fitting(self._top_parts(), self.order) is None
+
+    def _top_parts(self) -> list[Expr]:
+        where = self.where
+        return where.parts if isinstance(where, And) else [where] if where is not None else []
+
+    def _candidates_indexes(self) -> list[tuple[Any, list[tuple[Field, bool]]]]:
+        meta = self.model._kt
+        out: list[tuple[Any, list[tuple[Field, bool]]]] = [
+            (f, [(f, False)]) for f in meta.fields.values() if f.index
+        ]
+        out.extend((ix, ix.parts) for ix in meta.indexes.values())
+        return out
+
+    def _fitting(
+        self, parts: list[Expr], order: tuple[Order, ...]
+    ) -> tuple[int, Any, list[Range], bool] | None:
+        """The best index for an equality prefix + range (+ ordering): ``(score, index,
+        ranges, reversed)`` with score = parts narrowed, or ``None`` when no index gives
+        the ordering asked for."""
+        eqs: dict[str, Any] = {}
+        for p in parts:
+            if isinstance(p, Compare) and p.op == "==" and p.field.indexable:
+                eqs.setdefault(p.field.name, p.value)
+        best: tuple[int, Any, list[Range], bool] | None = None
+        best_len = 0
+        for index, cols in self._candidates_indexes():
+            j = 0
+            prefix = b""
+            while j < len(cols) and cols[j][0].name in eqs:
+                f, desc = cols[j]
+                k = f.encode_key(eqs[f.name])
+                prefix += keycodec.invert(k) if desc else k
+                j += 1
+            reverse = False
+            if order:
+                fixed = {c[0].name for c in cols[:j]}
+                wanted = [o for o in order if o.field.name not in fixed]
+                rest = cols[j : j + len(wanted)]
+                if len(rest) < len(wanted) or any(
+                    o.field is not f for o, (f, _d) in zip(wanted, rest, strict=False)
+                ):
+                    continue
+                same = [o.descending == d for o, (_f, d) in zip(wanted, rest, strict=False)]
+                if wanted and not (all(same) or not any(same)):
+                    continue
+                reverse = bool(wanted) and not same[0]
+            score = j
+            comp: list[Range] = [(b"", None)]
+            if j < len(cols):
+                f, desc = cols[j]
+                narrowed = False
+                for p in parts:
+                    if isinstance(p, In) or _is_equality(p):
+                        continue
+                    kr = getattr(p, "key_ranges", None)
+                    r = kr() if kr is not None and getattr(p, "field", None) is f else None
+                    if r is None:
+                        continue
+                    rs = r[1]
+                    if desc:
+                        rs = sorted(x for lo, hi in rs if (x := keycodec.invert_range(lo, hi)))
+                    comp = _intersect(comp, rs)
+                    narrowed = True
+                score += 1 if narrowed else 0
+            ranges: list[Range] = []
+            for lo, hi in comp:
+                if hi is None:
+                    ranges.append(
+                        (prefix + lo, keycodec.prefix_successor(prefix) if prefix else None)
+                    )
+                else:
+                    ranges.append((prefix + lo, prefix + hi))
+            # most parts narrowed first; on a tie the shorter index (smaller keys)
+            if best is None or (score, -len(cols)) > (best[0], -best_len):
+                best, best_len = (score, index, ranges, reverse), len(cols)
+        return best
+
+    def _reverse(self) -> bool:
+        """Whether the scans walk their index backwards."""
+        if not self.order:
+            return False
+        fit = self._fitting(self._top_parts(), self.order)
+        return fit is not None and fit[3]
+
+    def _plan(self) -> list[tuple[Any, list[Range], Expr | None]]:
         meta = self.model._kt
         where = self.where
-        if self.order is not None:
-            field = self.order.field
-            ranges: list[Range] = [(b"", None)]
-            parts = where.parts if isinstance(where, And) else [where] if where is not None else []
-            for p in parts:
-                r = p.ranges()
-                if r is not None and r[0] is field:
-                    ranges = _intersect(ranges, r[1])
-            return [(field, ranges, None)]
+        parts = self._top_parts()
+        if self.order:
+            fit = self._fitting(parts, self.order)
+            if fit is not None:
+                return [(fit[1], fit[2], None)]
+            return self._copy(order=()).plan()  # sorted in memory
+        if meta.indexes and len(parts) > 1:
+            fit = self._fitting(parts, ())
+            if fit is not None and fit[0] >= 2 and isinstance(fit[1], Index):
+                return [(fit[1], fit[2], None)]
         if where is not None:
             r = where.ranges()
             if r is not None:
                 return [(r[0], r[1], None)]
             # an | over different indexes (at the top, or inside an & that nothing else
             # narrows): one scan per branch, each instance taken from the first it matches
-            parts = where.parts if isinstance(where, And) else [where]
             for part in parts:
                 if isinstance(part, Or):
                     branches = [(p, p.ranges()) for p in part.parts]
@@ -496,12 +721,15 @@ class Query:
 
     def _candidates(
         self, start: tuple[int, int, bytes] | None = None, page: int | None = None
-    ) -> Iterator[tuple[tuple[int, int, bytes], Model]]:
+    ) -> Iterator[tuple[tuple[int, int, bytes], _M]]:
         """``(position, instance)`` for every match; a position (scan, range, index key)
         can resume the query right after that instance (see :meth:`page`).  ``page``
         sizes the first server page of each scan (later pages are ``page_size``)."""
+        if self.sorts_in_memory():
+            yield from self._sorted(start)
+            return
         binding = self.model._binding()
-        desc = bool(self.order and self.order.descending)
+        desc = self._reverse()
         plan = self.plan()
         earlier: list[Expr] = []
         for pi, (field, ranges, branch) in enumerate(plan):
@@ -537,7 +765,36 @@ class Query:
             if branch is not None:
                 earlier.append(branch)
 
-    def page(self, size: int, token: str | None = None) -> tuple[list[Model], str | None]:
+    def _sorted(
+        self, start: tuple[int, int, bytes] | None
+    ) -> Iterator[tuple[tuple[int, int, bytes], _M]]:
+        """The matches sorted in memory by the ordering (no index gives it): at most
+        ``max_sort`` of them, else :class:`ModelError` naming the index to declare.
+        Positions are ``(-1, rank, b"")``."""
+        pk = self.model._kt.pk
+        found: list[tuple[list[bytes], _M]] = []
+        for _pos, inst in self._copy(order=())._candidates():
+            if len(found) >= self.max_sort:
+                spec = ", ".join(
+                    repr(("-" if o.descending else "") + o.field.name) for o in self.order
+                )
+                raise ModelError(
+                    f"{self.model.__name__}: more than {self.max_sort} matches to sort in "
+                    f"memory; declare fields.Index({spec}) on {self.model.__name__} (then "
+                    "rebuild()) so the order comes from an index, or narrow the query"
+                )
+            key = []
+            for o in self.order:
+                k = o.field.encode_key(getattr(inst, o.field.name))
+                key.append(keycodec.invert(k) if o.descending else k)
+            key.append(pk.encode_key(getattr(inst, pk.name)))
+            found.append((key, inst))
+        found.sort(key=lambda item: item[0])
+        skip = start[1] + 1 if start is not None and start[0] == -1 else 0
+        for rank in range(skip, len(found)):
+            yield (-1, rank, b""), found[rank][1]
+
+    def page(self, size: int, token: str | None = None) -> tuple[list[_M], str | None]:
         """One page of results and a token for the next one (``None`` at the end).
 
         Tokens are stateless ("continue after this index key"): nothing is kept on the
@@ -548,7 +805,7 @@ class Query:
         if size < 1:
             raise ValidationError("page size must be >= 1")
         start = _decode_token(token) if token else None
-        items: list[Model] = []
+        items: list[_M] = []
         last: tuple[int, int, bytes] | None = start
         q = self.paged(min(size + 1, 1000)) if self.page_size < size else self
         for pos, inst in q._candidates(start):
@@ -558,7 +815,7 @@ class Query:
             last = pos
         return items, None
 
-    def __iter__(self) -> Iterator[Model]:
+    def __iter__(self) -> Iterator[_M]:
         skip = self._offset
         left = self._limit
         if left == 0:
@@ -576,10 +833,119 @@ class Query:
                 if left == 0:
                     return
 
-    def all(self) -> list[Model]:
-        return list(self)
+    def all(self) -> list[_M]:
+        return [inst for inst in self]  # not list(self): that would call __len__ (a count)
 
-    def first(self) -> Model | None:
+    def __len__(self) -> int:
+        """``count()``.  Note that ``list(q)``, ``tuple(q)`` and ``sorted(q)`` ask
+        ``len()`` first (a size hint), so they count before iterating; ``q.all()``
+        does not."""
+        return self.count()
+
+    def values(self, *names: str, json_safe: bool = False) -> Iterator[dict[str, Any]]:
+        """A projection: ``{name: value}`` of the fields named (all without names) for
+        each match, lazily (``json_safe`` as in ``Model.to_dict``)."""
+        fields = self.model._kt.fields
+        for name in names:
+            if name not in fields:
+                raise ModelError(f"{self.model.__name__} has no field {name!r}")
+        only = list(names) or None
+        for inst in self:
+            yield inst.to_dict(only=only, json_safe=json_safe)
+
+    def values_list(self, *names: str, flat: bool = False) -> Iterator[Any]:
+        """Tuples of the fields named for each match; ``flat=True`` with one name yields
+        the bare values."""
+        if flat and len(names) != 1:
+            raise ValidationError("values_list(flat=True) takes exactly one field")
+        for row in self.values(*names):
+            yield row[names[0]] if flat else tuple(row.values())
+
+    def update(self, **changes: Any) -> int:
+        """Apply ``changes`` to every match; the number of instances changed.
+
+        Values are plain values or expressions of the instance's own fields
+        (``Post.views + 1``, ``F("price") * 2``).  Each page of matches (``page_size``)
+        is **one** atomic server call: every record of the page is rewritten with its
+        index entries moved, only if none changed since it was read (compare-and-swap);
+        if one did, the page is read again and re-applied, so no concurrent change is
+        lost.  Pages are independent: a failure (a unique violation...) leaves the
+        earlier pages applied and raises.  An instance whose change moves it further
+        along the index being scanned is not changed twice."""
+        from ktstore.models.base import Model as _Model
+
+        model = self.model
+        meta = model._kt
+        for name in changes:
+            f = meta.fields.get(name)
+            if f is None:
+                raise ModelError(f"{model.__name__} has no field {name!r}")
+            if f is meta.pk or f is meta.version:
+                raise ModelError(f"{model.__name__}.{name} cannot be changed by update()")
+        binding = model._writable()
+        plan_fields: set[str] = set()
+        for index, _ranges, _branch in self._copy(limit=None, offset=0).plan():
+            cols = getattr(index, "parts", None) or [(index, False)]
+            plan_fields.update(f.name for f, _d in cols)
+        track = bool(plan_fields & set(changes))
+        seen: set[str] = set()
+        total = 0
+        page: list[_Model] = []
+        for inst in self:
+            if track:
+                pk = inst._pkstr()
+                if pk in seen:
+                    continue
+                seen.add(pk)
+            page.append(inst)
+            if len(page) >= self.page_size:
+                total += self._update_page(binding, page, changes)
+                page = []
+        if page:
+            total += self._update_page(binding, page, changes)
+        return total
+
+    def _update_page(self, binding: Any, page: list[Any], changes: dict[str, Any]) -> int:
+        import time
+
+        model = self.model
+        for attempt in range(50):
+            specs, records, fresh = [], [], []
+            for inst in page:
+                new = model.__new__(model)  # a copy of the loaded state (no decoding)
+                new.__dict__.update(
+                    (k, v) for k, v in inst.__dict__.items() if k not in ("_kt_rel", "_kt_pending")
+                )
+                for name, value in changes.items():
+                    v = value.evaluate(inst) if isinstance(value, UpdateExpr) else value
+                    setattr(new, name, v)  # validated and converted by attrs
+                spec, record = new._spec(binding, mode="update", cas=inst._kt_raw)
+                specs.append(spec)
+                records.append(record)
+                fresh.append(new)
+            if not specs:
+                return 0
+            out = binding.save(specs)
+            if out.get(b"err") in (b"conflict", b"missing"):
+                # one record changed (or went) since it was read: read the page again
+                keys = [binding.record_key(i._pkstr()) for i in page]
+                found = binding.get_records(keys)
+                page = [
+                    inst
+                    for k in keys
+                    if k in found
+                    and (inst := model._from_record(*found[k])) is not None
+                    and (self.where is None or self.where.matches(inst))
+                ]
+                time.sleep(min(0.001 * attempt, 0.02))
+                continue
+            fresh[0]._raise_for(out, fresh)
+            for i, (new, record) in enumerate(zip(fresh, records, strict=True), 1):
+                new._after_save(record, out.get(b"xt%d" % i))
+            return len(fresh)
+        raise ModelError(f"{model.__name__}.query().update(): too much contention, gave up")
+
+    def first(self) -> _M | None:
         for inst in self.limit(1):
             return inst
         return None
@@ -594,7 +960,7 @@ class Query:
         ``Model.count()``); otherwise the records are, page by page (nothing is kept)."""
         if self.where is not None and not self.where.exact():
             return sum(1 for _ in self)
-        ((field, ranges, _),) = self._copy(order=None).plan()
+        ((field, ranges, _),) = self._copy(order=()).plan()
         b = self.model._binding()
         base = b.index_base(field.name)
         n = 0
@@ -617,6 +983,12 @@ class Query:
             n += self.model.delete_many(batch)
         return n
 
+    @overload
+    def __getitem__(self, item: int) -> _M: ...
+
+    @overload
+    def __getitem__(self, item: slice) -> Query[_M]: ...
+
     def __getitem__(self, item: Any) -> Any:
         if isinstance(item, slice):
             if item.step not in (None, 1) or (item.start or 0) < 0 or (item.stop or 0) < 0:
@@ -631,4 +1003,15 @@ class Query:
             if found is None:
                 raise IndexError(item)
             return found
-        raise TypeError("queries take non-negative int indexes and slices")
+        if isinstance(item, int):
+            if self.order and self._limit is None and not self._offset:
+                # the ordering reversed: q[-1] is the first of the reversed query
+                flipped = tuple(Order(o.field, not o.descending) for o in self.order)
+                found = self._copy(order=flipped).offset(-item - 1).first()
+            else:
+                n = self.count()
+                found = self.offset(self._offset + n + item).first() if n + item >= 0 else None
+            if found is None:
+                raise IndexError(item)
+            return found
+        raise TypeError("queries take int indexes and non-negative slices")
