@@ -356,3 +356,38 @@ def test_async_failover_and_sharding(cluster: Cluster, server_factory: Any) -> N
         await sh.close_all()
 
     asyncio.run(main())
+
+
+def test_store_over_shards(server_factory: Any) -> None:
+    from ktstore import Store
+    from ktstore.models import Model, fields
+    from ktstore.store import ShardedStore
+
+    servers = [server_factory(["%"], script=KT_LUA) for _ in range(3)]
+    kt = ShardedKyotoTycoon([f"127.0.0.1:{s.port}" for s in servers], serializer=KT_MSGPACK)
+    store = Store(kt)
+    assert isinstance(store, ShardedStore)
+    for i in range(300):
+        store[f"item:{i:03d}"] = {"n": i}
+    store.update({"other:1": [1], "other:2": [2]})
+    assert len(store) == 302
+    assert store["item:042"] == {"n": 42}
+    assert "item:299" in store and "item:300" not in store
+    assert list(store.keys())[:3] == ["item:000", "item:001", "item:002"]  # merged in order
+    assert list(store.keys()) == sorted(store.keys())
+    assert [k for k in store.keys_with_prefix("other:")] == ["other:1", "other:2"]
+    assert store.delete_prefix("item:1") == 100
+    assert len(store) == 202
+    del store["other:1"]
+    assert store.get("other:1") is None
+    with pytest.raises(InvalidArgument, match="one server"):
+
+        class Thing(Model, store=store):
+            name = fields.Text()
+
+    with pytest.raises(InvalidArgument, match="one server"):
+
+        class Other(Model, store=kt):
+            name = fields.Text()
+
+    kt.close_all()

@@ -390,6 +390,21 @@ class ShardedCommands:
     def resolve_db(self, db: Any) -> int:
         return self.first.resolve_db(db)
 
+    # the names Store uses
+    _db = resolve_db
+
+    def _decode_value(self, data: bytes) -> Any:
+        return self.first.decode_value(data)
+
+    def _play_script(self, name: Any, *args: Any, **kwargs: Any) -> Any:
+        raise InvalidArgument(
+            f"a Lua call ({name!r}) runs on one server and cannot span shards: bind "
+            "models to one server or a replicated pair (FailoverKyotoTycoon), and call "
+            "procedures on shard(key)"
+        )
+
+    execute_command = _play_script
+
     def _migration_plan(self, name: str) -> Callable[[Any], bool]:
         node = self.ring.node
         ek = self.first.encode_key
