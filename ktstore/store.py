@@ -30,6 +30,7 @@ and delete crash-atomic).
 from __future__ import annotations
 
 import atexit
+import heapq
 import os
 import threading
 from collections.abc import Iterator, MutableMapping
@@ -85,6 +86,11 @@ class Store(MutableMapping):
         self.index_db = self.db if index_db is None else client._db(index_db)
         self.ttl = ttl
         self._tree: dict[int, bool] = {}
+
+    def __new__(cls, client: Any = None, *args: Any, **kwargs: Any) -> Store:
+        if cls is Store and _is_sharded(client):
+            return super().__new__(ShardedStore)
+        return super().__new__(cls)
 
     @classmethod
     def default(cls) -> Store:
@@ -317,6 +323,42 @@ class Store(MutableMapping):
                 yield kb, item[1]
         finally:
             cur.close()
+
+
+def _is_sharded(client: Any) -> bool:
+    from ktstore.client.sharded import ShardedKyotoTycoon
+
+    return isinstance(client, ShardedKyotoTycoon)
+
+
+class ShardedStore(Store):
+    """A :class:`Store` over a :class:`~ktstore.client.sharded.ShardedKyotoTycoon`
+    (what ``Store(sharded_client)`` gives).
+
+    Key operations go to the key's server (the sharded client routes them); ``len`` and
+    ``clear`` cover every server; iteration merges the servers' scans in key order (on
+    tree databases; server by server on hash databases).  Models cannot be bound to
+    it: a model's save is one Lua call, which runs on one server.
+    """
+
+    def _stores(self) -> list[Store]:
+        return [
+            Store(c, db=self.db, index_db=self.index_db, ttl=self.ttl)
+            for c in self.client.shards.values()
+        ]
+
+    def _scan_raw(
+        self, values: bool = True, prefix: Any = b"", page: int = 500
+    ) -> Iterator[tuple[bytes, bytes | None]]:
+        scans = [s._scan_raw(values, prefix, page) for s in self._stores()]
+        if self.is_tree():
+            yield from heapq.merge(*scans, key=lambda kv: kv[0])
+        else:
+            for scan in scans:
+                yield from scan
+
+    def delete_prefix(self, prefix: Any, page: int = 1000) -> int:
+        return sum(s.delete_prefix(prefix, page) for s in self._stores())
 
 
 _SCALARS = (type(None), bool, int, float, str)

@@ -1050,8 +1050,14 @@ def _accept_containers(cls: Any) -> None:
 
 def _as_store(store: Any) -> Any:
     """A Store, given a Store or a client (whose default database is used)."""
-    from ktstore.store import Store
+    from ktstore.errors import InvalidArgument
+    from ktstore.store import ShardedStore, Store
 
+    if isinstance(store, ShardedStore) or type(store).__name__.startswith("Sharded"):
+        raise InvalidArgument(
+            "a model cannot live on shards: its save is one atomic Lua call on one "
+            "server; bind it to one server or a replicated pair (FailoverKyotoTycoon)"
+        )
     if isinstance(store, Store) or not hasattr(store, "_play_script"):
         return store
     return Store(store)

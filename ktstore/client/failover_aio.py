@@ -1,0 +1,87 @@
+"""The asyncio form of the failover client (see :mod:`ktstore.client.failover`).
+
+A module of its own so that importing the blocking client never imports asyncio.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from ktstore.client.aio import AsyncKyotoTycoon
+from ktstore.client.command import Command, Program
+from ktstore.client.failover import FailoverRouting, Member
+from ktstore.errors import KTConnectionError
+
+__all__ = ["AsyncFailoverKyotoTycoon"]
+
+
+class AsyncFailoverKyotoTycoon(FailoverRouting, AsyncKyotoTycoon):
+    """:class:`FailoverKyotoTycoon` on the asyncio client: the same routing, every
+    method a coroutine."""
+
+    def __init__(
+        self,
+        primary: Any = None,
+        replicas: Sequence[Any] = (),
+        *,
+        masters: Sequence[Any] = (),
+        recheck: float = 1.0,
+        **kwargs: Any,
+    ) -> None:
+        writers, readers = self._setup(primary, replicas, masters, recheck)
+        kwargs.pop("host", None)
+        kwargs.pop("port", None)
+        super().__init__(*writers[0], **kwargs)
+        self.members = [Member(AsyncKyotoTycoon(h, p, **kwargs), True) for h, p in writers]
+        self.members += [Member(AsyncKyotoTycoon(h, p, **kwargs), False) for h, p in readers]
+
+    def __repr__(self) -> str:
+        return f"<AsyncFailoverKyotoTycoon {self.members!r}>"
+
+    async def _run_one(self, cmd: Command) -> Any:
+        write = not self.is_read(cmd)
+        last: KTConnectionError | None = None
+        for member in self._candidates(write):
+            try:
+                reply = await member.client.pool.run(cmd)
+            except KTConnectionError as e:
+                self._failed(member, e, write)
+                last = e
+                continue
+            self._succeeded(member)
+            return cmd.finish(reply)
+        raise self._exhausted(write, last)
+
+    def execute_command(self, runnable: Command | Program) -> Any:
+        if runnable.__class__ is Command:
+            return self._run_one(runnable)  # type: ignore[arg-type]
+        return self._drive(runnable)  # type: ignore[arg-type]
+
+    async def _drive(self, program: Program) -> Any:
+        try:
+            cmd = next(program)
+            while True:
+                try:
+                    value = await self._run_one(cmd)
+                except Exception as exc:
+                    cmd = program.throw(exc)
+                else:
+                    cmd = program.send(value)
+        except StopIteration as stop:
+            return stop.value
+
+    @property
+    def pool(self) -> Any:
+        return self.current(False).pool
+
+    def pipeline(self) -> Any:
+        return self.current(True).pipeline()
+
+    async def close_all(self) -> int:  # type: ignore[override]
+        total = 0
+        for m in self.members:
+            total += await m.client.close_all()
+        return total
+
+    close = close_all
