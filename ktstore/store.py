@@ -13,7 +13,11 @@ Where the data lives:
 * ``Store("app.kct")``: a file database shared by every process of the machine that
   opens the same file (:mod:`ktstore.shared`): the first starts a server for it, the
   others use that server, and it ends when none of them needs it any more.
-* ``Store(client)`` or ``Store.from_url("kt://host:port/db")``: a server you run.
+* ``Store(client)`` or ``Store.from_url("kt://host:port/db")`` (also
+  ``Store("kt://...")``): a server you run.  With the environment variable
+  ``KTSTORE_URL`` set, ``Store()`` -- and so every model not bound to a store -- uses
+  that server instead of starting one, so a fleet of workers shares one server with no
+  code change.
 
 Values go through the client's serializer (the embedded default uses msgpack, so
 dicts, lists, numbers, text, bytes and ``None`` all work).  ``ttl`` gives every
@@ -78,7 +82,10 @@ class Store(MutableMapping):
         ttl: float | None = None,
     ) -> None:
         if client is None:
-            client = _embedded_client()
+            url = os.environ.get(URL_VARIABLE)
+            client = _url_client(url) if url else _embedded_client()
+        elif isinstance(client, str) and "://" in client:
+            client = _url_client(client)
         elif isinstance(client, (str, os.PathLike)):
             client = _shared_client(client)
         self.client = client
@@ -93,8 +100,18 @@ class Store(MutableMapping):
         return super().__new__(cls)
 
     @classmethod
+    def from_url(
+        cls, url: str, db: int | None = None, index_db: int | None = None, ttl: float | None = None
+    ) -> Store:
+        """A store on the server a ``kt://host:port/db?...`` URL names (see
+        :mod:`ktstore.urls`).  Values use msgpack unless the URL names a serializer, as
+        ``Store()`` does."""
+        return cls(_url_client(url), db=db, index_db=index_db, ttl=ttl)
+
+    @classmethod
     def default(cls) -> Store:
-        """The process-wide store on the embedded server (what ``Store()`` uses)."""
+        """The process-wide store (what unbound models use): the server ``KTSTORE_URL``
+        names, or else the embedded one."""
         global _default_store
         with _default_lock:
             if _default_store is None:
@@ -442,6 +459,21 @@ class _ValuesView:
 
     def __len__(self) -> int:
         return len(self._s)
+
+
+#: The environment variable that points ``Store()`` (and so unbound models) at a server.
+URL_VARIABLE = "KTSTORE_URL"
+
+
+def _url_client(url: str) -> Any:
+    """A client for ``url``; msgpack values unless the URL names a serializer."""
+    from ktstore.client import KyotoTycoon
+    from ktstore.serializers import KT_MSGPACK
+    from ktstore.urls import parse_url
+
+    kwargs = parse_url(url).client_kwargs()
+    kwargs.setdefault("serializer", KT_MSGPACK)
+    return KyotoTycoon(**kwargs)
 
 
 def _shared_client(path: str | os.PathLike[str]) -> Any:

@@ -160,6 +160,19 @@ class Commands(LuaMethods):
         self._host_header = f"{host}:{port}"
         self._rpc_heads: dict[str, bytes] = {}
 
+    @classmethod
+    def from_url(cls, url: str, **overrides: Any) -> Any:
+        """A client configured by a ``kt://host:port/db?serializer=...&timeout=...`` URL
+        (:mod:`ktstore.urls`); keyword arguments override what the URL says.
+
+        >>> KyotoTycoon.from_url("kt://cache.local:1978/1?serializer=msgpack&timeout=5")
+        """
+        from ktstore.urls import parse_url
+
+        kwargs = parse_url(url).client_kwargs()
+        kwargs.update(overrides)
+        return cls(**kwargs)
+
     # -- the runner (each client class provides it) -----------------------------------------
 
     def execute_command(self, runnable: Command | Program) -> Any:
