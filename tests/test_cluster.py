@@ -102,7 +102,7 @@ def test_reads_fail_over_to_a_replica_and_come_back(cluster: Cluster) -> None:
     cluster.start("p", ["*", "%"], sid=1)
     cluster.start("r", ["*", "%"], sid=2, master="p")
     kt = FailoverKyotoTycoon(
-        primary=cluster.addr("p"), replicas=[cluster.addr("r")], timeout=5, recheck=0.2
+        primary=cluster.addr("p"), replicas=[cluster.addr("r")], timeout=5, recheck=0.2, wait=0.3
     )
     kt.set_bulk({f"k{i}": f"v{i}" for i in range(200)})
     kt.Hash("h").update({"a": "1"})
@@ -129,6 +129,59 @@ def test_reads_fail_over_to_a_replica_and_come_back(cluster: Cluster) -> None:
     wait_until(lambda: replica.get("x") == "y")
     kt.close_all()
     replica.close_all()
+
+
+def test_primary_killed_during_reads_and_writes(cluster: Cluster) -> None:
+    cluster.start("p", [str(cluster.tmp / "p.kct")], sid=1)
+    cluster.start("r", [str(cluster.tmp / "r.kct")], sid=2, master="p")
+    kt = FailoverKyotoTycoon(
+        primary=cluster.addr("p"), replicas=[cluster.addr("r")], timeout=5, recheck=0.1, wait=10
+    )
+    kt.set("seed", "1")
+    replica = KyotoTycoon(*parse_address(cluster.addr("r")), timeout=5)
+    wait_until(lambda: replica.get("seed") == "1")
+    acked: list[int] = []
+    ambiguous: list[int] = []
+    read_errors: list[Exception] = []
+    stop = threading.Event()
+
+    def writer() -> None:
+        i = 0
+        while not stop.is_set():
+            try:
+                kt.set(f"w{i}", str(i))
+                acked.append(i)
+            except KTConnectionError:
+                ambiguous.append(i)  # sent when the primary died: not retried elsewhere
+            i += 1
+
+    def reader() -> None:
+        while not stop.is_set():
+            try:
+                assert kt.get("seed") == "1"
+            except Exception as e:  # noqa: BLE001 - collected and asserted below
+                read_errors.append(e)
+
+    threads = [threading.Thread(target=writer), threading.Thread(target=reader)]
+    for t in threads:
+        t.start()
+    time.sleep(0.3)
+    cluster.stop("p")  # killed mid-stream: connections closed under the clients
+    time.sleep(0.5)
+    cluster.restart("p")
+    after_restart = len(acked)
+    time.sleep(0.5)
+    stop.set()
+    for t in threads:
+        t.join(15)
+    assert not read_errors  # reads went on from the replica, then the primary
+    assert len(ambiguous) <= 2  # at most the writes in flight at the kill
+    primary = KyotoTycoon(*parse_address(cluster.addr("p")), timeout=5)
+    got = primary.get_bulk([f"w{i}" for i in acked])
+    assert len(got) == len(acked)  # every acknowledged write is on the primary
+    assert len(acked) > after_restart  # writes went on after the restart
+    for c in (kt, replica, primary):
+        c.close_all()
 
 
 def test_dual_master_writes_move_to_the_other_master(cluster: Cluster) -> None:
@@ -169,7 +222,7 @@ def test_models_and_store_keep_working_through_a_primary_restart(cluster: Cluste
     cluster.start("r", ["%"], sid=2, master="p")
     kt = FailoverKyotoTycoon(
         primary=cluster.addr("p"), replicas=[cluster.addr("r")], serializer=KT_MSGPACK,
-        timeout=5, recheck=0.2,
+        timeout=5, recheck=0.2, wait=0.3,
     )  # fmt: skip
     store = Store(kt)
 
@@ -330,7 +383,11 @@ def test_async_failover_and_sharding(cluster: Cluster, server_factory: Any) -> N
 
     async def main() -> None:
         kt = AsyncFailoverKyotoTycoon(
-            primary=cluster.addr("p"), replicas=[cluster.addr("r")], timeout=5, recheck=0.2
+            primary=cluster.addr("p"),
+            replicas=[cluster.addr("r")],
+            timeout=5,
+            recheck=0.2,
+            wait=0.3,
         )
         await kt.set_bulk({f"a{i}": str(i) for i in range(50)})
         replica = KyotoTycoon(*parse_address(cluster.addr("r")), timeout=5)

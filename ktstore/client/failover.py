@@ -15,6 +15,9 @@ and models included) and sends each request where it can be served:
   error is raised, because sending it again elsewhere could apply it twice.
 * a server that failed is skipped for ``recheck`` seconds, then tried again first if
   it is the preferred one: the client returns to the primary as soon as it is back.
+* when no server that could take a request answers (the primary restarting, say), the
+  request waits up to ``wait`` seconds (default 5), trying again, before it raises:
+  a write made during a primary restart lands once the primary is back.
 
 Which requests are reads: those the client marks safe to repeat (``get``,
 ``get_bulk``, ``check``, ``match_*``, ``count``, ``status``...) and the read-only
@@ -29,6 +32,7 @@ Replication is asynchronous, so a read served by a replica may miss the latest w
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -109,15 +113,24 @@ class FailoverRouting:
 
     members: list[Member]
     recheck: float
+    wait: float
 
     def _setup(
-        self, primary: Any, replicas: Sequence[Any], masters: Sequence[Any], recheck: float
+        self,
+        primary: Any,
+        replicas: Sequence[Any],
+        masters: Sequence[Any],
+        recheck: float,
+        wait: float,
     ) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
         if (primary is None) == (not masters):
             raise InvalidArgument("give either primary= (and replicas=) or masters=")
         if masters and replicas:
             raise InvalidArgument("a dual master takes masters= only")
+        if not wait >= 0:
+            raise InvalidArgument(f"wait must be a number of seconds >= 0, not {wait!r}")
         self.recheck = recheck
+        self.wait = wait
         if masters:
             return [parse_address(m) for m in masters], []
         return [parse_address(primary)], [parse_address(r) for r in replicas]
@@ -147,6 +160,14 @@ class FailoverRouting:
     def _succeeded(member: Member) -> None:
         member.down_until = 0.0
 
+    def _pause(self, deadline: float, attempt: int) -> float | None:
+        """Seconds to sleep before trying every server again, or ``None`` past the
+        deadline (backs off from 50 ms to 0.5 s)."""
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return None
+        return min(0.05 * (2**attempt), 0.5, left)
+
     @staticmethod
     def _exhausted(write: bool, last: KTConnectionError | None) -> KTConnectionError:
         kind = "write" if write else "read"
@@ -165,7 +186,8 @@ class FailoverKyotoTycoon(FailoverRouting, KyotoTycoon):
     ``FailoverKyotoTycoon(primary="a:1978", replicas=["b:1978", "c:1978"])`` or
     ``FailoverKyotoTycoon(masters=["a:1978", "b:1978"])``; the other keyword
     arguments are :class:`KyotoTycoon`'s (serializer, timeout, default_db...) and
-    apply to every server.  ``recheck``: seconds a failed server is skipped.
+    apply to every server.  ``recheck``: seconds a failed server is skipped;
+    ``wait``: seconds a request keeps trying while no server can take it.
     """
 
     def __init__(
@@ -175,9 +197,10 @@ class FailoverKyotoTycoon(FailoverRouting, KyotoTycoon):
         *,
         masters: Sequence[Any] = (),
         recheck: float = 1.0,
+        wait: float = 5.0,
         **kwargs: Any,
     ) -> None:
-        writers, readers = self._setup(primary, replicas, masters, recheck)
+        writers, readers = self._setup(primary, replicas, masters, recheck, wait)
         kwargs.pop("host", None)
         kwargs.pop("port", None)
         super().__init__(*writers[0], **kwargs)
@@ -190,15 +213,21 @@ class FailoverKyotoTycoon(FailoverRouting, KyotoTycoon):
     def _run_one(self, cmd: Command) -> Any:
         write = not self.is_read(cmd)
         last: KTConnectionError | None = None
-        for member in self._candidates(write):
-            try:
-                reply = member.client.pool.run(cmd)
-            except KTConnectionError as e:
-                self._failed(member, e, write)
-                last = e
-                continue
-            self._succeeded(member)
-            return cmd.finish(reply)
+        deadline = time.monotonic() + self.wait
+        for attempt in itertools.count():
+            for member in self._candidates(write):
+                try:
+                    reply = member.client.pool.run(cmd)
+                except KTConnectionError as e:
+                    self._failed(member, e, write)
+                    last = e
+                    continue
+                self._succeeded(member)
+                return cmd.finish(reply)
+            pause = self._pause(deadline, attempt)
+            if pause is None:
+                break
+            time.sleep(pause)
         raise self._exhausted(write, last)
 
     def execute_command(self, runnable: Command | Program) -> Any:

@@ -5,6 +5,9 @@ A module of its own so that importing the blocking client never imports asyncio.
 
 from __future__ import annotations
 
+import asyncio
+import itertools
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,9 +30,10 @@ class AsyncFailoverKyotoTycoon(FailoverRouting, AsyncKyotoTycoon):
         *,
         masters: Sequence[Any] = (),
         recheck: float = 1.0,
+        wait: float = 5.0,
         **kwargs: Any,
     ) -> None:
-        writers, readers = self._setup(primary, replicas, masters, recheck)
+        writers, readers = self._setup(primary, replicas, masters, recheck, wait)
         kwargs.pop("host", None)
         kwargs.pop("port", None)
         super().__init__(*writers[0], **kwargs)
@@ -42,15 +46,21 @@ class AsyncFailoverKyotoTycoon(FailoverRouting, AsyncKyotoTycoon):
     async def _run_one(self, cmd: Command) -> Any:
         write = not self.is_read(cmd)
         last: KTConnectionError | None = None
-        for member in self._candidates(write):
-            try:
-                reply = await member.client.pool.run(cmd)
-            except KTConnectionError as e:
-                self._failed(member, e, write)
-                last = e
-                continue
-            self._succeeded(member)
-            return cmd.finish(reply)
+        deadline = time.monotonic() + self.wait
+        for attempt in itertools.count():
+            for member in self._candidates(write):
+                try:
+                    reply = await member.client.pool.run(cmd)
+                except KTConnectionError as e:
+                    self._failed(member, e, write)
+                    last = e
+                    continue
+                self._succeeded(member)
+                return cmd.finish(reply)
+            pause = self._pause(deadline, attempt)
+            if pause is None:
+                break
+            await asyncio.sleep(pause)
         raise self._exhausted(write, last)
 
     def execute_command(self, runnable: Command | Program) -> Any:
