@@ -153,15 +153,24 @@ def test_quiet_start_failure_says_why(tmp_path: Path) -> None:
 WORKER = """
 import json, sys, time
 from ktstore import Store
+from ktstore.models import Model, fields
 store = Store({path!r})
 me = {me!r}
+
+class Note(Model, prefix="note", store=store):
+    author = fields.Text(index=True)
+
+Note.create(author=me)
 store[f"from-{{me}}"] = {{"pid": __import__("os").getpid()}}
 print(json.dumps({{"port": store.client.port}}), flush=True)
 # wait for the other worker's record, then report what we see
 deadline = time.monotonic() + 20
 while f"from-{{{other!r}}}" not in store and time.monotonic() < deadline:
     time.sleep(0.05)
-print(json.dumps(sorted(store.keys())), flush=True)
+while len(list(Note.query())) < 2 and time.monotonic() < deadline:
+    time.sleep(0.05)
+print(json.dumps(sorted(k for k in store.keys() if k.startswith("from-"))), flush=True)
+print(json.dumps(sorted(n.author for n in Note.query())), flush=True)
 sys.stdin.read()  # stay until told to go
 """
 
@@ -189,6 +198,7 @@ def test_store_path_is_shared_by_processes_and_ends_with_them(tmp_path: Path) ->
     for proc in procs:
         assert proc.stdout is not None
         assert json.loads(proc.stdout.readline()) == ["from-a", "from-b"]
+        assert json.loads(proc.stdout.readline()) == ["a", "b"]  # models, from each process
     # One user killed: the server stays for the other.
     procs[0].kill()
     procs[0].wait(10)
@@ -206,7 +216,7 @@ def test_store_path_is_shared_by_processes_and_ends_with_them(tmp_path: Path) ->
         import json
         from ktstore import Store
         s = Store({path!r})
-        print(json.dumps({{"keys": sorted(s.keys())}}), flush=True)
+        print(json.dumps({{"keys": sorted(k for k in s.keys() if k.startswith("from-"))}}), flush=True)
         """
     )
     owner.wait(10)
