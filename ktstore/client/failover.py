@@ -114,6 +114,25 @@ class FailoverRouting:
     members: list[Member]
     recheck: float
     wait: float
+    client_class: type  # the client of each member (blocking or asyncio)
+
+    def __init__(
+        self,
+        primary: Any = None,
+        replicas: Sequence[Any] = (),
+        *,
+        masters: Sequence[Any] = (),
+        recheck: float = 1.0,
+        wait: float = 5.0,
+        **kwargs: Any,
+    ) -> None:
+        writers, readers = self._setup(primary, replicas, masters, recheck, wait)
+        kwargs.pop("host", None)
+        kwargs.pop("port", None)
+        super().__init__(*writers[0], **kwargs)  # type: ignore[call-arg]  # the client class
+        make = self.client_class
+        self.members = [Member(make(h, p, **kwargs), True) for h, p in writers]
+        self.members += [Member(make(h, p, **kwargs), False) for h, p in readers]
 
     def _setup(
         self,
@@ -190,22 +209,7 @@ class FailoverKyotoTycoon(FailoverRouting, KyotoTycoon):
     ``wait``: seconds a request keeps trying while no server can take it.
     """
 
-    def __init__(
-        self,
-        primary: Any = None,
-        replicas: Sequence[Any] = (),
-        *,
-        masters: Sequence[Any] = (),
-        recheck: float = 1.0,
-        wait: float = 5.0,
-        **kwargs: Any,
-    ) -> None:
-        writers, readers = self._setup(primary, replicas, masters, recheck, wait)
-        kwargs.pop("host", None)
-        kwargs.pop("port", None)
-        super().__init__(*writers[0], **kwargs)
-        self.members = [Member(KyotoTycoon(h, p, **kwargs), True) for h, p in writers]
-        self.members += [Member(KyotoTycoon(h, p, **kwargs), False) for h, p in readers]
+    client_class = KyotoTycoon
 
     def __repr__(self) -> str:
         return f"<FailoverKyotoTycoon {self.members!r}>"

@@ -8,12 +8,11 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import Sequence
 from typing import Any
 
 from ktstore.client.aio import AsyncKyotoTycoon
 from ktstore.client.command import Command, Program
-from ktstore.client.failover import FailoverRouting, Member
+from ktstore.client.failover import FailoverRouting
 from ktstore.errors import KTConnectionError
 
 __all__ = ["AsyncFailoverKyotoTycoon"]
@@ -23,22 +22,7 @@ class AsyncFailoverKyotoTycoon(FailoverRouting, AsyncKyotoTycoon):
     """:class:`FailoverKyotoTycoon` on the asyncio client: the same routing, every
     method a coroutine."""
 
-    def __init__(
-        self,
-        primary: Any = None,
-        replicas: Sequence[Any] = (),
-        *,
-        masters: Sequence[Any] = (),
-        recheck: float = 1.0,
-        wait: float = 5.0,
-        **kwargs: Any,
-    ) -> None:
-        writers, readers = self._setup(primary, replicas, masters, recheck, wait)
-        kwargs.pop("host", None)
-        kwargs.pop("port", None)
-        super().__init__(*writers[0], **kwargs)
-        self.members = [Member(AsyncKyotoTycoon(h, p, **kwargs), True) for h, p in writers]
-        self.members += [Member(AsyncKyotoTycoon(h, p, **kwargs), False) for h, p in readers]
+    client_class = AsyncKyotoTycoon
 
     def __repr__(self) -> str:
         return f"<AsyncFailoverKyotoTycoon {self.members!r}>"
