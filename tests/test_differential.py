@@ -412,3 +412,62 @@ def test_same_answers(servers: tuple[RunningServer, RunningServer], seed: int) -
     finally:
         c_ours.close()
         c_real.close()
+
+
+# ------------------------------------------------------------ malformed input, answered
+
+# Requests a client can get wrong, and what follows: the same answer (status line,
+# headers but Date/Location, body) and the same fate of the connection.
+_ODD_REQUESTS = {
+    "chunk size zz before data": b"PUT /k HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+    b"zz\r\nhello\r\n0\r\n\r\n",
+    "negative chunk size": b"PUT /k HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+    b"-5\r\nhello\r\n0\r\n\r\n",
+    "chunk size zz alone": b"PUT /k HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n\r\n",
+    "chunk trailer": b"PUT /k HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+    b"1\r\nx\r\n0\r\nX-T: 1\r\n\r\n",
+    "chunk data without CRLF": b"PUT /k HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+    b"1\r\nxy\r\n0\r\n\r\n",
+    "empty chunk size line": b"PUT /k HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n\r\n",
+    "NUL in an RPC path": b"POST /rpc/se\x00t HTTP/1.1\r\nContent-Length: 0\r\n\r\n",
+    "NUL in a REST path": b"GET /a\x00b HTTP/1.1\r\n\r\n",
+    "bad Content-Length": b"POST /rpc/void HTTP/1.1\r\nContent-Length: x\r\n\r\n",
+}
+
+
+def _exchange(server: RunningServer, data: bytes) -> tuple[list[bytes], bool]:
+    """Send ``data``; return the answer's lines (Date/Location dropped) and whether
+    the server closed the connection within a second."""
+    import socket
+
+    s = socket.create_connection((server.host, server.port))
+    try:
+        s.sendall(data)
+        s.settimeout(1.0)
+        got, closed = b"", False
+        try:
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    closed = True
+                    break
+                got += chunk
+        except TimeoutError:
+            pass
+        except ConnectionResetError:
+            closed = True
+    finally:
+        s.close()
+    lines = [
+        line for line in got.split(b"\r\n") if not line.lower().startswith((b"date:", b"location:"))
+    ]
+    return lines, closed
+
+
+@pytest.mark.parametrize("name", sorted(_ODD_REQUESTS))
+def test_same_answers_to_odd_requests(
+    servers: tuple[RunningServer, RunningServer], name: str
+) -> None:
+    ours, real = servers
+    data = _ODD_REQUESTS[name]
+    assert _exchange(ours, data) == _exchange(real, data)
