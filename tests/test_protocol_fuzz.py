@@ -187,6 +187,7 @@ def test_binary_commands_fuzzed_against_the_server() -> None:
     """Every binary command, mutated, sent to the built-in server then EOF: it
     answers or closes within seconds (no hang, no crash, nothing buffered for
     sizes that were only announced), and serves normally afterwards."""
+    import resource
     import socket
 
     from hypothesis import settings
@@ -195,6 +196,7 @@ def test_binary_commands_fuzzed_against_the_server() -> None:
 
     srv = Server(["*", "%"], host="127.0.0.1", port=0, args=["-lz", "-tout", "5"])
     srv.start()
+    peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB
 
     @settings(max_examples=150, deadline=None, database=None)
     @given(st.lists(_mutated_frame(), min_size=1, max_size=3))
@@ -219,5 +221,25 @@ def test_binary_commands_fuzzed_against_the_server() -> None:
         assert s.recv(100) == b"\xba\x00\x00\x00\x00"
         s.close()
         assert srv.connection_count() <= 1
+        # frames announcing up to 4 GiB allocated nothing of the sort
+        grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak_before
+        assert grown < 64 * 1024, f"peak RSS grew by {grown} KiB"
     finally:
         srv.stop()
+
+
+@given(st.one_of(_mutated_frame(), junk))
+def test_capped_binary_parser_never_waits_for_more_than_the_cap(data) -> None:
+    """The server's parser asks for at most FRAME_MAX bytes: a frame announcing more
+    is refused from its header or record sizes, before anything is buffered."""
+    from ktstore.errors import Incomplete
+    from ktstore.server.binaryserver import FRAME_MAX, _parse_capped
+
+    if not data:
+        return
+    try:
+        _parse_capped(data, 0)
+    except Incomplete as inc:
+        assert inc.need <= FRAME_MAX
+    except ProtocolError:
+        pass
