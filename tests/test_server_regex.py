@@ -7,6 +7,8 @@ The expectations were checked against a real ktserver 0.9.56
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ktstore.server.posixregex import PosixRegexError, compile_posix, kt_regex, match_keys, to_re2
 
@@ -69,3 +71,25 @@ def test_kt_regex_replacement_is_leftmost_longest() -> None:
     assert kt_regex(b"abc", b"x*", b"-") == b"-abc"
     assert kt_regex(b"a\nb", b"$", b"E") == b"a\nbE"
     assert kt_regex(b"xyz", b"y", b"$&$") == b"xyz"
+
+
+_PATTERNS = [b"^a", b"b$", b"a.b", b"[[:alpha:]]+$", b"\\w+", b"^$", b"x*", b"[^a]", b"\\bb"]
+_PATTERNS += [b"\\<a", b"a\\>", b"^.$", b".", b"^", b"$", b"(a|b)+$", b"a\\|b", b"[[:space:]]"]
+_PATTERNS += [b"^(a|ab)(c|bcd)$", b"\xe9", b"a{2}", b"\\`a", b"b\\'"]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.sampled_from(_PATTERNS),
+    st.lists(st.binary(max_size=6).map(lambda b: bytes(c % 8 for c in b)), max_size=40),
+    st.integers(-1, 5),
+    st.booleans(),
+)
+def test_page_scan_equals_key_by_key(pattern: bytes, raw: list[bytes], max: int, nl: bool) -> None:
+    """Matching a page of keys in one scan finds exactly the keys matched one by one."""
+    alphabet = b"ab \x00.\xe9c" + (b"\n" if nl else b"d")
+    keys = [bytes(alphabet[c] for c in k) for k in raw]
+    rx = compile_posix(pattern)
+    one_by_one = [k for k in keys if rx.test(k.partition(b"\x00")[0])]
+    expected = one_by_one if max < 0 else one_by_one[:max]
+    assert match_keys(rx, keys, max) == expected

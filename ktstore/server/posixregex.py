@@ -37,6 +37,7 @@ whose automaton exceeds RE2's memory budget (8 MiB, about a 100 kB pattern).
 
 from __future__ import annotations
 
+import bisect
 import re
 from collections.abc import Iterable
 from typing import Any
@@ -68,6 +69,15 @@ def _options() -> Any:
 _OPTIONS = _options()
 _TEST_OPTIONS = _options()
 _TEST_OPTIONS.never_capture = True  # a yes/no test needs no groups: a faster automaton
+# Matching many keys: they are joined with newlines and scanned in one call per
+# *match* rather than one per key; ^ and $ then anchor at the newlines and no
+# match may contain one.  Keys that contain a newline take the per-key path.
+_BATCH_OPTIONS = _options()
+_BATCH_OPTIONS.never_capture = True
+_BATCH_OPTIONS.one_line = False
+_BATCH_OPTIONS.never_nl = True
+_BATCH_OPTIONS.dot_nl = False
+_BATCH_KEYS = 1024
 _UNANCHORED = re2._re2.RE2.Anchor.UNANCHORED
 _NO_MATCH = -1
 
@@ -81,8 +91,8 @@ _GNU_ESCAPES = {
     ord("B"): b"\\B",
     ord("<"): b"\\b",
     ord(">"): b"\\b",
-    ord("`"): b"\\A",
-    ord("'"): b"\\z",
+    ord("`"): b"^",  # start and end of the text (one_line mode; of a key in a page scan)
+    ord("'"): b"$",
 }
 _INTERVAL = re.compile(rb"\{([0-9]*)((?:,[0-9]*)?)\}")
 _ALNUM = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
@@ -169,7 +179,7 @@ class PosixRegex:
     """A compiled KC regex: :meth:`test` (yes/no, the fast path of ``match_regex``)
     and :meth:`search` (a match object with groups, for replacements)."""
 
-    __slots__ = ("pattern", "_rx", "_match")
+    __slots__ = ("pattern", "_rx", "_match", "_batch")
 
     def __init__(self, pattern: bytes) -> None:
         self.pattern = pattern
@@ -178,6 +188,10 @@ class PosixRegex:
         # The wrapper's search() builds a match object per call (~9 us); the bare
         # RE2 object answers a yes/no question in ~1 us per short key.
         self._match = re2._re2.RE2(translated, _TEST_OPTIONS).Match
+        self._batch: Any = None
+        batch = re2._re2.RE2(translated, _BATCH_OPTIONS)
+        if batch.ok():
+            self._batch = batch.Match
 
     @property
     def groups(self) -> int:
@@ -226,13 +240,57 @@ def match_keys(rx: PosixRegex, keys: Iterable[bytes], max: int = -1) -> list[byt
     out: list[bytes] = []
     if max == 0:
         return out
+    if rx._batch is None:
+        _match_each(rx, keys, max, out)
+        return out
+    page: list[bytes] = []
+    for k in keys:
+        page.append(k)
+        if len(page) == _BATCH_KEYS:
+            if _match_page(rx, page, max, out):
+                return out
+            page = []
+    if page:
+        _match_page(rx, page, max, out)
+    return out
+
+
+def _match_each(rx: PosixRegex, keys: Iterable[bytes], max: int, out: list[bytes]) -> bool:
+    """Match key by key; returns whether ``max`` was reached."""
     test = rx.test
     for k in keys:
         if test(_cstr(k) if b"\0" in k else k):
             out.append(k)
             if len(out) == max:
-                break
-    return out
+                return True
+    return False
+
+
+def _match_page(rx: PosixRegex, page: list[bytes], max: int, out: list[bytes]) -> bool:
+    """Match a page of keys in one scan of their newline-joined text (see
+    ``_BATCH_OPTIONS``); returns whether ``max`` was reached."""
+    plain = [_cstr(k) if b"\0" in k else k for k in page]
+    text = b"\n".join(plain)
+    if text.count(b"\n") != len(plain) - 1:  # a key holds a newline
+        return _match_each(rx, page, max, out)
+    starts = []
+    at = 0
+    for k in plain:
+        starts.append(at)
+        at += len(k) + 1
+    match = rx._batch
+    size = len(text)
+    pos = 0
+    while pos <= size:
+        found = match(_UNANCHORED, text, pos, size)[0][0]
+        if found < 0:
+            break
+        i = bisect.bisect_right(starts, found) - 1
+        out.append(page[i])
+        if len(out) == max:
+            return True
+        pos = starts[i + 1] if i + 1 < len(starts) else size + 1
+    return False
 
 
 def _expand(alt: bytes, m: Any, groups: int) -> bytes:
