@@ -412,3 +412,138 @@ def test_same_answers(servers: tuple[RunningServer, RunningServer], seed: int) -
     finally:
         c_ours.close()
         c_real.close()
+
+
+# ------------------------------------------------------------ malformed input, answered
+
+# Requests a client can get wrong, and what follows: the same answer (status line,
+# headers but Date/Location, body) and the same fate of the connection.
+_ODD_REQUESTS = {
+    "chunk size zz before data": b"PUT /k HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+    b"zz\r\nhello\r\n0\r\n\r\n",
+    "negative chunk size": b"PUT /k HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+    b"-5\r\nhello\r\n0\r\n\r\n",
+    "chunk size zz alone": b"PUT /k HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n\r\n",
+    "chunk trailer": b"PUT /k HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+    b"1\r\nx\r\n0\r\nX-T: 1\r\n\r\n",
+    "chunk data without CRLF": b"PUT /k HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+    b"1\r\nxy\r\n0\r\n\r\n",
+    "empty chunk size line": b"PUT /k HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n\r\n",
+    "NUL in an RPC path": b"POST /rpc/se\x00t HTTP/1.1\r\nContent-Length: 0\r\n\r\n",
+    "NUL in a REST path": b"GET /a\x00b HTTP/1.1\r\n\r\n",
+    "encoded NUL in an RPC name": b"GET /rpc/vo%00id HTTP/1.1\r\n\r\n",
+    "WAITTIME nan": b"GET /rpc/void?WAIT=x&WAITTIME=nan HTTP/1.1\r\n\r\n",
+    "chunk end without CR": b"PUT /k HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\n\n",
+    "bad Content-Length": b"POST /rpc/void HTTP/1.1\r\nContent-Length: x\r\n\r\n",
+}
+
+
+def _exchange(server: RunningServer, data: bytes) -> tuple[list[bytes], bool]:
+    """Send ``data``; return the answer's lines (Date, Location, Server dropped) and whether
+    the server closed the connection within a second."""
+    import socket
+
+    s = socket.create_connection((server.host, server.port))
+    try:
+        s.sendall(data)
+        s.settimeout(1.0)
+        got, closed = b"", False
+        try:
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    closed = True
+                    break
+                got += chunk
+        except TimeoutError:
+            pass
+        except ConnectionResetError:
+            closed = True
+    finally:
+        s.close()
+    lines = [
+        line
+        for line in got.split(b"\r\n")
+        if not line.lower().startswith((b"date:", b"location:", b"server:"))
+    ]
+    return lines, closed
+
+
+@pytest.mark.parametrize("name", sorted(_ODD_REQUESTS))
+def test_same_answers_to_odd_requests(
+    servers: tuple[RunningServer, RunningServer], name: str
+) -> None:
+    ours, real = servers
+    data = _ODD_REQUESTS[name]
+    assert _exchange(ours, data) == _exchange(real, data)
+
+
+# ------------------------------------------------------------ regular expressions
+
+_REGEX_KEYS = [b"abc", b"a\nb", b"ABC", b"a1", b"a.c", b"x y", b"\xe9t\xe9", b"aa", b"aXa"]
+_REGEX_KEYS += [b"foo bar", b"1234", b"a\\b", b"ab\x00cd", b"[x]", b"a{2}", b"\t", b"d"]
+# glibc's ERE dialect (KC's regexes); back-references and counts over 1000 are
+# known differences (see ktstore/server/posixregex.py)
+_REGEXES = [b"^a", b"b$", b"a.b", b"[[:alpha:]]+$", b"[[:digit:]]{2}", b"\\d", b"\\w+"]
+_REGEXES += [b"^(a|ab)(c|bcd)$", b"[^a]", b"\\bbar", b"a{1,2}", b"[", b"a**", b"\xe9", b"^.$"]
+_REGEXES += [b"[[:space:]]", b"\\.", b"a\\\\b", b"cd", b"^$", b"x*", b"[[:upper:]]", b"("]
+_REGEXES += [b"[[:punct:]]", b"\\<foo", b"bar\\>", b"\\n", b"[\\d]", b"[]x]", b"(a+)+$", b")"]
+_REGEXES += [b"a)", b"(a))", b"x\\)", b"[)]", b"a|", b"|a", b"()", b"a{,2}", b"a{2", b"{"]
+_REGEXES += [b"x{}", b"a{x", b"a{2,", b"[{]", b"a{1}{2}", b"[z-a]", b"a{0}", b"(|a)", b"[a-]"]
+
+
+def test_same_regex_matches(servers: tuple[RunningServer, RunningServer]) -> None:
+    ours, real = servers
+    clients = [replay.RawClient(s.host, s.port) for s in (ours, real)]
+    try:
+        for c in clients:
+            assert c.rpc("clear", [(b"DB", b"1")])[0] == 200
+            for k in _REGEX_KEYS:
+                assert c.rpc("set", [(b"DB", b"1"), (b"key", k), (b"value", b"v")])[0] == 200
+        for rx in _REGEXES:
+            o, r = (c.rpc("match_regex", [(b"DB", b"1"), (b"regex", rx)]) for c in clients)
+            assert o == r, f"regex {rx!r}: ours {o!r}, real {r!r}"
+    finally:
+        for c in clients:
+            c.close()
+
+
+_RX_SCRIPT = """kt = __kyototycoon__
+function rx(inmap, outmap)
+  outmap.m = tostring(kt.regex(inmap.s, inmap.p))
+  outmap.r = kt.regex(inmap.s, inmap.p, inmap.a)
+  return kt.RVSUCCESS
+end
+"""
+_KT_REGEX_CASES = [
+    (b"abcd", b"(a|ab)(c|bcd)", b"<$1|$2>"),
+    (b"hello world", b"o", b"<$0>"),
+    (b"abc", b"x*", b"-"),
+    (b"aaa", b"a*?", b"X"),
+    (b"a.b.c", b"\\.", b"/"),
+    (b"abc", b"(", b"X"),
+    (b"xyz", b"y", b"$&$&\\$"),
+    (b"aaa", b"^a", b"X"),
+    (b"a\nb", b"$", b"E"),
+    (b"foo bar", b"\\<", b"|"),
+    (b"ab", b"(a)(b)?", b"[$2][$7]"),
+    (b"a1b22c333", b"[[:digit:]]+", b"#"),
+    (b"aaaa", b"a", b"$"),
+]
+
+
+def test_same_kt_regex(tmp_path_factory: pytest.TempPathFactory) -> None:
+    script = tmp_path_factory.mktemp("rx") / "rx.lua"
+    script.write_text(_RX_SCRIPT)
+    started = [start_server(["%"], script=script, real=r) for r in (None, REAL_SERVER)]
+    clients = [replay.RawClient(s.host, s.port) for s in started]
+    try:
+        for s, p, a in _KT_REGEX_CASES:
+            req = [(b"name", b"rx"), (b"_s", s), (b"_p", p), (b"_a", a)]
+            o, r = (c.rpc("play_script", req) for c in clients)
+            assert o == r, f"kt.regex({s!r}, {p!r}, {a!r}): ours {o!r}, real {r!r}"
+    finally:
+        for c in clients:
+            c.close()
+        for srv in started:
+            srv.stop()

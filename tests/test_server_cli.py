@@ -167,3 +167,13 @@ def test_sigusr1_reloads_script(tmp_path: Path) -> None:
         time.sleep(0.05)
     c.close()
     assert p.stop() == 0
+
+
+def test_cli_help_and_bad_values(tmp_path: Path) -> None:
+    r = _run("--help")
+    assert r.returncode == 0 and r.stdout.startswith("usage: ktstore-server") and not r.stderr
+    for args in (["-tout", "nan"], ["-th", "0"], ["-maxconn", "x"], ["-port", "1e3"]):
+        r = _run(*args)
+        assert r.returncode == 1 and "usage" in r.stderr, args
+    r = _run("-port", str(free_port()), "-pid", str(tmp_path / "no" / "such" / "dir" / "pid"))
+    assert r.returncode == 1 and "pid file" in r.stderr

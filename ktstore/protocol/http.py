@@ -26,6 +26,7 @@ gives the raw bytes back, e.g. for :func:`ktstore.protocol.tsv.url_decode`).
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -459,6 +460,9 @@ def parse_chunked(buf, pos: int = 0, limit: int = HTTP_BODY_MAX) -> tuple[bytes,
             return b"".join(parts), p
 
 
+_PLAIN_SIZE_LINE = re.compile(rb"([0-9A-Fa-f]{1,15})\r\n")
+
+
 class ChunkedDecoder:
     """An incremental chunked-body decoder with ktserver's rules (server side).
 
@@ -520,19 +524,31 @@ class ChunkedDecoder:
                     self.done = True
                     return p
                 continue
-            nl = buf.find(b"\n", p)
-            if nl < 0:
-                if size - p > LINE_MAX + 1:
+            m = _PLAIN_SIZE_LINE.match(buf, p)
+            if m is not None:  # the usual "1f4\r\n": skip the general line handling
+                csiz = int(m.group(1), 16)
+                end = m.end() + csiz
+                if csiz and end + 2 <= size and buf[end : end + 2] == b"\r\n":
+                    if len(body) + csiz > self.limit:
+                        raise BodyTooLarge(f"chunked body exceeds {self.limit} bytes")
+                    body += buf[m.end() : end]  # a whole chunk at once
+                    p = end + 2
+                    continue
+                p = m.end()
+            else:
+                nl = buf.find(b"\n", p)
+                if nl < 0:
+                    if size - p > LINE_MAX + 1:
+                        raise LineTooLong("chunk size line too long")
+                    return p
+                if nl - p > LINE_MAX + 1:
                     raise LineTooLong("chunk size line too long")
-                return p
-            if nl - p > LINE_MAX + 1:
-                raise LineTooLong("chunk size line too long")
-            line = bytes(buf[p:nl]).replace(b"\r", b"")
-            p = nl + 1
-            if not line:
-                self.done = True  # ktserver: an empty size line ends the body
-                return p
-            csiz = _chunk_size(line)
+                line = bytes(buf[p:nl]).replace(b"\r", b"")
+                p = nl + 1
+                if not line:
+                    self.done = True  # ktserver: an empty size line ends the body
+                    return p
+                csiz = _chunk_size(line)
             if len(body) + csiz > self.limit:
                 raise BodyTooLarge(f"chunked body exceeds {self.limit} bytes")
             if csiz == 0:

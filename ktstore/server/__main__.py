@@ -69,8 +69,14 @@ def main(argv: list[str] | None = None) -> int:
     if hasattr(signal, "SIGUSR1"):
         signal.signal(signal.SIGUSR1, on_usr1)
     if cfg.pid_file:  # before listening, so whoever sees the port sees the pid file
-        with open(cfg.pid_file, "w") as f:
-            f.write(f"{os.getpid()}\n")
+        try:
+            with open(cfg.pid_file, "w") as f:
+                f.write(f"{os.getpid()}\n")
+        except OSError as e:
+            print(f"ktstore-server: cannot write the pid file: {e}", file=sys.stderr)
+            for db in server.dbs:
+                db.close()
+            return 1
     try:
         server.start()
     except OSError as e:

@@ -39,12 +39,42 @@ class FrameTooLarge(ProtocolError):
     """A binary frame whose size exceeds :data:`FRAME_MAX`."""
 
 
+# the smallest record of each bulk command: set (dbidx, ksiz, vsiz, xt), remove/get
+# (dbidx, ksiz); a play_script parameter (ksiz, vsiz)
+_MIN_RECORD = {
+    binary.MAGIC_SET_BULK: 18,
+    binary.MAGIC_REMOVE_BULK: 6,
+    binary.MAGIC_GET_BULK: 6,
+}
+_U32 = struct.Struct(">I")
+_U32X2 = struct.Struct(">II")
+
+
+def _least_frame_size(buf: bytes, pos: int) -> int:
+    """A lower bound of the size of the frame at ``pos`` from its header alone
+    (the record count times the smallest record); 0 while the header is partial."""
+    have = len(buf) - pos
+    magic = buf[pos]
+    per = _MIN_RECORD.get(magic)
+    if per is not None:
+        if have < 9:
+            return 0
+        return 9 + _U32.unpack_from(buf, pos + 5)[0] * per
+    if magic == binary.MAGIC_PLAY_SCRIPT and have >= 13:
+        nsiz, count = _U32X2.unpack_from(buf, pos + 5)
+        return 13 + nsiz + count * 8
+    return 0
+
+
 def _parse_capped(buf: bytes, pos: int) -> tuple[Any, int]:
+    """``binary.parse_request`` refusing (FrameTooLarge) a frame that would exceed
+    :data:`FRAME_MAX` as soon as its header or its records' sizes tell."""
     try:
         return binary.parse_request(buf, pos)
     except Incomplete as inc:
-        if inc.need > FRAME_MAX:
-            raise FrameTooLarge(f"binary frame of at least {inc.need} bytes") from None
+        need = max(inc.need, _least_frame_size(buf, pos))
+        if need > FRAME_MAX:
+            raise FrameTooLarge(f"binary frame of at least {need} bytes") from None
         raise
 
 

@@ -53,9 +53,6 @@ if TYPE_CHECKING:
 __all__ = ["dispatch", "resolve_db", "PROCEDURES", "KT_VERSION"]
 
 KT_VERSION = "0.9.56b (ktstore)"
-#: The longest ``WAITTIME`` (seconds) we accept: a day.  Longer (or ``inf``, ``nan``)
-#: is answered at once as invalid parameters.
-MAX_WAIT = 86400.0
 
 Pairs = list[tuple[bytes, bytes]]
 Params = dict[bytes, bytes]
@@ -659,14 +656,16 @@ def dispatch(
     if wait is not None:
         raw = params.get(b"WAITTIME")
         wsec = _atof(raw) if raw is not None else 0.0
-        if math.isnan(wsec) or wsec > MAX_WAIT:
-            # ktserver would wait forever (its clock comparison never succeeds with
-            # a NaN); we answer at once instead of holding a thread for nothing
-            call.out.append((b"ERROR", _E_INVALID))
-            return RVEINVALID, call.out
         if wsec <= 0:
             wsec = 30.0
-        if not server.conditions.wait(wait, wsec, session.alive) or server.stopping:
+        # As ktserver: NaN times out at once (no clock comparison succeeds) and
+        # ``inf`` waits for a signal without limit.  Unlike ktserver, a wait also
+        # ends when its client disconnects, so no wait outlives its request.
+        if (
+            math.isnan(wsec)
+            or not server.conditions.wait(wait, wsec, session.alive)
+            or server.stopping
+        ):
             call.out.append((b"ERROR", ERR_TIMED_OUT.encode()))
             return RVETIMEOUT, call.out
     idx = resolve_db(server, params.get(b"DB"))
@@ -695,7 +694,8 @@ def dispatch(
             call.out = [(b"ERROR", b"internal error")]
             rv = RVEINTERNAL
     else:
-        rv = _fail(call, b"not implemented: " + name, RVENOIMPL)
+        # ktserver formats the name as a C string: it ends at a NUL
+        rv = _fail(call, b"not implemented: " + name.partition(b"\0")[0], RVENOIMPL)
     signal = params.get(b"SIGNAL")
     if signal is not None:
         n = server.conditions.signal(signal, b"SIGNALBROAD" in params)

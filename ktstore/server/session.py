@@ -6,7 +6,6 @@ importing :mod:`ktstore.server.core` (which imports the handlers).
 
 from __future__ import annotations
 
-import math
 import select
 import socket
 import threading
@@ -60,9 +59,10 @@ class ConditionMap:
 
         ``alive`` is asked about once a second: when it says the client left, the
         wait ends (False) instead of keeping the thread for the whole timeout.
+        ``timeout`` may be ``inf`` (wait for a signal only); NaN or <= 0 ends at once.
         """
-        if not timeout > 0 or not math.isfinite(timeout):
-            return False  # the caller validates; a NaN here must never spin
+        if not timeout > 0:  # also NaN: it must never spin
+            return False
         deadline = time.monotonic() + timeout
         with self._lock:
             entry = self._entries.get(name)
@@ -75,11 +75,10 @@ class ConditionMap:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         return False
-                    if alive is not None:
-                        if not alive():
-                            return False
-                        remaining = min(remaining, _ALIVE_CHECK)
-                    entry[0].wait(remaining)
+                    if alive is not None and not alive():
+                        return False
+                    # in slices: to ask ``alive``, and a lock timeout cannot be inf
+                    entry[0].wait(min(remaining, _ALIVE_CHECK))
                 if entry[2] > 0:
                     entry[2] -= 1
                     return True
