@@ -15,7 +15,6 @@ import pytest
 from conftest import REAL_SERVER, free_port, wait_for_port
 
 from ktstore import KTConnectionError, KTTimeoutError, KyotoTycoon
-from ktstore.pool import FRESH
 
 
 def _start_on(port: int):
@@ -37,10 +36,6 @@ def _start_on(port: int):
 
     server = Server(["*"], host="127.0.0.1", port=port)
     server.start()
-    # The pool skips its staleness poll for a socket used less than FRESH ago ("no
-    # server restarts that fast"); this in-process server stops and starts again in
-    # well under a millisecond, so let a real restart's minimum time pass.
-    time.sleep(2 * FRESH)
     return server.stop
 
 

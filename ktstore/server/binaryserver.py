@@ -7,6 +7,7 @@ connection dispatcher, :mod:`ktstore.server.connection`, decides per request).
 
 from __future__ import annotations
 
+import struct
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
