@@ -9,7 +9,7 @@ ktserver, Lua globals are per state, not shared).
 Contract with the server::
 
     host = ScriptHost(script_path, databases, names, allow_unsafe=False,
-                      log=None, timeout=30.0, max_memory=1 << 30)
+                      log=None, timeout=30.0, max_memory=1 << 30, runtime=None)
     result = host.call(name, params)     # thread-safe
     rv, outputs = result                 # a CallResult is a 2-tuple
     result.missing                       # True: no such procedure (rv == RV_NOIMPL)
@@ -34,6 +34,9 @@ by a Lua count hook, even inside ``pcall`` loops, coroutines and visitors, and
 its state is discarded; each state may allocate at most ``max_memory`` bytes
 (``None``: no limit), past which the call fails with RV_INTERNAL.
 
+``runtime`` picks the Lua engine (see :mod:`ktstore.server.scripting.engine`:
+LuaJIT's interpreter when present, else Lua 5.1).
+
 ``log(kind, message)`` receives ``kind`` in ``debug info system error`` and
 the whole message (``[SCRIPT]: ...``); it defaults to the ``logging`` logger
 ``ktstore.server.script``.
@@ -50,8 +53,6 @@ from collections.abc import Callable, Iterable
 from importlib import resources
 from typing import Any
 
-from lupa import lua51
-
 from ktstore.protocol.rpc import RVEINTERNAL as RV_INTERNAL
 from ktstore.protocol.rpc import RVEINVALID as RV_INVALID
 from ktstore.protocol.rpc import RVELOGIC as RV_LOGIC
@@ -59,6 +60,7 @@ from ktstore.protocol.rpc import RVENOIMPL as RV_NOIMPL
 from ktstore.protocol.rpc import RVETIMEOUT as RV_TIMEOUT
 from ktstore.protocol.rpc import RVSUCCESS as RV_SUCCESS
 from ktstore.server.database import Database
+from ktstore.server.scripting import engine
 from ktstore.server.scripting.ktmodule import KT_VERSION, CallState, Primitives
 
 __all__ = [
@@ -169,7 +171,7 @@ class _Runtime:
     def __init__(self, host: ScriptHost, thid: int, source: bytes, generation: int) -> None:
         self.generation = generation
         self.thid = thid
-        lua = lua51.LuaRuntime(
+        lua = host.lua_module.LuaRuntime(
             encoding=None,
             register_eval=False,
             register_builtins=False,
@@ -199,7 +201,7 @@ class _Runtime:
         try:
             self._run(host.timeout, chunk)
         except Exception as e:  # noqa: BLE001 - any failure is reported as the script's
-            self.load_error = _error_text(e)
+            self.load_error = _error_text(host.lua_module, e)
 
     def _run(self, timeout: float | None, fn: Any, *args: Any) -> Any:
         st = self.state
@@ -223,10 +225,10 @@ def _text(v: Any) -> str:
     return str(v)
 
 
-def _error_text(e: BaseException) -> str:
-    if isinstance(e, (lua51.LuaMemoryError, MemoryError)):
+def _error_text(lua_module: Any, e: BaseException) -> str:
+    if isinstance(e, (lua_module.LuaMemoryError, MemoryError)):
         return "not enough memory"
-    if isinstance(e, lua51.LuaError):
+    if isinstance(e, lua_module.LuaError):
         arg = e.args[0] if e.args else ""
         return _text(arg)
     return f"{type(e).__name__}: {e}"
@@ -245,7 +247,9 @@ class ScriptHost:
         log: Callable[[str, str], None] | None = None,
         timeout: float | None = 30.0,
         max_memory: int | None = 1 << 30,
+        runtime: str | None = None,
     ) -> None:
+        self.lua_module = engine.load(runtime)
         self.script_path = str(script_path)
         self.databases: list[Database] = list(databases)
         self.names: list[str] = list(names)
@@ -326,7 +330,7 @@ class ScriptHost:
         """Whether the script defines a global function ``name`` (in a pooled state)."""
         rt = self._checkout()
         try:
-            return lua51.lua_type(rt.lua.globals()[name]) == "function"
+            return self.lua_module.lua_type(rt.lua.globals()[name]) == "function"
         finally:
             self._checkin(rt)
 
@@ -340,7 +344,7 @@ class ScriptHost:
         try:
             lua = rt.lua
             fn = lua.globals()[name]
-            if lua51.lua_type(fn) != "function":
+            if self.lua_module.lua_type(fn) != "function":
                 return CallResult(RV_NOIMPL, [], missing=True)
             inmap = lua.table_from({bytes(k): bytes(v) for k, v in params})
             outmap = lua.table()
@@ -352,9 +356,9 @@ class ScriptHost:
                     msg = "the procedure ran past the time limit"
                     self._log("error", f"[SCRIPT]: {_text(name)}: {msg}")
                     return CallResult(RV_TIMEOUT, [], error=msg)
-                if isinstance(e, (lua51.LuaMemoryError, MemoryError)):
+                if isinstance(e, (self.lua_module.LuaMemoryError, MemoryError)):
                     keep = False  # an allocation failed somewhere: start afresh
-                msg = _error_text(e)
+                msg = _error_text(self.lua_module, e)
                 self._log("error", f"[SCRIPT]: {_text(name)}: {msg}")
                 return CallResult(RV_INTERNAL, [], error=msg)
             rv = _tointeger(ret)

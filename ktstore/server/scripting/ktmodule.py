@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ktstore.protocol import dumps, expire
+from ktstore.protocol import expire
 from ktstore.protocol.limits import INT64MAX, INT64MIN, XTMAX
 from ktstore.server.database import (
     ERR_INVALID,
@@ -191,19 +191,6 @@ class Primitives:
 
     def regex(self, s: bytes, pat: bytes, alt: bytes | None) -> bool | bytes:
         return textfuncs.regex(s, pat, alt)
-
-    def arraydump(self, items: Any) -> bytes:
-        return dumps.arraydump(items.values())
-
-    def arrayload(self, data: bytes) -> Any:
-        return self._t(dumps.arrayload(data))
-
-    def mapdump(self, items: Any) -> bytes:
-        flat = list(items.values())
-        return dumps.mapdump(zip(flat[0::2], flat[1::2], strict=False))
-
-    def mapload(self, data: bytes) -> Any:
-        return self._t(dict(dumps.mapload(data)))
 
     # --- database objects
 

@@ -46,6 +46,22 @@ if budget then
   end
 end
 
+-- LuaJIT: compiled traces never call debug hooks, so the JIT compiler must
+-- stay off for the time budget to hold; its extra modules go, so scripts see
+-- the Lua 5.1 globals ktserver offers whichever engine runs them.
+if jit then
+  jit.off()
+  jit.flush()
+  math.mod = math.mod or math.fmod
+  string.gfind = string.gfind or string.gmatch
+  table.setn = table.setn or function() error("'setn' is obsolete", 2) end
+  table.move, coroutine.isyieldable = nil, nil
+end
+jit, bit = nil, nil
+if package and package.loaded then
+  package.loaded.jit, package.loaded.bit, package.loaded.ffi = nil, nil, nil
+  if package.preload then package.preload.ffi = nil end
+end
 python = nil
 if package and package.loaded then package.loaded.python = nil end
 
