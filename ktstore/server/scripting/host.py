@@ -94,6 +94,8 @@ def _lua_source(name: str) -> bytes:
 
 _SANDBOX = _lua_source("sandbox.lua")
 _PRELUDE = _lua_source("prelude.lua")
+_BUDGET = _lua_source("budget.lua")
+_PATTERNS = _lua_source("patterns.lua")
 
 
 def _deny(*_args: Any) -> Any:
@@ -185,13 +187,18 @@ class _Runtime:
         self.state: CallState = self.prims.state
         h = self.prims.table()
         loader = lua.eval("loadstring")
-        sandbox = loader(_SANDBOX, b"=ktstore-sandbox")
         prelude = loader(_PRELUDE, b"=ktstore-prelude")
         conf = lua.table_from({b"version": KT_VERSION.encode(), b"thid": thid})
         # the prelude must see the untouched libraries it captures; run it first
         kt_module, timeout_token = prelude(h, conf)
         lua.globals()[b"__kyototycoon__"] = kt_module
-        sandbox(h[b"expired"], host.allow_unsafe, timeout_token, host.timeout is not None)
+        patterns = loader(_PATTERNS, b"=ktstore-patterns")()
+        max_string = host.max_memory or (1 << 62)
+        budget = loader(_BUDGET, b"=ktstore-budget")
+        self.invoke = budget(
+            h[b"expired"], timeout_token, host.timeout is not None, patterns, max_string
+        )
+        loader(_SANDBOX, b"=ktstore-sandbox")(host.allow_unsafe)
         self.load_error: str | None = None
         chunk_name = b"@" + os.path.basename(host.script_path).encode("utf-8", "surrogateescape")
         chunk = loader(source, chunk_name)
@@ -208,7 +215,7 @@ class _Runtime:
         st.timed_out = False
         st.deadline = None if timeout is None else time.monotonic() + timeout
         try:
-            return fn(*args)
+            return self.invoke(math.inf if st.deadline is None else st.deadline, fn, *args)
         finally:
             st.deadline = None
             for db in reversed(st.transactions):

@@ -1,6 +1,6 @@
--- Sandbox and time budget of one Lua state of ktstore-server's script host.
+-- Sandbox of one Lua state of ktstore-server's script host.
 --
--- Runs first in every fresh state.  Scripts come from the server operator, but
+-- Runs in every fresh state before the script.  Scripts come from the server operator, but
 -- a procedure is reachable by any client that can talk to the port, so a bug
 -- or an injected string must not turn into access to the host's files,
 -- processes or Python objects.  Unless the host allows unsafe scripts, this
@@ -9,42 +9,12 @@
 -- that exposes the registry) and refuses precompiled chunks, which can crash
 -- a Lua 5.1 VM.  lupa's `python` module is removed in every case.
 --
--- The time budget: a count hook asks the host every COUNT VM instructions
--- whether the call ran out of time; when it has, the hook fires on every
--- instruction and raises TIMEOUT, so even a loop around pcall cannot keep
--- going for long.  Coroutines get the same hook when they are created.
+-- Runs after budget.lua, which installed the time budget (it needs the
+-- debug library and, on LuaJIT, the FFI, both removed here).
 
-local expired, unsafe, TIMEOUT, budget = ...
+local unsafe = ...
 
-local sethook = debug.sethook
-local co_create, co_resume = coroutine.create, coroutine.resume
 local _loadstring, concat, error, type = loadstring, table.concat, error, type
-local COUNT = 100000
-
-local hook
-hook = function()
-  if expired() then
-    sethook(hook, "", 1)
-    error(TIMEOUT, 0)
-  end
-end
-
-if budget then
-  sethook(hook, "", COUNT)
-  coroutine.create = function(f)
-    local co = co_create(f)
-    sethook(co, hook, "", COUNT)
-    return co
-  end
-  local function pass(ok, ...)
-    if not ok then error((...), 0) end
-    return ...
-  end
-  coroutine.wrap = function(f)
-    local co = coroutine.create(f)
-    return function(...) return pass(co_resume(co, ...)) end
-  end
-end
 
 -- LuaJIT: compiled traces never call debug hooks, so the JIT compiler must
 -- stay off for the time budget to hold; its extra modules go, so scripts see
