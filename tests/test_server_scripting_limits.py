@@ -9,8 +9,11 @@ checked against the clock too.
 
 from __future__ import annotations
 
+import gc
 import random
+import threading
 import time
+import weakref
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -272,3 +275,142 @@ def test_large_sort_stays_correct_and_interruptible(make_host: Any) -> None:
     start = time.monotonic()
     assert _eval(host, code)[0] == RV_TIMEOUT
     assert time.monotonic() - start < 2.5
+
+
+# ----------------------------------------------------------------- memory
+
+MEMORY_SCRIPT = """
+kt = __kyototycoon__
+function hold(inmap, outmap)
+  -- take about inmap.mb MiB (distinct strings: Lua interns equal ones), keep
+  -- it while the other calls run
+  local t = {}
+  local ok = pcall(function()
+    local mb = string.rep("x", 1048576 - 64)
+    for i = 1, tonumber(inmap.mb) do t[i] = mb .. i end
+  end)
+  kt.sleep(tonumber(inmap.hold or 0))
+  outmap.ok = tostring(ok)
+end
+function keep(inmap, outmap)
+  kept = {}
+  local mb = string.rep("y", 1048576 - 64)
+  for i = 1, tonumber(inmap.mb) do kept[i] = mb .. i end
+  kt.sleep(tonumber(inmap.hold or 0))
+end
+function small(inmap, outmap) outmap.n = #string.rep("x", 1048576) end
+function spin() while true do end end
+"""
+
+
+@pytest.fixture(params=ENGINES)
+def memory_host(tmp_path: Path, request: pytest.FixtureRequest) -> Any:
+    def make(**kw: Any) -> ScriptHost:
+        path = tmp_path / "memory.lua"
+        path.write_text(MEMORY_SCRIPT)
+        kw.setdefault("runtime", request.param)
+        return ScriptHost(str(path), [Database(":")], ["x"], log=lambda k, m: None, **kw)
+
+    return make
+
+
+def test_total_memory_bounds_all_states_together(memory_host: Any) -> None:
+    """Four concurrent calls each want 30 MiB of a 64 MiB total: together they
+    never hold more than the total, and not all of them can succeed."""
+    total = 64 << 20
+    host = memory_host(total_memory=total, timeout=10.0)
+    results: list[bytes] = []
+    peak = 0
+    stop = threading.Event()
+
+    def watch() -> None:
+        nonlocal peak
+        while not stop.is_set():
+            peak = max(peak, host.memory_used())
+            time.sleep(0.002)
+
+    def worker() -> None:
+        res = host.call(b"hold", [(b"mb", b"30"), (b"hold", b"0.3")])
+        results.append(dict(res.outputs).get(b"ok", b"error"))
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    stop.set()
+    watcher.join()
+    assert len(results) == 4
+    assert peak <= total
+    assert results.count(b"true") < 4
+    # once they are done, a call gets the memory back
+    assert host.call(b"hold", [(b"mb", b"30")]).outputs == [(b"ok", b"true")]
+
+
+def test_idle_states_give_way_to_running_calls(memory_host: Any) -> None:
+    """Two concurrent calls each keep 25 MiB in a global of a 64 MiB total: when
+    the first goes idle, the second (still running) has less than half the
+    total free, so the idle state is evicted rather than pooled."""
+    host = memory_host(total_memory=64 << 20)
+    barrier = threading.Barrier(2)
+
+    def worker() -> None:
+        barrier.wait()
+        host.call(b"keep", [(b"mb", b"25"), (b"hold", b"0.2")])
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    assert host.pool_size == 1
+    assert 25 << 20 < host.memory_used() < 30 << 20
+    assert host.call(b"hold", [(b"mb", b"30")]).outputs == [(b"ok", b"true")]
+
+
+def test_per_state_limit_still_applies(memory_host: Any) -> None:
+    host = memory_host(max_memory=16 << 20, total_memory=1 << 30)
+    assert host.call(b"hold", [(b"mb", b"30")]).outputs == [(b"ok", b"false")]
+    assert host.call(b"small", []).outputs == [(b"n", b"1048576")]
+
+
+@pytest.mark.parametrize("how", ["timeout", "memory error", "reload", "close"])
+def test_discarded_states_are_freed_at_once(memory_host: Any, how: str) -> None:
+    """With Python's cyclic collector off, a dropped state is closed (lua_close
+    frees its memory and releases the Python objects its registry held) as
+    soon as the host lets go of it."""
+    host = memory_host(timeout=5.0, total_memory=200 << 20)
+    primitives = weakref.ref(host._idle[-1].prims)  # the state the next call takes
+    gc.disable()
+    try:
+        # 100 MiB in a global, kept by the pooled state
+        assert host.call(b"keep", [(b"mb", b"100")]).rv == RV_SUCCESS
+        assert host.memory_used() > 100 << 20
+        if how == "timeout":
+            host.timeout = 0.2
+            assert host.call(b"spin", []).rv == RV_TIMEOUT
+        elif how == "memory error":
+            assert host.call(b"keep", [(b"mb", b"400")]).rv == RV_INTERNAL
+        elif how == "reload":
+            assert host.reload()
+        else:
+            host.close()
+        assert primitives() is None
+        if how != "close":
+            assert host.memory_used() < 2 << 20
+    finally:
+        gc.enable()
+
+
+def test_cancelled_call_ends_at_once(memory_host: Any) -> None:
+    host = memory_host(timeout=30.0)
+    gone = threading.Event()
+    threading.Timer(0.2, gone.set).start()
+    start = time.monotonic()
+    res = host.call(b"hold", [(b"mb", b"1"), (b"hold", b"0")], cancel=gone.is_set)
+    assert res.rv == RV_SUCCESS  # a call that finishes is not disturbed
+    res = host.call(b"spin", [], cancel=lambda: time.monotonic() - start > 0.3)
+    assert res.rv == RV_TIMEOUT and "client" in (res.error or "")
+    assert time.monotonic() - start < 3

@@ -4,6 +4,7 @@ See :mod:`ktstore.server.scripting.host` for the contract with the server.
 """
 
 from ktstore.server.scripting.host import (
+    DEFAULT_TOTAL_MEMORY,
     RV_INTERNAL,
     RV_INVALID,
     RV_LOGIC,
@@ -15,6 +16,7 @@ from ktstore.server.scripting.host import (
 )
 
 __all__ = [
+    "DEFAULT_TOTAL_MEMORY",
     "ScriptHost",
     "CallResult",
     "RV_SUCCESS",

@@ -1,8 +1,10 @@
 -- The time budget of one Lua state of ktstore-server's script host.
 --
 -- Runs in every fresh state after the prelude and before the sandbox.  It
--- returns invoke(deadline, fn, ...), through which the host runs every call:
--- a call must end by `deadline` (a CLOCK_MONOTONIC time, math.huge for none).
+-- returns invoke(deadline, ask, fn, ...), through which the host runs every
+-- call: a call must end by `deadline` (a CLOCK_MONOTONIC time, math.huge for
+-- none); `ask` makes every check ask the host, whose expired() also tells
+-- whether the client has gone.
 --
 -- VM code: a count hook checks the clock every COUNT instructions; once the
 -- time is up it fires on every instruction and raises TIMEOUT, so even a loop
@@ -40,7 +42,7 @@ local error, type, select, tonumber, tostring = error, type, select, tonumber, t
 local floor, huge, log = math.floor, math.huge, math.log
 
 if not budget then
-  return function(_, fn, ...) return fn(...) end
+  return function(_, _, fn, ...) return fn(...) end
 end
 
 -- ------------------------------------------------------------------- clock
@@ -74,10 +76,11 @@ local CHECK = 1e6
 local NATIVE = 1e8
 
 local deadline = huge
+local poll = false -- the host wants to be asked at every check (a cancellable call)
 local spent = 0
 
 local function over()
-  if clock and clock() <= deadline then return false end
+  if clock and not poll and clock() <= deadline then return false end
   return expired()
 end
 
@@ -354,8 +357,8 @@ end
 
 -- ------------------------------------------------------------------ invoke
 
-return function(limit, fn, ...)
-  deadline = limit
+return function(limit, ask, fn, ...)
+  deadline, poll = limit, ask
   spent = 0
   return fn(...)
 end

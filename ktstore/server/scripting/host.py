@@ -9,30 +9,42 @@ ktserver, Lua globals are per state, not shared).
 Contract with the server::
 
     host = ScriptHost(script_path, databases, names, allow_unsafe=False,
-                      log=None, timeout=30.0, max_memory=1 << 30, runtime=None)
-    result = host.call(name, params)     # thread-safe
+                      log=None, timeout=30.0, max_memory=None,
+                      total_memory=DEFAULT_TOTAL_MEMORY, runtime=None)
+    result = host.call(name, params, cancel=None)   # thread-safe
     rv, outputs = result                 # a CallResult is a 2-tuple
     result.missing                       # True: no such procedure (rv == RV_NOIMPL)
     result.error                         # the Lua error text when rv == RV_INTERNAL
     host.reload()                        # SIGUSR1: new states read the file again
+    host.memory_used()                   # bytes held by all states
     host.close()
 
 ``rv`` is what the procedure returned, converted like ``lua_tointeger``
 (nil = 0 = success; other numbers pass through), or :data:`RV_NOIMPL` when
 the procedure does not exist, :data:`RV_INTERNAL` when it raised (logged as
 ``[SCRIPT]: name: message`` at kind ``error``), :data:`RV_TIMEOUT` when it
-ran past ``timeout`` seconds.  A procedure can itself return 1 (RVENOIMPL):
-only ``result.missing`` says "no such scripting procedure" (HTTP 501 with that
-text) rather than "the scripting procedure failed".  ``outputs`` is sorted by
-key (ktserver collects them in a ``std::map``); it holds what the procedure put
-in its outmap whatever it returned (the server shows it only on success) and
-is empty after an error.
+ran past ``timeout`` seconds or ``cancel()`` said to stop.  A procedure can
+itself return 1 (RVENOIMPL): only ``result.missing`` says "no such scripting
+procedure" (HTTP 501 with that text) rather than "the scripting procedure
+failed".  ``outputs`` is sorted by key (ktserver collects them in a
+``std::map``); it holds what the procedure put in its outmap whatever it
+returned (the server shows it only on success) and is empty after an error.
 
-Limits that ktserver does not have but a shared Python process needs: a call
-that runs longer than ``timeout`` seconds (``None``: no limit) is interrupted
-by a Lua count hook, even inside ``pcall`` loops, coroutines and visitors, and
-its state is discarded; each state may allocate at most ``max_memory`` bytes
-(``None``: no limit), past which the call fails with RV_INTERNAL.
+Limits that ktserver does not have but a shared Python process needs:
+
+* time: a call that runs longer than ``timeout`` seconds (``None``: no limit)
+  is interrupted, even inside ``pcall`` loops, coroutines, visitors and the C
+  functions that could run long (``budget.lua``), and its state is discarded.
+  ``cancel`` (the server's "has the client gone?") ends a call the same way.
+* memory: all states together hold at most ``total_memory`` bytes (the
+  server's ``-scr-mem``; ``None``: no bound), one state at most
+  ``max_memory`` (default: the total).  Idle states keep what they hold; the
+  rest is shared among the running calls, and idle states are evicted when
+  running calls are short of memory.  A call that runs out fails with
+  RV_INTERNAL ("not enough memory") and its state is discarded.
+* discarded states (time-out, memory error, reload, eviction, close) are
+  freed at once: the reference cycle between a state and its primitives is
+  cut, so the memory does not wait for Python's cyclic collector.
 
 ``runtime`` picks the Lua engine (see :mod:`ktstore.server.scripting.engine`:
 LuaJIT's interpreter when present, else Lua 5.1).
@@ -64,6 +76,7 @@ from ktstore.server.scripting import engine
 from ktstore.server.scripting.ktmodule import KT_VERSION, CallState, Primitives
 
 __all__ = [
+    "DEFAULT_TOTAL_MEMORY",
     "ScriptHost",
     "CallResult",
     "RV_SUCCESS",
@@ -96,6 +109,15 @@ _SANDBOX = _lua_source("sandbox.lua")
 _PRELUDE = _lua_source("prelude.lua")
 _BUDGET = _lua_source("budget.lua")
 _PATTERNS = _lua_source("patterns.lua")
+
+
+#: A state holding more than this is collected before it goes back to the pool.
+_COLLECT_ABOVE = 8 << 20
+
+
+def _free(states: list[_Runtime]) -> None:
+    for rt in states:
+        rt.close()
 
 
 def _deny(*_args: Any) -> Any:
@@ -173,6 +195,8 @@ class _Runtime:
     def __init__(self, host: ScriptHost, thid: int, source: bytes, generation: int) -> None:
         self.generation = generation
         self.thid = thid
+        #: memory in use when the state last went idle (the pool's accounting)
+        self.idle_used = 0
         lua = host.lua_module.LuaRuntime(
             encoding=None,
             register_eval=False,
@@ -180,11 +204,21 @@ class _Runtime:
             unpack_returned_tuples=True,
             attribute_handlers=(_deny, _deny),
             overflow_handler=float,
-            max_memory=host.max_memory,
+            max_memory=host.state_memory or 0,  # 0: no limit, but a limit can be set later
         )
         self.lua = lua
+        #: the most this state may ever hold, counting lupa's own base usage
+        self.cap: int | None = lua.get_max_memory(total=True) if host.state_memory else None
         self.prims = Primitives(lua, host.databases, host.names, host._log, host.allow_unsafe)
         self.state: CallState = self.prims.state
+        try:
+            self._load(host, thid, source)
+        except BaseException:
+            self.close()
+            raise
+
+    def _load(self, host: ScriptHost, thid: int, source: bytes) -> None:
+        lua = self.lua
         h = self.prims.table()
         loader = lua.eval("loadstring")
         prelude = loader(_PRELUDE, b"=ktstore-prelude")
@@ -193,7 +227,7 @@ class _Runtime:
         kt_module, timeout_token = prelude(h, conf)
         lua.globals()[b"__kyototycoon__"] = kt_module
         patterns = loader(_PATTERNS, b"=ktstore-patterns")()
-        max_string = host.max_memory or (1 << 62)
+        max_string = host.state_memory or (1 << 62)
         budget = loader(_BUDGET, b"=ktstore-budget")
         self.invoke = budget(
             h[b"expired"], timeout_token, host.timeout is not None, patterns, max_string
@@ -210,14 +244,37 @@ class _Runtime:
         except Exception as e:  # noqa: BLE001 - any failure is reported as the script's
             self.load_error = _error_text(host.lua_module, e)
 
-    def _run(self, timeout: float | None, fn: Any, *args: Any) -> Any:
+    def used(self) -> int:
+        """Bytes this state holds now."""
+        return int(self.lua.get_memory_used(total=True) or 0)
+
+    def close(self) -> None:
+        """Free the Lua state now rather than at Python's next cyclic collection.
+
+        The state's registry holds the primitives' bound methods, which hold
+        the runtime: a reference cycle.  Cutting it here lets the last
+        reference free the whole state (lua_close) at once.
+        """
+        prims = self.__dict__.pop("prims", None)
+        if prims is not None:
+            prims.lua = None
+            prims.dbs = []
+        self.__dict__.pop("invoke", None)
+        self.__dict__.pop("lua", None)
+
+    def _run(
+        self, timeout: float | None, fn: Any, *args: Any, cancel: Callable[[], bool] | None = None
+    ) -> Any:
         st = self.state
         st.timed_out = False
+        st.cancel = cancel
         st.deadline = None if timeout is None else time.monotonic() + timeout
+        limit = math.inf if st.deadline is None else st.deadline
         try:
-            return self.invoke(math.inf if st.deadline is None else st.deadline, fn, *args)
+            return self.invoke(limit, cancel is not None, fn, *args)
         finally:
             st.deadline = None
+            st.cancel = None
             for db in reversed(st.transactions):
                 try:
                     db.end_transaction(False)
@@ -241,6 +298,10 @@ def _error_text(lua_module: Any, e: BaseException) -> str:
     return f"{type(e).__name__}: {e}"
 
 
+#: Default bound on the memory of all Lua states of one host together.
+DEFAULT_TOTAL_MEMORY = 1 << 30
+
+
 class ScriptHost:
     """The Lua host of one server (see the module docstring for the contract)."""
 
@@ -253,7 +314,8 @@ class ScriptHost:
         *,
         log: Callable[[str, str], None] | None = None,
         timeout: float | None = 30.0,
-        max_memory: int | None = 1 << 30,
+        max_memory: int | None = None,
+        total_memory: int | None = DEFAULT_TOTAL_MEMORY,
         runtime: str | None = None,
     ) -> None:
         self.lua_module = engine.load(runtime)
@@ -263,16 +325,23 @@ class ScriptHost:
         self.allow_unsafe = allow_unsafe
         self.timeout = timeout
         self.max_memory = max_memory
+        self.total_memory = total_memory
+        #: the limit of one state: max_memory, never more than the total
+        self.state_memory: int | None = min(
+            (m for m in (max_memory, total_memory) if m), default=None
+        )
         self._log = log or _default_log
         self._lock = threading.Lock()
         self._idle: list[_Runtime] = []
+        self._idle_used = 0
+        self._running: set[_Runtime] = set()
         self._next_thid = 0
         self._generation = 0
         self._closed = False
         self._source = self._read()
         # load one state now so a broken script is reported at start-up
         rt = self._new_runtime()
-        self._idle.append(rt)
+        self._checkin(rt)
 
     # --------------------------------------------------------------- states
 
@@ -294,20 +363,85 @@ class ScriptHost:
         with self._lock:
             if self._closed:
                 raise RuntimeError("the script host is closed")
-            if self._idle:
-                return self._idle.pop()
-        return self._new_runtime()
+            rt = self._idle.pop() if self._idle else None
+            if rt is not None:
+                self._idle_used -= rt.idle_used
+                self._running.add(rt)
+                evicted = self._rebalance()
+        if rt is None:
+            rt = self._new_runtime()
+            with self._lock:
+                self._running.add(rt)
+                evicted = self._rebalance()
+        _free(evicted)
+        return rt
 
     def _checkin(self, rt: _Runtime) -> None:
+        """Return a state to the pool (or free it when it is stale).
+
+        A state that grew large is collected first: what the call left as
+        garbage would otherwise count against the total while it sits idle.
+        """
+        if rt.used() > _COLLECT_ABOVE:
+            rt.lua.gccollect()
         with self._lock:
+            self._running.discard(rt)
             if not self._closed and rt.generation == self._generation:
+                rt.idle_used = rt.used()
                 self._idle.append(rt)
+                self._idle_used += rt.idle_used
+                rt = None  # type: ignore[assignment]
+            evicted = self._rebalance()
+        _free(evicted if rt is None else [rt, *evicted])
+
+    def _discard(self, rt: _Runtime) -> None:
+        """Drop a state that must not be reused, freeing its memory now."""
+        with self._lock:
+            self._running.discard(rt)
+            evicted = self._rebalance()
+        _free([rt, *evicted])
+
+    def _rebalance(self) -> list[_Runtime]:
+        """Share the total memory among the running states (with the lock held).
+
+        Idle states keep what they hold; the rest is split evenly between the
+        running calls, each getting its current usage plus its share as its
+        limit, so the limits never add up to more than the total.  While less
+        than half the total is free for running calls, idle states are evicted
+        (largest first); the caller frees them after releasing the lock.
+        """
+        total = self.total_memory
+        if not total:
+            return []
+        running = [(rt, rt.used()) for rt in self._running]
+        free = total - self._idle_used - sum(used for _, used in running)
+        want = total // 2 if running else 0
+        evicted: list[_Runtime] = []
+        if free < want and self._idle:
+            self._idle.sort(key=lambda r: r.idle_used)
+            while free < want and self._idle:
+                victim = self._idle.pop()
+                self._idle_used -= victim.idle_used
+                free += victim.idle_used
+                evicted.append(victim)
+        share = max(free, 0) // max(1, len(running))
+        for rt, used in running:
+            limit = used + share
+            if rt.cap is not None:
+                limit = min(limit, rt.cap)
+            rt.lua.set_max_memory(max(limit, 1), total=True)
+        return evicted
 
     @property
     def pool_size(self) -> int:
         """Idle Lua states kept for reuse (for tests and status)."""
         with self._lock:
             return len(self._idle)
+
+    def memory_used(self) -> int:
+        """Bytes held by all Lua states of this host, idle and running."""
+        with self._lock:
+            return self._idle_used + sum(rt.used() for rt in self._running)
 
     def reload(self) -> bool:
         """Read the script again; calls from now on run in fresh states.
@@ -322,14 +456,16 @@ class ScriptHost:
         with self._lock:
             self._source = source
             self._generation += 1
-            self._idle.clear()
+            stale, self._idle, self._idle_used = self._idle, [], 0
+        _free(stale)
         return True
 
     def close(self) -> None:
         """Drop every Lua state; later calls raise ``RuntimeError``."""
         with self._lock:
             self._closed = True
-            self._idle.clear()
+            stale, self._idle, self._idle_used = self._idle, [], 0
+        _free(stale)
 
     # ---------------------------------------------------------------- calls
 
@@ -341,8 +477,18 @@ class ScriptHost:
         finally:
             self._checkin(rt)
 
-    def call(self, name: bytes, params: Iterable[tuple[bytes, bytes]]) -> CallResult:
-        """Run the global function ``name(inmap, outmap)``; see the module docstring."""
+    def call(
+        self,
+        name: bytes,
+        params: Iterable[tuple[bytes, bytes]],
+        cancel: Callable[[], bool] | None = None,
+    ) -> CallResult:
+        """Run the global function ``name(inmap, outmap)``; see the module docstring.
+
+        ``cancel``, when given, is asked about every millisecond of Lua work
+        whether the call should end (the server passes "the client has gone");
+        a cancelled call ends like a timed-out one.
+        """
         if isinstance(name, str):
             name = name.encode("utf-8")
         name = bytes(name).split(b"\0", 1)[0]  # ktserver looks the name up as a C string
@@ -356,11 +502,14 @@ class ScriptHost:
             inmap = lua.table_from({bytes(k): bytes(v) for k, v in params})
             outmap = lua.table()
             try:
-                ret = rt._run(self.timeout, fn, inmap, outmap)
+                ret = rt._run(self.timeout, fn, inmap, outmap, cancel=cancel)
             except Exception as e:  # noqa: BLE001 - a script failure must not kill the server
                 if rt.state.timed_out:
                     keep = False  # the state was interrupted anywhere: do not reuse it
-                    msg = "the procedure ran past the time limit"
+                    if rt.state.cancelled:
+                        msg = "the procedure was cancelled: the client has gone"
+                    else:
+                        msg = "the procedure ran past the time limit"
                     self._log("error", f"[SCRIPT]: {_text(name)}: {msg}")
                     return CallResult(RV_TIMEOUT, [], error=msg)
                 if isinstance(e, (self.lua_module.LuaMemoryError, MemoryError)):
@@ -372,8 +521,11 @@ class ScriptHost:
             outputs = self._outputs(outmap)
             return CallResult(rv, outputs)
         finally:
+            inmap = outmap = fn = lua = None  # the state is freed with its last reference
             if keep:
                 self._checkin(rt)
+            else:
+                self._discard(rt)
 
     @staticmethod
     def _outputs(outmap: Any) -> list[tuple[bytes, bytes]]:

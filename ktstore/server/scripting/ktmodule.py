@@ -72,16 +72,21 @@ def _records(db: Database) -> list[tuple[bytes, bytes, int]]:
 
 
 class CallState:
-    """What one procedure call owns: its deadline and the transactions it began.
+    """What one procedure call owns: its deadline, its cancellation test and the
+    transactions it began.
 
     Transactions still open when the call ends are aborted, because a
     :class:`Database` transaction holds the database lock on the worker thread
     and a pooled Lua state must not carry it into somebody else's call.
+    ``cancel`` (from the server: "has the client gone?") ends the call like
+    its deadline does; ``cancelled`` then says which of the two did.
     """
 
     def __init__(self) -> None:
         self.deadline: float | None = None
         self.timed_out = False
+        self.cancel: Callable[[], bool] | None = None
+        self.cancelled = False
         self.transactions: list[Database] = []
 
 
@@ -124,6 +129,9 @@ class Primitives:
         st = self.state
         if st.deadline is not None and time.monotonic() > st.deadline:
             st.timed_out = True
+            return True
+        if st.cancel is not None and st.cancel():
+            st.timed_out = st.cancelled = True
             return True
         return False
 
