@@ -13,7 +13,9 @@ import gc
 import random
 import threading
 import time
+import tracemalloc
 import weakref
+import zlib
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -402,6 +404,30 @@ def test_discarded_states_are_freed_at_once(memory_host: Any, how: str) -> None:
             assert host.memory_used() < 2 << 20
     finally:
         gc.enable()
+
+
+def test_decompression_is_bounded_by_the_state_limit(memory_host: Any) -> None:
+    """kt.codec runs in Python, outside Lua's allocator: its output is bounded
+    by the state's limit all the same (a few kB of deflate can inflate to GBs)."""
+    host = memory_host(max_memory=32 << 20)
+    bomb = zlib.compress(b"\0" * (64 << 20), 9)[2:-4]  # raw deflate, as kt.codec's 'zlib'
+    code = b"return #kt.codec('~zlib', (...).data), #kt.codec('~zlib', kt.codec('zlib', 'ok'))"
+    path = Path(host.script_path)
+    path.write_text(
+        path.read_text()
+        + "function ev(i, o) o.r = table.concat({loadstring(i.code)(i)}, ',') end\n"
+    )
+    host.reload()
+    tracemalloc.start()
+    try:
+        res = host.call(b"ev", [(b"code", code), (b"data", bomb)])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert res.rv == RV_INTERNAL and "memory" in (res.error or "")
+    assert peak < 48 << 20  # never the whole 64 MiB
+    code = b"return #kt.codec('~zlib', kt.codec('zlib', string.rep('x', 1000)))"
+    assert host.call(b"ev", [(b"code", code)]).outputs == [(b"r", b"1000")]
 
 
 def test_cancelled_call_ends_at_once(memory_host: Any) -> None:

@@ -210,6 +210,7 @@ class _Runtime:
         #: the most this state may ever hold, counting lupa's own base usage
         self.cap: int | None = lua.get_max_memory(total=True) if host.state_memory else None
         self.prims = Primitives(lua, host.databases, host.names, host._log, host.allow_unsafe)
+        self.prims.max_output = host.state_memory
         self.state: CallState = self.prims.state
         try:
             self._load(host, thid, source)

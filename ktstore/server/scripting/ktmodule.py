@@ -108,6 +108,8 @@ class Primitives:
         self.allow_unsafe = allow_unsafe
         self.state = CallState()
         self._tid = threading.get_ident
+        #: the most a host function may produce for the state (its memory limit)
+        self.max_output: int | None = None
 
     def table(self) -> Any:
         """The ``H`` table handed to the prelude."""
@@ -115,7 +117,7 @@ class Primitives:
             name.encode(): getattr(self, name)
             for name in dir(self)
             if not name.startswith("_")
-            and name not in ("table", "lua", "state", "dbs", "names")
+            and name not in ("table", "lua", "state", "dbs", "names", "max_output")
             and callable(getattr(self, name))
         }
         return self.lua.table_from(funcs)
@@ -183,7 +185,7 @@ class Primitives:
         return self._t(textfuncs.split(s, delims))
 
     def codec(self, mode: bytes, s: bytes) -> bytes | None:
-        return codecs.codec(mode, s)
+        return codecs.codec(mode, s, self.max_output)
 
     def bit(self, mode: bytes, num: float, aux: float) -> int:
         return textfuncs.bit(mode, num, aux)
