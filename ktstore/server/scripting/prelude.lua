@@ -236,9 +236,11 @@ function kt.arraydump(t)
   local parts = {}
   local n = 0
   for i = 1, #t do
-    local v = datastr(t[i])
+    local v = t[i]
+    if type(v) ~= "string" then v = datastr(v) end
     if v ~= nil then
-      parts[n + 1] = varint(#v)
+      local vl = #v
+      parts[n + 1] = VARINT[vl] or varint(vl)
       parts[n + 2] = v
       n = n + 2
     end
@@ -252,8 +254,12 @@ function kt.arrayload(s)
   if s == nil then invarg("arrayload") end
   local out, n, pos, size = {}, 0, 1, #s
   while pos <= size do
-    local len
-    len, pos = readvarint(s, pos, size)
+    local len = byte(s, pos)
+    if len < 128 then
+      pos = pos + 1
+    else
+      len, pos = readvarint(s, pos, size)
+    end
     if pos == nil or pos + len - 1 > size then break end
     n = n + 1
     out[n] = sub(s, pos, pos + len - 1)
@@ -262,15 +268,18 @@ function kt.arrayload(s)
   return out
 end
 
+-- (the two hot loops below inline the common cases: strings, lengths < 128)
 function kt.mapdump(t)
   if type(t) ~= "table" then invarg("mapdump") end
   local parts = {}
   local n = 0
   for k, v in pairs(t) do
-    k, v = datastr(k), datastr(v)
+    if type(k) ~= "string" then k = datastr(k) end
+    if type(v) ~= "string" then v = datastr(v) end
     if k ~= nil and v ~= nil then
-      parts[n + 1] = varint(#k)
-      parts[n + 2] = varint(#v)
+      local kl, vl = #k, #v
+      parts[n + 1] = VARINT[kl] or varint(kl)
+      parts[n + 2] = VARINT[vl] or varint(vl)
       parts[n + 3] = k
       parts[n + 4] = v
       n = n + 4
@@ -284,11 +293,15 @@ function kt.mapload(s)
   if s == nil then invarg("mapload") end
   local out, pos, size = {}, 1, #s
   while pos <= size do
-    local klen, vlen
-    klen, pos = readvarint(s, pos, size)
-    if pos == nil then break end
-    vlen, pos = readvarint(s, pos, size)
-    if pos == nil then break end
+    local klen, vlen = byte(s, pos, pos + 1)
+    if klen < 128 and vlen ~= nil and vlen < 128 then
+      pos = pos + 2
+    else
+      klen, pos = readvarint(s, pos, size)
+      if pos == nil then break end
+      vlen, pos = readvarint(s, pos, size)
+      if pos == nil then break end
+    end
     local kend = pos + klen
     if kend + vlen - 1 > size then break end
     out[sub(s, pos, kend - 1)] = sub(s, kend, kend + vlen - 1)
