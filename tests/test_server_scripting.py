@@ -826,6 +826,9 @@ def test_unsafe_allows_host_access(make_env: Callable[..., Env]) -> None:
     out = e.ev(SANDBOX_PROBE)
     assert out[b"io"] == b"table" and out[b"os.execute"] == b"function"
     assert out[b"python"] == b"nil"
+    # but not LuaJIT's compiler switch or FFI: the time budget needs the JIT off
+    out = e.ev("return pcall(require, 'jit'), pcall(require, 'ffi'), pcall(require, 'jit.util')")
+    assert (out[b"1"], out[b"2"], out[b"3"]) == (b"false", b"false", b"false")
 
 
 def test_no_python_objects_reachable(env: Env) -> None:

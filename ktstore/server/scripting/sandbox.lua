@@ -28,9 +28,13 @@ if jit then
   table.move, coroutine.isyieldable = nil, nil
 end
 jit, bit = nil, nil
-if package and package.loaded then
-  package.loaded.jit, package.loaded.bit, package.loaded.ffi = nil, nil, nil
-  if package.preload then package.preload.ffi = nil end
+if package then
+  -- even an unsafe script must not turn the JIT back on (nor reach the FFI)
+  for _, name in ipairs({ "jit", "jit.opt", "jit.util", "jit.profile", "bit", "ffi",
+                          "table.new", "table.clear", "string.buffer" }) do
+    if package.loaded then package.loaded[name] = nil end
+    if package.preload then package.preload[name] = nil end
+  end
 end
 python = nil
 if package and package.loaded then package.loaded.python = nil end
