@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gc
 import random
+import socket
 import threading
 import time
 import tracemalloc
@@ -23,7 +24,14 @@ from typing import Any
 import pytest
 
 from ktstore.server.database import Database
-from ktstore.server.scripting import RV_INTERNAL, RV_SUCCESS, RV_TIMEOUT, ScriptHost, engine
+from ktstore.server.scripting import (
+    RV_INTERNAL,
+    RV_SUCCESS,
+    RV_TIMEOUT,
+    ScriptHost,
+    client_gone,
+    engine,
+)
 
 ENGINES = engine.PREFERRED
 
@@ -440,3 +448,28 @@ def test_cancelled_call_ends_at_once(memory_host: Any) -> None:
     res = host.call(b"spin", [], cancel=lambda: time.monotonic() - start > 0.3)
     assert res.rv == RV_TIMEOUT and "client" in (res.error or "")
     assert time.monotonic() - start < 3
+
+
+def test_client_gone() -> None:
+    a, b = socket.socketpair()
+    gone = client_gone(a)
+    assert not gone()  # connected, nothing sent
+    b.sendall(b"next request")
+    assert not gone()  # pipelined bytes are not a hang-up
+    assert a.recv(100) == b"next request"
+    b.close()
+    assert gone()
+    a.close()
+    assert gone()
+
+
+def test_call_ends_when_the_client_leaves(memory_host: Any) -> None:
+    """A spinning call stops soon after its client closes the connection."""
+    host = memory_host(timeout=30.0)
+    a, b = socket.socketpair()
+    threading.Timer(0.3, b.close).start()
+    start = time.monotonic()
+    res = host.call(b"spin", [], cancel=client_gone(a))
+    assert res.rv == RV_TIMEOUT and "client" in (res.error or "")
+    assert time.monotonic() - start < 3
+    a.close()
