@@ -113,6 +113,8 @@ _PATTERNS = _lua_source("patterns.lua")
 
 #: A state holding more than this is collected before it goes back to the pool.
 _COLLECT_ABOVE = 8 << 20
+#: Below twice this much free memory, a starting call makes all limits be recomputed.
+_GRANT_MIN = 16 << 20
 
 
 def _free(states: list[_Runtime]) -> None:
@@ -335,7 +337,8 @@ class ScriptHost:
         self._lock = threading.Lock()
         self._idle: list[_Runtime] = []
         self._idle_used = 0
-        self._running: set[_Runtime] = set()
+        self._running: dict[_Runtime, int] = {}  # running state -> its memory limit
+        self._granted = 0  # the sum of those limits
         self._next_thid = 0
         self._generation = 0
         self._closed = False
@@ -367,13 +370,11 @@ class ScriptHost:
             rt = self._idle.pop() if self._idle else None
             if rt is not None:
                 self._idle_used -= rt.idle_used
-                self._running.add(rt)
-                evicted = self._rebalance()
+                evicted = self._start(rt)
         if rt is None:
             rt = self._new_runtime()
             with self._lock:
-                self._running.add(rt)
-                evicted = self._rebalance()
+                evicted = self._start(rt)
         _free(evicted)
         return rt
 
@@ -386,51 +387,74 @@ class ScriptHost:
         if rt.used() > _COLLECT_ABOVE:
             rt.lua.gccollect()
         with self._lock:
-            self._running.discard(rt)
+            self._granted -= self._running.pop(rt, 0)
             if not self._closed and rt.generation == self._generation:
                 rt.idle_used = rt.used()
                 self._idle.append(rt)
                 self._idle_used += rt.idle_used
-                rt = None  # type: ignore[assignment]
-            evicted = self._rebalance()
-        _free(evicted if rt is None else [rt, *evicted])
+                return
+        rt.close()
 
     def _discard(self, rt: _Runtime) -> None:
         """Drop a state that must not be reused, freeing its memory now."""
         with self._lock:
-            self._running.discard(rt)
-            evicted = self._rebalance()
-        _free([rt, *evicted])
+            self._granted -= self._running.pop(rt, 0)
+        rt.close()
 
-    def _rebalance(self) -> list[_Runtime]:
-        """Share the total memory among the running states (with the lock held).
+    # The memory bound (with the lock held).  Invariant: what idle states hold
+    # plus the limits of the running states never exceeds the total, and a
+    # running state's limit is never below what it holds.  A call starting
+    # while plenty is free gets its usage plus half of the free memory (all of
+    # it when it runs alone), in O(1); otherwise every running state's limit
+    # is recomputed (_rebalance).
 
-        Idle states keep what they hold; the rest is split evenly between the
-        running calls, each getting its current usage plus its share as its
-        limit, so the limits never add up to more than the total.  While less
-        than half the total is free for running calls, idle states are evicted
-        (largest first); the caller frees them after releasing the lock.
-        """
+    def _start(self, rt: _Runtime) -> list[_Runtime]:
         total = self.total_memory
         if not total:
+            self._running[rt] = 0
             return []
+        used = rt.used()
+        free = total - self._idle_used - self._granted - used
+        if not self._running and (free >= total // 2 or not self._idle):
+            self._grant(rt, used + max(free, 0))
+            return []
+        if self._running and free >= 2 * min(_GRANT_MIN, total // 16):
+            self._grant(rt, used + free // 2)
+            return []
+        self._running[rt] = used
+        self._granted += used
+        return self._rebalance()
+
+    def _grant(self, rt: _Runtime, limit: int) -> None:
+        if rt.cap is not None:
+            limit = min(limit, rt.cap)
+        rt.lua.set_max_memory(max(limit, 1), total=True)
+        self._running[rt] = limit
+        self._granted += limit
+
+    def _rebalance(self) -> list[_Runtime]:
+        """Share the free memory evenly among the running states.
+
+        Each gets its current usage plus an equal share as its limit.  While
+        less than half the total is free for running calls, idle states are
+        evicted (largest first); the caller frees them after releasing the
+        lock.
+        """
+        total = self.total_memory or 0
         running = [(rt, rt.used()) for rt in self._running]
         free = total - self._idle_used - sum(used for _, used in running)
-        want = total // 2 if running else 0
         evicted: list[_Runtime] = []
-        if free < want and self._idle:
+        if free < total // 2 and self._idle:
             self._idle.sort(key=lambda r: r.idle_used)
-            while free < want and self._idle:
+            while free < total // 2 and self._idle:
                 victim = self._idle.pop()
                 self._idle_used -= victim.idle_used
                 free += victim.idle_used
                 evicted.append(victim)
         share = max(free, 0) // max(1, len(running))
+        self._granted = 0
         for rt, used in running:
-            limit = used + share
-            if rt.cap is not None:
-                limit = min(limit, rt.cap)
-            rt.lua.set_max_memory(max(limit, 1), total=True)
+            self._grant(rt, used + share)
         return evicted
 
     @property
