@@ -384,12 +384,14 @@ class ScriptHost:
         A state that grew large is collected first: what the call left as
         garbage would otherwise count against the total while it sits idle.
         """
-        if rt.used() > _COLLECT_ABOVE:
+        used = rt.used()
+        if used > _COLLECT_ABOVE:
             rt.lua.gccollect()
+            used = rt.used()
         with self._lock:
             self._granted -= self._running.pop(rt, 0)
             if not self._closed and rt.generation == self._generation:
-                rt.idle_used = rt.used()
+                rt.idle_used = used
                 self._idle.append(rt)
                 self._idle_used += rt.idle_used
                 return
