@@ -242,6 +242,12 @@ PATHOLOGICAL = "string.find(string.rep('a', 60), string.rep('a-', 8) .. 'b')"
         "local s = string.rep('a', 3000) for i = 1, 1e9 do s:find('a*b') end",
         "local s = string.rep('x', 1e6) for i = 1, 1e9 do local t = s:upper() end",
         "local t = {} for i = 1, 4e5 do t[i] = i end for i = 1, 1e9 do table.insert(t, 1, i) end",
+        # the dump codecs may be compiled by LuaJIT: their work is counted instead
+        "local s = kt.mapdump({a = string.rep('x', 1e6)}) while true do kt.mapload(s) end",
+        "local t = {} for i = 1, 1e5 do t[i] = 'v' .. i end while true do kt.arraydump(t) end",
+        # script code loaded at run time is never compiled either
+        "local parts = {'while true do end'} load(function() return table.remove(parts) end)()",
+        "loadstring('local x = 0 for i = 1, 1e15 do x = x + i end')()",
     ],
 )
 def test_c_functions_are_stopped_in_time(make_host: Any, code: str) -> None:
@@ -308,6 +314,15 @@ function keep(inmap, outmap)
   for i = 1, tonumber(inmap.mb) do kept[i] = mb .. i end
   kt.sleep(tonumber(inmap.hold or 0))
 end
+function keepwait(inmap, outmap)
+  -- keep inmap.mb MiB, then wait (up to 10 s) until the call named other is running too
+  keep(inmap, outmap)
+  kt.db:set(inmap.me, "here")
+  for i = 1, 1000 do
+    if kt.db:get(inmap.other) then return end
+    kt.sleep(0.01)
+  end
+end
 function small(inmap, outmap) outmap.n = #string.rep("x", 1048576) end
 function spin() while true do end end
 """
@@ -363,13 +378,11 @@ def test_idle_states_give_way_to_running_calls(memory_host: Any) -> None:
     """Two pooled states keep 20 MiB each (in a global) of a 64 MiB total; a call
     needing 30 MiB more gets it because the other idle state is evicted."""
     host = memory_host(total_memory=64 << 20)
-    barrier = threading.Barrier(2)
 
-    def worker() -> None:
-        barrier.wait()
-        host.call(b"keep", [(b"mb", b"20"), (b"hold", b"0.2")])
+    def worker(me: bytes, other: bytes) -> None:
+        host.call(b"keepwait", [(b"mb", b"20"), (b"me", me), (b"other", other)])
 
-    threads = [threading.Thread(target=worker) for _ in range(2)]
+    threads = [threading.Thread(target=worker, args=p) for p in ((b"a", b"b"), (b"b", b"a"))]
     for t in threads:
         t.start()
     for t in threads:

@@ -224,26 +224,50 @@ class _Runtime:
         lua = self.lua
         h = self.prims.table()
         loader = lua.eval("loadstring")
-        prelude = loader(_PRELUDE, b"=ktstore-prelude")
+        # LuaJIT: compiled code never runs the time budget's hook.  With a time
+        # limit and a safe script, every function is barred from the compiler
+        # (jit.off(f, true) on each chunk before it runs) except the dump codecs,
+        # whose loops are bounded by their input and charged to the budget; an
+        # unsafe script can load unbarred code, so there the compiler is off.
+        jit = lua.globals()[b"jit"] if host.timeout is not None else None
+        selective = jit is not None and not host.allow_unsafe
+        nojit = (
+            lua.execute("local off = jit.off; return function(f) off(f, true) end")
+            if (selective)
+            else None
+        )
+
+        def chunk(source: bytes, name: bytes) -> Any:
+            fn = loader(source, name)
+            if nojit is not None and not isinstance(fn, tuple):
+                nojit(fn)
+            return fn
+
+        prelude = chunk(_PRELUDE, b"=ktstore-prelude")
         conf = lua.table_from({b"version": KT_VERSION.encode(), b"thid": thid})
         # the prelude must see the untouched libraries it captures; run it first
         kt_module, timeout_token = prelude(h, conf)
+        if selective:
+            jit_on = jit[b"on"]  # type: ignore[index]
+            for name in (b"mapload", b"mapdump", b"arrayload", b"arraydump"):
+                jit_on(kt_module[name])
         lua.globals()[b"__kyototycoon__"] = kt_module
-        patterns = loader(_PATTERNS, b"=ktstore-patterns")()
+        patterns = chunk(_PATTERNS, b"=ktstore-patterns")()
         max_string = host.state_memory or (1 << 62)
-        budget = loader(_BUDGET, b"=ktstore-budget")
+        budget = chunk(_BUDGET, b"=ktstore-budget")
         self.invoke = budget(
             h[b"expired"], timeout_token, host.timeout is not None, patterns, max_string
         )
-        loader(_SANDBOX, b"=ktstore-sandbox")(host.allow_unsafe)
+        jit_mode = None if jit is None else ("selective" if selective else "off")
+        chunk(_SANDBOX, b"=ktstore-sandbox")(host.allow_unsafe, jit_mode, nojit)
         self.load_error: str | None = None
         chunk_name = b"@" + os.path.basename(host.script_path).encode("utf-8", "surrogateescape")
-        chunk = loader(source, chunk_name)
-        if isinstance(chunk, tuple):  # (nil, message): a syntax error
-            self.load_error = _text(chunk[1]) if len(chunk) > 1 else "syntax error"
+        script = chunk(source, chunk_name)
+        if isinstance(script, tuple):  # (nil, message): a syntax error
+            self.load_error = _text(script[1]) if len(script) > 1 else "syntax error"
             return
         try:
-            self._run(host.timeout, chunk)
+            self._run(host.timeout, script)
         except Exception as e:  # noqa: BLE001 - any failure is reported as the script's
             self.load_error = _error_text(host.lua_module, e)
 
@@ -423,9 +447,7 @@ class ScriptHost:
         if self._running and free >= 2 * min(_GRANT_MIN, total // 16):
             self._grant(rt, used + free // 2)
             return []
-        self._running[rt] = used
-        self._granted += used
-        return self._rebalance()
+        return self._rebalance(rt, used)
 
     def _grant(self, rt: _Runtime, limit: int) -> None:
         if rt.cap is not None:
@@ -434,17 +456,21 @@ class ScriptHost:
         self._running[rt] = limit
         self._granted += limit
 
-    def _rebalance(self) -> list[_Runtime]:
-        """Share the free memory evenly among the running states.
+    def _rebalance(self, starting: _Runtime, used: int) -> list[_Runtime]:
+        """Share the memory the idle states leave evenly among the running states
+        and ``starting`` (which holds ``used`` bytes).
 
-        Each gets its current usage plus an equal share as its limit.  While
-        less than half the total is free for running calls, idle states are
-        evicted (largest first); the caller frees them after releasing the
-        lock.
+        Each gets an equal part as its limit, or what it already holds when that
+        is more (water-filling, smallest users first).  A running state may grow
+        while its limit is lowered, so after the new limit is set its usage is
+        read again and it keeps whichever is larger; ``starting`` (not running
+        yet) gets what the others leave.  While less than half the total is
+        free, idle states are evicted (largest first); the caller frees them
+        after releasing the lock.
         """
         total = self.total_memory or 0
         running = [(rt, rt.used()) for rt in self._running]
-        free = total - self._idle_used - sum(used for _, used in running)
+        free = total - self._idle_used - used - sum(u for _, u in running)
         evicted: list[_Runtime] = []
         if free < total // 2 and self._idle:
             self._idle.sort(key=lambda r: r.idle_used)
@@ -453,10 +479,23 @@ class ScriptHost:
                 self._idle_used -= victim.idle_used
                 free += victim.idle_used
                 evicted.append(victim)
-        share = max(free, 0) // max(1, len(running))
+        everyone = sorted([*running, (starting, used)], key=lambda item: item[1])
+        remaining = total - self._idle_used
+        targets: dict[_Runtime, int] = {}
+        for left, (rt, u) in zip(range(len(everyone), 0, -1), everyone, strict=True):
+            targets[rt] = max(u, remaining // left)
+            remaining -= targets[rt]
         self._granted = 0
-        for rt, used in running:
-            self._grant(rt, used + share)
+        for rt, _ in running:
+            target = targets[rt]
+            if rt.cap is not None:
+                target = min(target, rt.cap)
+            rt.lua.set_max_memory(max(target, 1), total=True)
+            committed = max(target, rt.used())
+            self._running[rt] = committed
+            self._granted += committed
+        room = total - self._idle_used - self._granted
+        self._grant(starting, max(used, min(targets[starting], room)))
         return evicted
 
     @property

@@ -12,16 +12,22 @@
 -- Runs after budget.lua, which installed the time budget (it needs the
 -- debug library and, on LuaJIT, the FFI, both removed here).
 
-local unsafe = ...
+-- jit_mode (LuaJIT only): "off" turns the compiler off; "selective" means
+-- the host barred every function from it but the dump codecs, and `nojit`
+-- bars the chunks loaded from now on; nil without a time budget (no hook to
+-- protect: everything may be compiled).
+local unsafe, jit_mode, nojit = ...
 
 local _loadstring, concat, error, type = loadstring, table.concat, error, type
 
--- LuaJIT: compiled traces never call debug hooks, so the JIT compiler must
--- stay off for the time budget to hold; its extra modules go, so scripts see
+-- LuaJIT: compiled traces never call debug hooks, so script code must not be
+-- compiled for the time budget to hold; its extra modules go, so scripts see
 -- the Lua 5.1 globals ktserver offers whichever engine runs them.
 if jit then
-  jit.off()
-  jit.flush()
+  if jit_mode == "off" then
+    jit.off()
+    jit.flush()
+  end
   math.mod = math.mod or math.fmod
   string.gfind = string.gfind or string.gmatch
   table.setn = table.setn or function() error("'setn' is obsolete", 2) end
@@ -43,7 +49,9 @@ if not unsafe then
   local function text_only(s, name)
     if type(s) ~= "string" then s = tostring(s) end
     if s:byte(1) == 27 then return nil, "precompiled chunks are not allowed" end
-    return _loadstring(s, name)
+    local f, err = _loadstring(s, name)
+    if f and nojit then nojit(f) end
+    return f, err
   end
   loadstring = text_only
   load = function(reader, name)
