@@ -231,11 +231,9 @@ class _Runtime:
         # unsafe script can load unbarred code, so there the compiler is off.
         jit = lua.globals()[b"jit"] if host.timeout is not None else None
         selective = jit is not None and not host.allow_unsafe
-        nojit = (
-            lua.execute("local off = jit.off; return function(f) off(f, true) end")
-            if (selective)
-            else None
-        )
+        nojit = None
+        if selective:
+            nojit = lua.execute("local off = jit.off; return function(f) off(f, true) end")
 
         def chunk(source: bytes, name: bytes) -> Any:
             fn = loader(source, name)
