@@ -814,7 +814,8 @@ def test_engines_offer_lua51_globals(env: Env) -> None:
     assert [out[str(i).encode()] for i in range(1, 7)] == [b"true"] * 5 + [b"2"]
 
 
-def test_default_engine_is_the_fastest_present() -> None:
+def test_default_engine_is_the_fastest_present(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("KTSTORE_LUA", raising=False)
     assert engine.load().__name__ == "lupa." + engine.PREFERRED[0]
     assert engine.load("lua51").__name__ == "lupa.lua51"
     with pytest.raises(ValueError):
