@@ -1,6 +1,6 @@
 """Model layer figures: save, get by pk, indexed equality query, range query of 100.
 
-    python bench/bench_models.py [--n 2000] [--server PATH_TO_KTSERVER]
+    python bench/bench_models.py [--n 2000] [--server PATH_TO_KTSERVER] [--clients N]
     python bench/bench_models.py v2 [--docs 100000] [--children 10000] [--updates 10000]
 
 The ``v2`` figures: a composite-index range with ordering (vs an in-memory sort),
@@ -12,11 +12,13 @@ Runs against the built-in server in a subprocess by default (as deployed; an
 in-process server would fight the benchmark for the GIL), or a real ktserver, on an
 in-memory tree database with kt.lua loaded, and prints operations per second.
 Each save is one atomic Lua call (record + index entries + unique check).
+``--clients N`` also times new saves from N client processes at once (aggregate).
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing as mp
 import os
 import random
 import sys
@@ -38,10 +40,55 @@ def timed(label: str, n: int, fn) -> float:
     return dt / n
 
 
+def _save_worker(port: int, tag: int, n: int, ready, results) -> None:
+    """One client process of ``--clients``: n new saves once all processes are ready."""
+    from ktstore.client import KyotoTycoon
+
+    client = KyotoTycoon("127.0.0.1", port)
+
+    class Member(Model, store=Store(client, db=0), prefix="benchp"):
+        email = fields.Text(unique=True)
+        age = fields.Integer(index=True)
+        city = fields.Text(index=True)
+        bio = fields.Text(default="")
+
+    rnd = random.Random(tag)
+    members = [
+        Member(email=f"p{tag}-{i}@example.com", age=rnd.randint(-500, 500), city=f"city{i % 20}")
+        for i in range(n)
+    ]
+    ready.wait()
+    for m in members:
+        m.save()
+    client.close_all()
+    results.put(n)
+
+
+def save_processes(port: int, clients: int, n: int) -> None:
+    """Aggregate new saves per second of ``clients`` processes, n saves each."""
+    ctx = mp.get_context("spawn")
+    ready = ctx.Barrier(clients + 1)
+    results = ctx.Queue()
+    procs = [
+        ctx.Process(target=_save_worker, args=(port, i, n, ready, results)) for i in range(clients)
+    ]
+    for p in procs:
+        p.start()
+    ready.wait(timeout=300)
+    t0 = time.perf_counter()
+    total = sum(results.get(timeout=600) for _ in procs)
+    dt = time.perf_counter() - t0
+    for p in procs:
+        p.join(30)
+    label = f"save (new), {clients} client processes"
+    print(f"{label:<42} {total:>7} ops  {dt * 1000:9.1f} ms  {total / dt:10.0f} ops/s")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=2000, help="instances to save")
     ap.add_argument("--server", default=os.environ.get("KTSTORE_TEST_SERVER"))
+    ap.add_argument("--clients", type=int, default=0, help="also save from N processes")
     args = ap.parse_args()
     n = args.n
 
@@ -71,6 +118,8 @@ def main() -> None:
                 u.save()
 
         timed("save (update, re-index)", n // 2, resave)
+        if args.clients > 0:
+            save_processes(srv.port, args.clients, n // args.clients)
         pks = [u.id for u in users]
         rnd.shuffle(pks)
         timed("get by pk", n, lambda: [User[pk] for pk in pks])

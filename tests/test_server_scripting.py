@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import KT_LUA
 
+from ktstore.protocol import dumps
 from ktstore.protocol.limits import XTMAX
 from ktstore.server.database import Database
 from ktstore.server.scripting import (
@@ -23,6 +24,7 @@ from ktstore.server.scripting import (
     RV_SUCCESS,
     RV_TIMEOUT,
     ScriptHost,
+    engine,
 )
 
 HEADER = "kt = __kyototycoon__\ndb = kt.db\n"
@@ -60,11 +62,14 @@ class Env:
         return self.ev("return " + code, **params)[b"1"]
 
 
-@pytest.fixture
-def make_env(tmp_path: Path) -> Callable[..., Env]:
+@pytest.fixture(params=engine.PREFERRED)
+def make_env(tmp_path: Path, request: pytest.FixtureRequest) -> Callable[..., Env]:
+    """Hosts on each Lua engine lupa offers (LuaJIT's interpreter and PUC Lua 5.1)."""
+
     def make(
         script: str = "", names: tuple[str, ...] = ("*", "%"), header: bool = True, **kw
     ) -> Env:
+        kw.setdefault("runtime", request.param)
         path = tmp_path / "script.lua"
         path.write_text((HEADER + EVAL if header else "") + script)
         dbs = [Database(n) for n in names]
@@ -268,6 +273,38 @@ def test_dumps(env: Env) -> None:
     out = env.ev("local a = kt.arrayload(kt.arraydump({'p', '', 'q'})); return #a, a[1], a[3]")
     assert (out[b"1"], out[b"2"], out[b"3"]) == (b"3", b"p", b"q")
     assert env.r("#kt.arrayload('\\9abc')") == b"0"  # truncated input stops quietly
+
+
+def test_dumps_match_the_protocol_codec(env: Env) -> None:
+    """kt.*dump/*load are coded in Lua; they agree byte for byte with protocol.dumps,
+    for varints of 1-3 bytes and for truncated input."""
+    items = [b"", b"x", b"\x00\xff" * 70, b"y" * 16384, b"z" * 200]
+    packed = dumps.arraydump(items)
+    code = "local a = kt.arrayload((...).data); return kt.arraydump(a), #a"
+    out = env.ev(code, data=packed)
+    assert out == {b"1": packed, b"2": b"5"}
+    pairs = [(b"k" * 300, b"v"), (b"", b"\x80" * 129), (b"a", b"")]
+    code = (
+        "local m = kt.mapload((...).data); local o = select(2, ...)"
+        "; for k, v in pairs(m) do o['k' .. #k] = v end; return kt.mapdump({[(...).k] = (...).v})"
+    )
+    out = env.ev(code, data=dumps.mapdump(pairs), k=b"q" * 128, v=b"w" * 20000)
+    assert out[b"1"] == dumps.mapdump([(b"q" * 128, b"w" * 20000)])
+    assert {k: v for k, v in out.items() if k != b"1"} == {
+        b"k300": b"v",
+        b"k0": b"\x80" * 129,
+        b"k1": b"",
+    }
+    for cut in range(len(packed)):
+        got = env.ev("return unpack(kt.arrayload((...).data))", data=packed[:cut])
+        assert [got[str(i + 1).encode()] for i in range(len(got))] == dumps.arrayload(packed[:cut])
+    mp = dumps.mapdump(pairs)
+    for cut in (0, 1, 2, 3, 302, 303, 304, len(mp) - 1):
+        got = env.ev(
+            "local o = select(2, ...); for k, v in pairs(kt.mapload((...).data)) do o[k] = v end",
+            data=mp[:cut],
+        )
+        assert got == dict(dumps.mapload(mp[:cut]))
 
 
 def test_pack(env: Env) -> None:
@@ -768,11 +805,31 @@ def test_sandbox(env: Env) -> None:
     assert out[b"source"] == b"5"
 
 
+def test_engines_offer_lua51_globals(env: Env) -> None:
+    """LuaJIT runs with its compiler off and shows scripts Lua 5.1's globals."""
+    out = env.ev(
+        "return jit == nil, bit == nil, table.move == nil, math.mod == math.fmod"
+        ", string.gfind ~= nil, select('#', pcall(table.setn, {}, 1))"
+    )
+    assert [out[str(i).encode()] for i in range(1, 7)] == [b"true"] * 5 + [b"2"]
+
+
+def test_default_engine_is_the_fastest_present(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("KTSTORE_LUA", raising=False)
+    assert engine.load().__name__ == "lupa." + engine.PREFERRED[0]
+    assert engine.load("lua51").__name__ == "lupa.lua51"
+    with pytest.raises(ValueError):
+        engine.load("lua54")
+
+
 def test_unsafe_allows_host_access(make_env: Callable[..., Env]) -> None:
     e = make_env(allow_unsafe=True)
     out = e.ev(SANDBOX_PROBE)
     assert out[b"io"] == b"table" and out[b"os.execute"] == b"function"
     assert out[b"python"] == b"nil"
+    # but not LuaJIT's compiler switch or FFI: the time budget needs the JIT off
+    out = e.ev("return pcall(require, 'jit'), pcall(require, 'ffi'), pcall(require, 'jit.util')")
+    assert (out[b"1"], out[b"2"], out[b"3"]) == (b"false", b"false", b"false")
 
 
 def test_no_python_objects_reachable(env: Env) -> None:

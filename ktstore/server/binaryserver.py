@@ -175,8 +175,10 @@ def handle_binary(server: ServerContext, reader: Reader, session: Session) -> bo
     reply = _ERROR
     if host is not None and len(req.name) <= DATA_MAX_SIZE:
         try:
+            from ktstore.server.scripting.cancel import client_gone  # loaded with the host
+
             with request_scope(server.dbs):  # one Lua call = one commit per file database
-                rv, outputs = host.call(req.name, req.params)
+                rv, outputs = host.call(req.name, req.params, cancel=client_gone(sock))
         except Exception as e:
             server.log("error", f"[SCRIPT]: host failure: {e!r}")
             rv, outputs = 5, []

@@ -24,6 +24,8 @@ Our own additions:
   thread per connection, so capping connections at ``-th`` would lock out every
   client beyond the 16th.)
 * ``--help`` (also ``-help``, ``-h``) prints the usage.
+* ``-scr-mem NUM`` bounds the memory of all Lua states together (default 1 GiB;
+  :mod:`ktstore.server.scripting.host`).
 * ``-lifeline``: stop when standard input reaches end-of-file; ``-shared PREFIX``:
   serve the processes that hold a shared lock on ``PREFIX.users`` and stop when none
   is left (:mod:`ktstore.server.sharing`).  ``EmbeddedServer`` and ``Store(path)``
@@ -47,7 +49,7 @@ DEFAULT_PORT = 1978
 USAGE = """\
 usage: ktstore-server [-host str] [-port num] [-tout num] [-th num] [-maxconn num]
                       [-log file] [-li|-ls|-le|-lz] [-ulog dir -sid num [-ulim num]]
-                      [-pid file] [-scr file | -ktlua] [-scr-unsafe]
+                      [-pid file] [-scr file | -ktlua] [-scr-unsafe] [-scr-mem num]
                       [-mhost str -mport num -rts file [-riv num]]
                       [-lifeline] [-shared prefix]
                       [--version] [--help] [db...]
@@ -61,6 +63,7 @@ usage: ktstore-server [-host str] [-port num] [-tout num] [-th num] [-maxconn nu
   -scr file      Lua script with the server-side procedures
   -ktlua         load the kt.lua that ships with ktstore (what the client's
                  containers and models call)
+  -scr-mem num   total memory of all Lua states, e.g. 512m (default 1g)
   -ulog dir      keep an update log (needs -sid); -ulim: its file size
   -mhost str     follow this master as a replication slave (needs -sid, -rts)
   -mport num     the master's port (default 1978)
@@ -106,6 +109,7 @@ class ServerConfig:
     databases: list[str] = field(default_factory=list)
     show_version: bool = False
     show_help: bool = False
+    script_memory: int = 1 << 30  # -scr-mem: total memory of all Lua states
     lifeline: bool = False  # -lifeline: stop at end-of-file on stdin
     shared: str | None = None  # -shared PREFIX: stop when no process uses us
 
@@ -206,6 +210,13 @@ def parse_args(argv: list[str]) -> ServerConfig:
             cfg.script = bundled_script()
         elif arg == "-scr-unsafe":
             cfg.script_unsafe = True
+        elif arg == "-scr-mem":
+            from ktstore.server.database import _atoix
+
+            text = value(arg)
+            cfg.script_memory = _atoix(text)
+            if cfg.script_memory < (1 << 20):
+                raise UsageError(f"-scr-mem: at least 1m (1 MiB), not {text!r}")
         elif arg == "-lifeline":
             cfg.lifeline = True
         elif arg == "-shared":

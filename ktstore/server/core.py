@@ -188,6 +188,7 @@ class Server:
                         [db.name for db in self.dbs],
                         allow_unsafe=self.config.script_unsafe,
                         log=self.log,
+                        total_memory=self.config.script_memory,
                     )
                 except Exception as e:
                     self._script_failed = True

@@ -231,8 +231,12 @@ def _play_script(call: _Call) -> int:
     params = [(k[1:], v) for k, v in call.params.items() if k[:1] == b"_"]
     server.stats["script"] += 1
     try:
+        from ktstore.server.scripting.cancel import client_gone  # loaded with the host
+
+        sock = call.session.sock
+        cancel = client_gone(sock) if sock is not None else None  # stop if the client left
         with request_scope(server.dbs):  # one Lua call = one commit per file database
-            rv, outputs = host.call(name, params)
+            rv, outputs = host.call(name, params, cancel=cancel)
     except Exception:
         server.log("error", f"[SCRIPT]: {name.decode('utf-8', 'replace')}: host failure")
         rv, outputs = RVEINTERNAL, []

@@ -3,7 +3,9 @@
 See :mod:`ktstore.server.scripting.host` for the contract with the server.
 """
 
+from ktstore.server.scripting.cancel import client_gone
 from ktstore.server.scripting.host import (
+    DEFAULT_TOTAL_MEMORY,
     RV_INTERNAL,
     RV_INVALID,
     RV_LOGIC,
@@ -15,6 +17,8 @@ from ktstore.server.scripting.host import (
 )
 
 __all__ = [
+    "client_gone",
+    "DEFAULT_TOTAL_MEMORY",
     "ScriptHost",
     "CallResult",
     "RV_SUCCESS",

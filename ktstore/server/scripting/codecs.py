@@ -122,13 +122,36 @@ def _compress(data: bytes, wbits: int) -> bytes:
     return c.compress(data) + c.flush()
 
 
-def _decompress(data: bytes, wbits: int) -> bytes | None:
+_CHUNK = 1 << 20
+
+
+def _decompress(data: bytes, wbits: int, limit: int | None = None) -> bytes | None:
+    """Inflate ``data``; more than ``limit`` bytes of output is a MemoryError
+    (a few kB of deflate can expand to gigabytes), found out in chunks so the
+    output never grows far past the limit."""
     try:
         d = zlib.decompressobj(wbits)
-        out = d.decompress(data) + d.flush()
+        if limit is None:
+            return d.decompress(data) + d.flush()
+        parts: list[bytes] = []
+        size = 0
+        pending = data
+        while True:
+            part = d.decompress(pending, _CHUNK)
+            size += len(part)
+            if size > limit:
+                raise MemoryError("not enough memory")
+            parts.append(part)
+            pending = d.unconsumed_tail
+            if not pending and len(part) < _CHUNK:
+                break
+        tail = d.flush()
+        if size + len(tail) > limit:
+            raise MemoryError("not enough memory")
+        parts.append(tail)
     except zlib.error:
         return None
-    return out
+    return b"".join(parts)
 
 
 _ENCODERS = {
@@ -145,13 +168,14 @@ _DECODERS = {
 }
 
 
-def codec(mode: bytes, data: bytes) -> bytes | None:
-    """``kt.codec(mode, str)``; a ``~`` prefix on the mode decodes."""
+def codec(mode: bytes, data: bytes, limit: int | None = None) -> bytes | None:
+    """``kt.codec(mode, str)``; a ``~`` prefix on the mode decodes; decompressed
+    output beyond ``limit`` bytes raises MemoryError."""
     decode = mode.startswith(b"~")
     name = (mode[1:] if decode else mode).lower()
     if name in _WBITS:
         wbits = _WBITS[name]
-        return _decompress(data, wbits) if decode else _compress(data, wbits)
+        return _decompress(data, wbits, limit) if decode else _compress(data, wbits)
     table = _DECODERS if decode else _ENCODERS
     fn = table.get(name)
     return None if fn is None else fn(data)

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ktstore.protocol import dumps, expire
+from ktstore.protocol import expire
 from ktstore.protocol.limits import INT64MAX, INT64MIN, XTMAX
 from ktstore.server.database import (
     ERR_INVALID,
@@ -72,16 +72,21 @@ def _records(db: Database) -> list[tuple[bytes, bytes, int]]:
 
 
 class CallState:
-    """What one procedure call owns: its deadline and the transactions it began.
+    """What one procedure call owns: its deadline, its cancellation test and the
+    transactions it began.
 
     Transactions still open when the call ends are aborted, because a
     :class:`Database` transaction holds the database lock on the worker thread
     and a pooled Lua state must not carry it into somebody else's call.
+    ``cancel`` (from the server: "has the client gone?") ends the call like
+    its deadline does; ``cancelled`` then says which of the two did.
     """
 
     def __init__(self) -> None:
         self.deadline: float | None = None
         self.timed_out = False
+        self.cancel: Callable[[], bool] | None = None
+        self.cancelled = False
         self.transactions: list[Database] = []
 
 
@@ -103,6 +108,8 @@ class Primitives:
         self.allow_unsafe = allow_unsafe
         self.state = CallState()
         self._tid = threading.get_ident
+        #: the most a host function may produce for the state (its memory limit)
+        self.max_output: int | None = None
 
     def table(self) -> Any:
         """The ``H`` table handed to the prelude."""
@@ -110,7 +117,7 @@ class Primitives:
             name.encode(): getattr(self, name)
             for name in dir(self)
             if not name.startswith("_")
-            and name not in ("table", "lua", "state", "dbs", "names")
+            and name not in ("table", "lua", "state", "dbs", "names", "max_output")
             and callable(getattr(self, name))
         }
         return self.lua.table_from(funcs)
@@ -124,6 +131,9 @@ class Primitives:
         st = self.state
         if st.deadline is not None and time.monotonic() > st.deadline:
             st.timed_out = True
+            return True
+        if st.cancel is not None and st.cancel():
+            st.timed_out = st.cancelled = True
             return True
         return False
 
@@ -175,7 +185,7 @@ class Primitives:
         return self._t(textfuncs.split(s, delims))
 
     def codec(self, mode: bytes, s: bytes) -> bytes | None:
-        return codecs.codec(mode, s)
+        return codecs.codec(mode, s, self.max_output)
 
     def bit(self, mode: bytes, num: float, aux: float) -> int:
         return textfuncs.bit(mode, num, aux)
@@ -194,19 +204,6 @@ class Primitives:
         from ktstore.server.posixregex import kt_regex
 
         return kt_regex(s, pat, alt)
-
-    def arraydump(self, items: Any) -> bytes:
-        return dumps.arraydump(items.values())
-
-    def arrayload(self, data: bytes) -> Any:
-        return self._t(dumps.arrayload(data))
-
-    def mapdump(self, items: Any) -> bytes:
-        flat = list(items.values())
-        return dumps.mapdump(zip(flat[0::2], flat[1::2], strict=False))
-
-    def mapload(self, data: bytes) -> Any:
-        return self._t(dict(dumps.mapload(data)))
 
     # --- database objects
 

@@ -197,45 +197,117 @@ function kt.regex(s, pat, alt)
   return H.regex(s, pat, tolstring(alt))
 end
 
+-- The dump formats are coded here rather than in Python: container procedures
+-- load and dump a record on every call, and a Lua loop neither crosses into
+-- Python nor holds its interpreter lock (and the time budget's hook covers it).
+-- varint: big-endian base-128, every byte but the last with bit 7 set.
+local char, byte, sub, concat = string.char, string.byte, string.sub, table.concat
+local VARINT = {}
+for i = 0, 127 do VARINT[i] = char(i) end
+
+local function varint(n)
+  local small = VARINT[n]
+  if small then return small end
+  local low = n % 128
+  n = (n - low) / 128
+  local out = char(low)
+  while n > 0 do
+    low = n % 128
+    n = (n - low) / 128
+    out = char(128 + low) .. out
+  end
+  return out
+end
+
+-- (value, next position), or (0, nil) when the data ends inside the varint.
+local function readvarint(s, pos, size)
+  local value = 0
+  while pos <= size do
+    local c = byte(s, pos)
+    pos = pos + 1
+    if c < 128 then return value * 128 + c, pos end
+    value = value * 128 + (c - 128)
+  end
+  return 0, nil
+end
+
 function kt.arraydump(t)
   if type(t) ~= "table" then invarg("arraydump") end
-  local items = {}
+  local parts = {}
   local n = 0
   for i = 1, #t do
-    local v = datastr(t[i])
+    local v = t[i]
+    if type(v) ~= "string" then v = datastr(v) end
     if v ~= nil then
-      n = n + 1
-      items[n] = v
-    end
-  end
-  return H.arraydump(items)
-end
-
-function kt.arrayload(s)
-  s = tolstring(s)
-  if s == nil then invarg("arrayload") end
-  return H.arrayload(s)
-end
-
-function kt.mapdump(t)
-  if type(t) ~= "table" then invarg("mapdump") end
-  local items = {}
-  local n = 0
-  for k, v in pairs(t) do
-    k, v = datastr(k), datastr(v)
-    if k ~= nil and v ~= nil then
-      items[n + 1] = k
-      items[n + 2] = v
+      local vl = #v
+      parts[n + 1] = VARINT[vl] or varint(vl)
+      parts[n + 2] = v
       n = n + 2
     end
   end
-  return H.mapdump(items)
+  return concat(parts)
+end
+
+-- Loaders stop quietly at truncated input, as Kyoto Cabinet's do.
+function kt.arrayload(s)
+  s = tolstring(s)
+  if s == nil then invarg("arrayload") end
+  local out, n, pos, size = {}, 0, 1, #s
+  while pos <= size do
+    local len = byte(s, pos)
+    if len < 128 then
+      pos = pos + 1
+    else
+      len, pos = readvarint(s, pos, size)
+    end
+    if pos == nil or pos + len - 1 > size then break end
+    n = n + 1
+    out[n] = sub(s, pos, pos + len - 1)
+    pos = pos + len
+  end
+  return out
+end
+
+-- (the two hot loops below inline the common cases: strings, lengths < 128)
+function kt.mapdump(t)
+  if type(t) ~= "table" then invarg("mapdump") end
+  local parts = {}
+  local n = 0
+  for k, v in pairs(t) do
+    if type(k) ~= "string" then k = datastr(k) end
+    if type(v) ~= "string" then v = datastr(v) end
+    if k ~= nil and v ~= nil then
+      local kl, vl = #k, #v
+      parts[n + 1] = VARINT[kl] or varint(kl)
+      parts[n + 2] = VARINT[vl] or varint(vl)
+      parts[n + 3] = k
+      parts[n + 4] = v
+      n = n + 4
+    end
+  end
+  return concat(parts)
 end
 
 function kt.mapload(s)
   s = tolstring(s)
   if s == nil then invarg("mapload") end
-  return H.mapload(s)
+  local out, pos, size = {}, 1, #s
+  while pos <= size do
+    local klen, vlen = byte(s, pos, pos + 1)
+    if klen < 128 and vlen ~= nil and vlen < 128 then
+      pos = pos + 2
+    else
+      klen, pos = readvarint(s, pos, size)
+      if pos == nil then break end
+      vlen, pos = readvarint(s, pos, size)
+      if pos == nil then break end
+    end
+    local kend = pos + klen
+    if kend + vlen - 1 > size then break end
+    out[sub(s, pos, kend - 1)] = sub(s, kend, kend + vlen - 1)
+    pos = kend + vlen
+  end
+  return out
 end
 
 ------------------------------------------------------------------------- Error

@@ -1,6 +1,6 @@
--- Sandbox and time budget of one Lua state of ktstore-server's script host.
+-- Sandbox of one Lua state of ktstore-server's script host.
 --
--- Runs first in every fresh state.  Scripts come from the server operator, but
+-- Runs in every fresh state before the script.  Scripts come from the server operator, but
 -- a procedure is reachable by any client that can talk to the port, so a bug
 -- or an injected string must not turn into access to the host's files,
 -- processes or Python objects.  Unless the host allows unsafe scripts, this
@@ -9,43 +9,39 @@
 -- that exposes the registry) and refuses precompiled chunks, which can crash
 -- a Lua 5.1 VM.  lupa's `python` module is removed in every case.
 --
--- The time budget: a count hook asks the host every COUNT VM instructions
--- whether the call ran out of time; when it has, the hook fires on every
--- instruction and raises TIMEOUT, so even a loop around pcall cannot keep
--- going for long.  Coroutines get the same hook when they are created.
+-- Runs after budget.lua, which installed the time budget (it needs the
+-- debug library and, on LuaJIT, the FFI, both removed here).
 
-local expired, unsafe, TIMEOUT, budget = ...
+-- jit_mode (LuaJIT only): "off" turns the compiler off; "selective" means
+-- the host barred every function from it but the dump codecs, and `nojit`
+-- bars the chunks loaded from now on; nil without a time budget (no hook to
+-- protect: everything may be compiled).
+local unsafe, jit_mode, nojit = ...
 
-local sethook = debug.sethook
-local co_create, co_resume = coroutine.create, coroutine.resume
 local _loadstring, concat, error, type = loadstring, table.concat, error, type
-local COUNT = 100000
 
-local hook
-hook = function()
-  if expired() then
-    sethook(hook, "", 1)
-    error(TIMEOUT, 0)
+-- LuaJIT: compiled traces never call debug hooks, so script code must not be
+-- compiled for the time budget to hold; its extra modules go, so scripts see
+-- the Lua 5.1 globals ktserver offers whichever engine runs them.
+if jit then
+  if jit_mode == "off" then
+    jit.off()
+    jit.flush()
+  end
+  math.mod = math.mod or math.fmod
+  string.gfind = string.gfind or string.gmatch
+  table.setn = table.setn or function() error("'setn' is obsolete", 2) end
+  table.move, coroutine.isyieldable = nil, nil
+end
+jit, bit = nil, nil
+if package then
+  -- even an unsafe script must not turn the JIT back on (nor reach the FFI)
+  for _, name in ipairs({ "jit", "jit.opt", "jit.util", "jit.profile", "bit", "ffi",
+                          "table.new", "table.clear", "string.buffer" }) do
+    if package.loaded then package.loaded[name] = nil end
+    if package.preload then package.preload[name] = nil end
   end
 end
-
-if budget then
-  sethook(hook, "", COUNT)
-  coroutine.create = function(f)
-    local co = co_create(f)
-    sethook(co, hook, "", COUNT)
-    return co
-  end
-  local function pass(ok, ...)
-    if not ok then error((...), 0) end
-    return ...
-  end
-  coroutine.wrap = function(f)
-    local co = coroutine.create(f)
-    return function(...) return pass(co_resume(co, ...)) end
-  end
-end
-
 python = nil
 if package and package.loaded then package.loaded.python = nil end
 
@@ -53,7 +49,9 @@ if not unsafe then
   local function text_only(s, name)
     if type(s) ~= "string" then s = tostring(s) end
     if s:byte(1) == 27 then return nil, "precompiled chunks are not allowed" end
-    return _loadstring(s, name)
+    local f, err = _loadstring(s, name)
+    if f and nojit then nojit(f) end
+    return f, err
   end
   loadstring = text_only
   load = function(reader, name)
