@@ -1,9 +1,10 @@
-"""String and number helpers of the ``kt`` module (atoi, split, strstr, regex, bit...).
+"""String and number helpers of the ``kt`` module (atoi, split, strstr, bit...).
 
 They follow Kyoto Cabinet's C semantics rather than Python's, because scripts
 written for ktserver depend on them: number parsing stops at the first garbage
-character instead of failing, the matching helpers see C strings (they stop at
-a NUL byte), and regex replacement uses ``$0``-``$9``/``$&`` references.
+character instead of failing, and the matching helpers see C strings (they stop
+at a NUL byte).  ``kt.regex`` lives with the server's regex engine
+(:func:`ktstore.server.posixregex.kt_regex`).
 All functions take and return ``bytes``.
 """
 
@@ -14,7 +15,6 @@ import re
 
 from ktstore.protocol.expire import kt_atoi
 from ktstore.protocol.limits import INT64MAX, INT64MIN
-from ktstore.server.database import compile_posix_regex
 
 _SPACES = bytes(range(1, 33))
 _M32 = 0xFFFFFFFF
@@ -154,67 +154,3 @@ def strfwm(data: bytes, pat: bytes) -> bool:
 def strbwm(data: bytes, pat: bytes) -> bool:
     """``kt.strbwm``: does the string end with ``pat``?"""
     return _cstr(data).endswith(_cstr(pat))
-
-
-def compile_posix(pattern: bytes) -> re.Pattern[bytes] | None:
-    """Compile a POSIX extended regex (KC's dialect) with Python's engine, as the
-    server's ``match_regex`` does; ``None`` when it does not compile, which KT
-    reports as "no match"."""
-    try:
-        return compile_posix_regex(pattern)
-    except (re.error, OverflowError, RecursionError):
-        return None
-
-
-def _expand(alt: bytes, m: re.Match[bytes]) -> bytes:
-    out = bytearray()
-    i = 0
-    n = len(alt)
-    while i < n:
-        c = alt[i]
-        if c == 0x24 and i + 1 < n:  # '$'
-            nxt = alt[i + 1]
-            if 0x30 <= nxt <= 0x39:
-                g = nxt - 0x30
-                if g <= (m.re.groups or 0) and m.group(g) is not None:
-                    out += m.group(g)
-                i += 2
-                continue
-            if nxt == 0x26:  # '&'
-                out += m.group(0)
-                i += 2
-                continue
-            out.append(nxt)
-            i += 2
-            continue
-        out.append(c)
-        i += 1
-    return bytes(out)
-
-
-def regex(data: bytes, pattern: bytes, alt: bytes | None = None) -> bool | bytes:
-    """``kt.regex``: match test, or with ``alt`` replace every match
-    (``$0``-``$9`` and ``$&`` refer to the match; other ``$x`` give ``x``)."""
-    s = _cstr(data)
-    rx = compile_posix(_cstr(pattern))
-    if alt is None:
-        return rx is not None and rx.search(s) is not None
-    if rx is None:
-        return s
-    a = _cstr(alt)
-    out = bytearray()
-    pos = 0
-    while pos < len(s):
-        m = rx.search(s, pos)
-        if m is None:
-            break
-        out += s[pos : m.start()]
-        out += _expand(a, m)
-        if m.end() == m.start():
-            # an empty match: keep one character and move on, or we would loop
-            out += s[m.end() : m.end() + 1]
-            pos = m.end() + 1
-        else:
-            pos = m.end()
-    out += s[pos:]
-    return bytes(out)
