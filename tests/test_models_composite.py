@@ -59,7 +59,7 @@ def _spy(monkeypatch, binding):
 
     def spy(db, lo, hi, **kw):
         calls.append((lo, hi))
-        return real(db, lo, hi, **kw)
+        return (yield from real(db, lo, hi, **kw))
 
     monkeypatch.setattr(binding, "scan", spy)
     return calls

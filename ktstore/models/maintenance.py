@@ -70,8 +70,8 @@ def search_stats(b: Binding) -> tuple[tuple[int, int], tuple[int, int]]:
 
     base = length_base(b)
     docs = terms = 0
-    for _key, value, _rec, _xt in b.scan_all(
-        b.idb, base, keycodec.prefix_successor(base), page=1000
+    for _key, value, _rec, _xt in b.iterate(
+        b.scan_all(b.idb, base, keycodec.prefix_successor(base), page=1000)
     ):
         docs += 1
         terms += int(value.rsplit(b"\x00", 1)[1])
@@ -109,7 +109,7 @@ def check(model: type[Model]) -> CheckReport:
     b = model._binding()
     report = CheckReport()
     for lo, hi in _ranges(b):
-        for key, _pk, rec, _xt in b.scan_all(b.idb, lo, hi, page=200, join=True):
+        for key, _pk, rec, _xt in b.iterate(b.scan_all(b.idb, lo, hi, page=200, join=True)):
             report.entries += 1
             if rec is None or key not in memo_keys(rec):
                 report.orphan_entries.append(key)
@@ -127,7 +127,7 @@ def check(model: type[Model]) -> CheckReport:
         for target, group in by_target.items():
             tb = target._binding()
             keys = {ref: tb.record_key(target._pk_to_str(ref[2])) for ref in group}
-            live = tb.get_records(sorted(set(keys.values())))
+            live = tb.run(tb.get_records(sorted(set(keys.values()))))
             out.extend(ref for ref in group if keys[ref] not in live)
         return out
 
@@ -160,7 +160,7 @@ def check(model: type[Model]) -> CheckReport:
     report.dangling_refs.extend(_dangling(refs))
     for batch in _batches(key for key, _v, _x in _records(model, b, containers=True)):
         parents = {k: k.split(b"\x00", 1)[0] for k in batch}
-        live = b.get_records(sorted(set(parents.values())))
+        live = b.run(b.get_records(sorted(set(parents.values()))))
         report.orphan_containers.extend(k for k in batch if parents[k] not in live)
     if model._kt.search:
         stored, expected = search_stats(b)
@@ -186,10 +186,10 @@ def sweep(model: type[Model]) -> int:
     b = model._binding()
     removed = 0
     for lo, hi in _ranges(b):
-        _seen, n = b.sweep(lo, hi)
+        _seen, n = b.run(b.sweep(lo, hi))
         removed += n
     for batch in _batches(key for key, _v, _x in _records(model, b, containers=True)):
-        out = b.call("modelcgc", {**b._dbs(), b"ks": arraydump(batch)})
+        out = b.run(b.call("modelcgc", {**b._dbs(), b"ks": arraydump(batch)}))
         removed += int(out.get(b"removed", b"0"))
     return removed
 
@@ -225,7 +225,7 @@ def rebuild(model: type[Model]) -> RebuildReport:
         # it streams)
         keys = iter(list(keys))
     for batch in _batches(keys):
-        found = b.get_records(batch)
+        found = b.run(b.get_records(batch))
         for key in batch:
             report.records += 1
             got = found.get(key)
@@ -239,7 +239,7 @@ def rebuild(model: type[Model]) -> RebuildReport:
             except Exception:  # noqa: BLE001 - reported, not fatal (undecodable, unindexable)
                 report.unreadable.append(pkstr)
                 continue
-            out = b.save([spec])
+            out = b.run(b.save([spec]))
             if out.get(b"err") is None:
                 report.rewritten += 1
             elif out[b"err"] == b"unique":
@@ -249,7 +249,7 @@ def rebuild(model: type[Model]) -> RebuildReport:
     if model._kt.search:
         reset_search_stats(b)
     if report.ok:  # every record now has its entries: the indexes are complete
-        b.mark_built(set(model._kt.index_names))
+        b.run(b.mark_built(set(model._kt.index_names)))
     return report
 
 
