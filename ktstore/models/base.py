@@ -817,6 +817,30 @@ class Model(metaclass=ModelType):
         factory = getattr(b.client, field.container)
         return view_for(self, field, factory(key, db=b.rdb), key)
 
+    async def acontainer(self, name: str) -> Any:
+        """A container field on the AsyncStore: the asyncio client's List / Set / Hash
+        of this instance (its methods are coroutines: ``await (await
+        u.acontainer("tags")).add("x")``).  Unlike the sync view, a write through it
+        does not copy the record's expiry onto the container: on a model with a
+        ``ttl``, call ``aexpire`` after writing."""
+        field = self._kt.containers.get(name)
+        if field is None:
+            raise ModelError(f"{type(self).__name__} has no container field {name!r}")
+        b = await type(self)._abinding()
+        key = b.container_key(self._pkstr(), name)
+        return getattr(b.client, field.container)(key, db=b.rdb)
+
+    async def arelated(self, name: str) -> Any:
+        """The instance a foreign key refers to, read through the AsyncStore
+        (``await post.arelated("author")``; ``post.author`` reads it on the sync store);
+        ``None`` when the key is ``None``.  Cached like the sync accessor."""
+        if name not in self._kt.accessors:
+            raise ModelError(f"{type(self).__name__} has no foreign key {name!r}")
+        related = type(self).__dict__.get(name) or next(
+            c.__dict__[name] for c in type(self).__mro__ if name in c.__dict__
+        )
+        return await related.aload(self)
+
     def _kt_set_container(self, field: ContainerField, value: Any) -> None:
         """``inst.tags = {...}``: replaces the container's contents at the next save(),
         in the same atomic call as the record."""
@@ -1198,7 +1222,8 @@ _RESERVED = frozenset(
     "exists get_many create_many delete_pk delete_many query filter all count check "
     "rebuild sweep bind "
     "asave adelete areload arefresh aexpire apersist aupdate aincr adecr acreate aget "
-    "aget_or_create aexists aget_many acreate_many adelete_pk adelete_many acount".split()
+    "aget_or_create aexists aget_many acreate_many adelete_pk adelete_many acount "
+    "acontainer arelated".split()
 )
 
 
