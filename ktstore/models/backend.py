@@ -179,6 +179,28 @@ class Pull:
         self.stream.close()
 
 
+async def arun(client: Any, program: Program) -> Any:
+    """Run a program on the asyncio client, one command at a time through its
+    ``execute_command`` (the same as handing it the program, but each command takes
+    the client's inline path for single commands: most model operations are one
+    command, and this keeps ``aget`` as cheap as a plain ``get_bulk``)."""
+    value: Any = None
+    exc: BaseException | None = None
+    try:
+        while True:
+            try:
+                cmd = program.throw(exc) if exc is not None else program.send(value)
+            except StopIteration as stop:
+                return stop.value
+            value, exc = None, None
+            try:
+                value = await client.execute_command(cmd)
+            except Exception as e:  # handed to the program, as the client's runner does
+                exc = e
+    finally:
+        program.close()
+
+
 def is_async_client(client: Any) -> bool:
     """Whether ``client`` runs commands as coroutines (the asyncio clients)."""
     from ktstore.client.aio import AsyncKyotoTycoon
@@ -225,6 +247,8 @@ class Binding:
 
     def run(self, program: Program) -> Any:
         """Run a program on the bound client (sync: its value; asyncio: a coroutine)."""
+        if self.is_async:
+            return arun(self.client, program)
         return self.client.execute_command(program)
 
     # ---- keys -------------------------------------------------------------------------
