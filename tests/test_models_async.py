@@ -285,3 +285,12 @@ def test_reading_in_flight_is_concurrent(kt_server):
         return True
 
     assert run(kt_server, body)
+
+
+def test_async_for_over_the_class(kt_server):
+    async def body(astore):
+        User = user_model(astore)
+        await User.acreate_many([{"email": f"{i}@x"} for i in range(3)])
+        return sorted([u.email async for u in User])
+
+    assert run(kt_server, body) == ["0@x", "1@x", "2@x"]

@@ -17,6 +17,12 @@ ids from a counter on the server instead.
 Every change is one Lua call on the server (see :mod:`ktstore.models.backend`):
 the record, its index entries, its unique claims and its containers' expiry change
 together or not at all.
+
+Every operation that talks to the server is written once, as a *program* over the
+binding (``_save``, ``_get``, ``_atomic``...: a generator yielding the client's
+commands), and has two thin entry points: the sync one (``save``) runs the program on
+the model's ``Store``, the awaitable one (``asave``) on its ``AsyncStore``.  So both
+have the same checks, retries and errors.
 """
 
 from __future__ import annotations
@@ -194,6 +200,10 @@ class ModelType(type):
 
     def __len__(cls) -> int:
         return cls.count()  # type: ignore[attr-defined]
+
+    def __aiter__(cls) -> Any:
+        """``async for inst in User``: every instance, through the AsyncStore."""
+        return cls.query().__aiter__()  # type: ignore[attr-defined]
 
     def __bool__(cls) -> bool:
         # a class is always true; without this, ``if User:`` would count instances
