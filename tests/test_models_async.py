@@ -294,3 +294,31 @@ def test_async_for_over_the_class(kt_server):
         return sorted([u.email async for u in User])
 
     assert run(kt_server, body) == ["0@x", "1@x", "2@x"]
+
+
+def test_cancelled_coroutines_leave_whole_records(kt_server):
+    """Saves cancelled while in flight: each record is all there or absent (one Lua
+    call), the client keeps working, and check() finds nothing to repair."""
+
+    async def body(astore):
+        User = user_model(astore)
+        assert await User.acount() == 0  # set up first: the tasks go straight to their saves
+        tasks = [asyncio.ensure_future(User.acreate(email=f"c{i}@x", age=i % 5)) for i in range(60)]
+        await asyncio.sleep(0)  # let them start sending
+        for t in tasks[::2]:
+            t.cancel()
+        done = await asyncio.gather(*tasks, return_exceptions=True)
+        cancelled = sum(isinstance(d, asyncio.CancelledError) for d in done)
+        assert 0 < cancelled <= 30
+        assert await User.aget("nobody", None) is None  # the client still answers
+        stored = {u.email async for u in User.query()}
+        assert {d.email for d in done if not isinstance(d, BaseException)} <= stored
+        assert await User.query(User.age >= 0).acount() == len(stored)
+        return True
+
+    assert run(kt_server, body)
+    client = KyotoTycoon(port=kt_server.port)
+    try:
+        assert user_model(Store(client, db=1)).check().ok
+    finally:
+        client.close_all()
