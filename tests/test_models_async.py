@@ -127,6 +127,13 @@ def test_queries_order_limit_pages_and_updates(kt_server):
         assert pages == [7, 7, 6]
         rows = [r async for r in User.query(User.name == "n03").avalues("email", "age")]
         assert rows == [{"email": "3@x", "age": 3}]
+        flat = [
+            e
+            async for e in User.query(User.age == 1)
+            .order_by("email")
+            .avalues_list("email", flat=True)
+        ]
+        assert flat == sorted(["1@x", "11@x", "21@x", "31@x"])
         assert await User.query(User.age < 2).aupdate(visits=F("visits") + 5, name="low") == 8
         low = await User.query(User.name == "low").aall()
         assert len(low) == 8 and all(u.visits == 5 and u.version == 1 for u in low)

@@ -920,6 +920,13 @@ class Query(Generic[_M]):
         for row in self.values(*names):
             yield row[names[0]] if flat else tuple(row.values())
 
+    async def avalues_list(self, *names: str, flat: bool = False) -> AsyncIterator[Any]:
+        """:meth:`values_list` on the model's AsyncStore."""
+        if flat and len(names) != 1:
+            raise ValidationError("values_list(flat=True) takes exactly one field")
+        async for row in self.avalues(*names):
+            yield row[names[0]] if flat else tuple(row.values())
+
     def update(self, **changes: Any) -> int:
         """Apply ``changes`` to every match; the number of instances changed.
 
