@@ -329,3 +329,35 @@ def test_cancelled_coroutines_leave_whole_records(kt_server):
         assert user_model(Store(client, db=1)).check().ok
     finally:
         client.close_all()
+
+
+def test_maintenance_check_sweep_rebuild(kt_server):
+    async def body(astore):
+        User = user_model(astore)
+        made = await User.acreate_many([{"email": f"{i}@x", "age": i} for i in range(30)])
+        assert (await User.acheck()).ok
+        client = astore.client
+        # damage: an index entry removed, a record removed without its entries
+        b = await User._abinding()
+        entry = b.index_base("age") + User.age.encode_key(3) + User.id.encode_key(made[3].id)
+        assert await client.remove(entry, db=b.idb) == 1
+        await client.remove(b.record_key(made[4].id), db=b.rdb)
+        report = await User.acheck()
+        assert not report.ok and report.records == 29
+        assert (made[3].id, entry) in report.missing_entries and report.orphan_entries
+        assert await User.asweep() >= 1  # made[4]'s entries
+        rebuilt = await User.arebuild()
+        assert rebuilt.ok and rebuilt.records == 29
+        assert (await User.acheck()).ok
+        assert await User.query(User.age == 3).acount() == 1
+
+        # records in a hash database: the awaitable forms say what to do instead
+        class Loose(Model, store=AsyncStore(client, db=0, index_db=1), prefix="loose"):
+            n = fields.Integer(index=True)
+
+        await Loose.acreate(n=1)
+        with pytest.raises(ModelError, match="not a tree database"):
+            await Loose.acheck()
+        return True
+
+    assert run(kt_server, body)

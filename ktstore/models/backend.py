@@ -179,6 +179,26 @@ class Pull:
         self.stream.close()
 
 
+def run(client: Any, program: Program) -> Any:
+    """Run a program on the sync client, one command at a time, in the calling thread
+    (as :func:`arun` does on the asyncio client)."""
+    value: Any = None
+    exc: BaseException | None = None
+    try:
+        while True:
+            try:
+                cmd = program.throw(exc) if exc is not None else program.send(value)
+            except StopIteration as stop:
+                return stop.value
+            value, exc = None, None
+            try:
+                value = client.execute_command(cmd)
+            except Exception as e:  # handed to the program, as the client's runner does
+                exc = e
+    finally:
+        program.close()
+
+
 async def arun(client: Any, program: Program) -> Any:
     """Run a program on the asyncio client, one command at a time through its
     ``execute_command`` (the same as handing it the program, but each command takes
@@ -249,7 +269,7 @@ class Binding:
         """Run a program on the bound client (sync: its value; asyncio: a coroutine)."""
         if self.is_async:
             return arun(self.client, program)
-        return self.client.execute_command(program)
+        return run(self.client, program)
 
     # ---- keys -------------------------------------------------------------------------
 

@@ -1225,6 +1225,27 @@ class Model(metaclass=ModelType):
 
         return sweep(cls)
 
+    @classmethod
+    async def acheck(cls) -> Any:
+        """:meth:`check` on the model's AsyncStore (records in a tree database)."""
+        from ktstore.models.maintenance import _check
+
+        return await cls._arun(lambda b: _check(cls, b))
+
+    @classmethod
+    async def arebuild(cls) -> Any:
+        """:meth:`rebuild` on the model's AsyncStore (records in a tree database)."""
+        from ktstore.models.maintenance import _rebuild
+
+        return await cls._arun(lambda b: _rebuild(cls, b))
+
+    @classmethod
+    async def asweep(cls) -> int:
+        """:meth:`sweep` on the model's AsyncStore (records in a tree database)."""
+        from ktstore.models.maintenance import _sweep
+
+        return await cls._arun(lambda b: _sweep(cls, b))  # type: ignore[no-any-return]
+
 
 _RESERVED = frozenset(
     "save delete reload refresh expire persist expires_at ttl update incr decr create get "
@@ -1233,7 +1254,7 @@ _RESERVED = frozenset(
     "rebuild sweep bind "
     "asave adelete areload arefresh aexpire apersist aupdate aincr adecr acreate aget "
     "aget_or_create aexists aget_many acreate_many adelete_pk adelete_many acount "
-    "acontainer arelated".split()
+    "acontainer arelated acheck arebuild asweep".split()
 )
 
 
