@@ -21,6 +21,7 @@ from ktstore.models import (
     Model,
     ModelError,
     ProtectedError,
+    RelationError,
     UniqueViolation,
     fields,
 )
@@ -358,6 +359,27 @@ def test_maintenance_check_sweep_rebuild(kt_server):
         await Loose.acreate(n=1)
         with pytest.raises(ModelError, match="not a tree database"):
             await Loose.acheck()
+        return True
+
+    assert run(kt_server, body)
+
+
+def test_related_models_need_the_same_async_store(kt_server):
+    async def body(astore):
+        class Owner(Model, prefix="owner"):  # no AsyncStore
+            name = fields.Text()
+
+        class Pet(Model, store=astore, prefix="pet"):
+            owner = fields.ForeignKey(Owner, on_delete=CASCADE)
+
+        with pytest.raises(ModelError, match="bind the AsyncStore to both"):
+            await Pet.acreate(owner_id="someone")
+        Owner.bind(astore)
+        with pytest.raises(RelationError):
+            await Pet.acreate(owner_id="someone")  # checked on the server, as in sync
+        owner = await Owner.acreate(name="ada")
+        await Pet.acreate(owner=owner)
+        assert await owner.adelete() and await Pet.acount() == 0
         return True
 
     assert run(kt_server, body)

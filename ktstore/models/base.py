@@ -570,9 +570,10 @@ class Model(metaclass=ModelType):
             keys = []
             for f, value in fks:
                 if not same_store(f.target, binding, indexes=False):
+                    hint = " (bind the AsyncStore to both)" if binding.is_async else ""
                     raise ModelError(
                         f"{f._where()}: {f.target.__name__} lives in another store; related "
-                        "models must share one store"
+                        f"models must share one store{hint}"
                     )
                 target_prefix = f.target._kt.prefix.encode("utf-8") + b":"
                 keys.append(target_prefix + f.target._pk_to_str(value).encode("utf-8"))

@@ -218,9 +218,10 @@ def delete_plan(model: type, binding: Binding) -> tuple[list[bytes], list[int]]:
             from ktstore.models.base import same_store
 
             if not same_store(child, binding):
+                hint = " (bind the AsyncStore to every related model)" if binding.is_async else ""
                 raise ModelError(
                     f"{child.__name__}.{fk.name} refers to {m.__name__} from another store: "
-                    "related models must share one store for on_delete to be atomic"
+                    f"related models must share one store for on_delete to be atomic{hint}"
                 )
             cb = _Binding(binding.store, child._kt.prefix)  # its keys (no server call)
             spec = {
