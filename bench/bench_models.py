@@ -2,11 +2,13 @@
 
     python bench/bench_models.py [--n 2000] [--server PATH_TO_KTSERVER] [--clients N]
     python bench/bench_models.py v2 [--docs 100000] [--children 10000] [--updates 10000]
+        [--gets 20000] [--only composite|cascade|update|search|async]
 
 The ``v2`` figures: a composite-index range with ordering (vs an in-memory sort),
 cascade delete of 10k children (vs client-side delete_many pages), ``query.update`` of
 10k records (vs per-instance updates), full-text queries over 100k documents, top 10
-(vs a full scan filtering on the client).
+(vs a full scan filtering on the client), async get by pk with 100 in flight on the
+asyncio client (vs the sync get by pk).
 
 Runs against the built-in server in a subprocess by default (as deployed; an
 in-process server would fight the benchmark for the GIL), or a real ktserver, on an
@@ -327,22 +329,77 @@ def bench_update(client, n: int) -> None:
     Item.query().paged(1000).delete()
 
 
+def bench_async_get(client, n: int, in_flight: int = 100) -> None:
+    """Get by pk on the asyncio client with ``in_flight`` gets awaited at once (one
+    model class, bound to a Store and an AsyncStore), against the sync get by pk."""
+    import asyncio
+
+    from ktstore import AsyncKyotoTycoon, AsyncStore
+
+    class Item(Model, store=Store(client, db=0), prefix="aget"):
+        n = fields.Integer(index=True)
+        label = fields.Text(default="")
+
+    items = [Item(n=i, label=f"item {i}") for i in range(n)]
+    for i in range(0, n, 500):
+        Item.create_many(items[i : i + 500])
+    pks = [it.id for it in items]
+    random.Random(3).shuffle(pks)
+    print(f"async get by pk: {n} instances, {in_flight} in flight")
+    a = timed("get by pk (sync client)", n, lambda: [Item.get(pk) for pk in pks])
+
+    async def run(concurrency: int) -> float:
+        async with AsyncKyotoTycoon(client.host, client.port, timeout=30) as ac:
+            Item.bind(AsyncStore(ac, db=0))
+            await Item.aget(pks[0])  # set-up (the schema check) out of the timing
+            sem = asyncio.Semaphore(concurrency)
+
+            async def one(pk: str) -> None:
+                async with sem:
+                    await Item.aget(pk)
+
+            t0 = time.perf_counter()
+            await asyncio.gather(*(one(pk) for pk in pks))
+            dt = time.perf_counter() - t0
+        print(
+            f"{'aget, ' + str(concurrency) + ' in flight':<42} {n:>7} ops  {dt * 1000:9.1f} ms"
+            f"  {n / dt:10.0f} ops/s  {dt / n * 1e6:8.1f} µs/op"
+        )
+        return dt / n
+
+    b1 = asyncio.run(run(1))
+    b = asyncio.run(run(in_flight))
+    print(
+        f"  -> {in_flight} in flight: {a / b:.1f}x the sync get by pk "
+        f"(one at a time on the asyncio client: {a / b1:.1f}x)"
+    )
+    Item.query().paged(1000).delete()
+
+
 def main_v2() -> None:
     ap = argparse.ArgumentParser(description="Models 2.0 figures")
     ap.add_argument("--docs", type=int, default=100_000, help="documents for the search figure")
     ap.add_argument("--children", type=int, default=10_000)
     ap.add_argument("--updates", type=int, default=10_000)
     ap.add_argument("--tasks", type=int, default=20_000)
+    ap.add_argument("--gets", type=int, default=20_000, help="instances for the async get")
+    ap.add_argument("--only", choices=["composite", "cascade", "update", "search", "async"])
     ap.add_argument("--server", default=os.environ.get("KTSTORE_BENCH_SERVER"))
     args = ap.parse_args(sys.argv[2:])
     srv = EmbeddedServer(server=args.server or "builtin", database="%", quiet=True)
     client = srv.run()
     try:
         print(f"server: {args.server or 'built-in (subprocess)'} (machine shared: compare ratios)")
-        bench_composite(client, args.tasks)
-        bench_cascade(client, args.children)
-        bench_update(client, args.updates)
-        bench_search(client, args.docs)
+        runs = {
+            "composite": lambda: bench_composite(client, args.tasks),
+            "cascade": lambda: bench_cascade(client, args.children),
+            "update": lambda: bench_update(client, args.updates),
+            "search": lambda: bench_search(client, args.docs),
+            "async": lambda: bench_async_get(client, args.gets),
+        }
+        for name, fn in runs.items():
+            if args.only in (None, name):
+                fn()
     finally:
         client.close_all()
         srv.stop()

@@ -8,6 +8,10 @@ methods with the same meaning: ``await store.get(k)``, ``await store.set(k, v)``
 ``await store.get_many(keys)``, ``await store.clear()``, ``await store.touch(k, ttl)``,
 and ``async for key in store`` / ``store.items()`` / ``store.values()`` /
 ``store.keys_with_prefix(p)`` walking the database through a server cursor.
+
+Models bound to an ``AsyncStore`` (``class User(Model, store=astore)``) get their
+awaitable forms from it (``await User.aget(pk)``, ``await u.asave()``); ``index_db``
+is where their index entries live, as for :class:`~ktstore.store.Store`.
 """
 
 from __future__ import annotations
@@ -26,13 +30,22 @@ class AsyncStore:
     """A mapping-like view of database ``db`` of an
     :class:`~ktstore.client.aio.AsyncKyotoTycoon` (``ttl``: default expiry of writes)."""
 
-    def __init__(self, client: Any, db: int | None = None, ttl: float | None = None) -> None:
+    def __init__(
+        self,
+        client: Any,
+        db: int | None = None,
+        ttl: float | None = None,
+        index_db: int | None = None,
+    ) -> None:
         self.client = client
         self.db = client.resolve_db(db)
         self.ttl = ttl
+        # where models keep their index entries, as for Store (default: ``db``)
+        self.index_db = self.db if index_db is None else client.resolve_db(index_db)
+        self._tree: dict[int, bool] = {}  # db index -> tree database? (models ask once)
 
     def __repr__(self) -> str:
-        return f"<AsyncStore {self.client!r} db={self.db}>"
+        return f"<AsyncStore {self.client!r} db={self.db} index_db={self.index_db}>"
 
     async def get(self, key: Any, default: Any = None) -> Any:
         raw = await self.client.get_bytes(key, db=self.db)

@@ -89,8 +89,8 @@ class Store(MutableMapping):
         elif isinstance(client, (str, os.PathLike)):
             client = _shared_client(client)
         self.client = client
-        self.db = client._db(db)
-        self.index_db = self.db if index_db is None else client._db(index_db)
+        self.db = client.resolve_db(db)
+        self.index_db = self.db if index_db is None else client.resolve_db(index_db)
         self.ttl = ttl
         self._tree: dict[int, bool] = {}
 
@@ -135,7 +135,7 @@ class Store(MutableMapping):
         raw = self.client.get_bytes(key, db=self.db)
         if raw is None:
             raise KeyError(key)
-        return self.client._decode_value(raw)
+        return self.client.decode_value(raw)
 
     def __setitem__(self, key: Any, value: Any) -> None:
         self._check(value)
@@ -172,7 +172,7 @@ class Store(MutableMapping):
 
     def get(self, key: Any, default: Any = None) -> Any:
         raw = self.client.get_bytes(key, db=self.db)
-        return default if raw is None else self.client._decode_value(raw)
+        return default if raw is None else self.client.decode_value(raw)
 
     def setdefault(self, key: Any, default: Any = None) -> Any:
         """Atomic: stores ``default`` only if ``key`` is absent (KT ``add``)."""
@@ -182,7 +182,7 @@ class Store(MutableMapping):
         raw = self.client.get_bytes(key, db=self.db)
         if raw is None:  # removed in between: try once more
             return self.setdefault(key, default)
-        return self.client._decode_value(raw)
+        return self.client.decode_value(raw)
 
     def pop(self, key: Any, default: Any = _MISSING) -> Any:
         """Atomic get-and-remove (KT ``seize``)."""
@@ -191,7 +191,7 @@ class Store(MutableMapping):
             if default is _MISSING:
                 raise KeyError(key)
             return default
-        return self.client._decode_value(raw)
+        return self.client.decode_value(raw)
 
     def popitem(self) -> tuple[Any, Any]:
         for key in self:
@@ -258,7 +258,9 @@ class Store(MutableMapping):
                     params.append((b"tree", b"1"))
                 if after is not None:
                     params.append((b"after", after))
-                out = dict(client._play_script("modelremoveprefix", params) or [])
+                out = dict(
+                    client.execute_command(client.script_command("modelremoveprefix", params)) or []
+                )
                 total += int(out.get(b"removed", b"0"))
                 if out.get(b"done") == b"1":
                     return total
@@ -314,7 +316,9 @@ class Store(MutableMapping):
                         params.append((b"after", after))
                     if not values:
                         params.append((b"keys", b"1"))
-                    out = dict(client._play_script("modelscan", params) or [])
+                    out = dict(
+                        client.execute_command(client.script_command("modelscan", params)) or []
+                    )
                     for i in range(1, int(out.get(b"n", b"0")) + 1):
                         yield out[b"k%d" % i], out.get(b"v%d" % i)
                     if out.get(b"done") == b"1" or b"last" not in out:
@@ -437,7 +441,7 @@ class _ItemsView:
         self._s = store
 
     def __iter__(self) -> Iterator[tuple[Any, Any]]:
-        dec = self._s.client._decode_value
+        dec = self._s.client.decode_value
         for k, v in self._s._scan(values=True):
             yield k, dec(v)
 

@@ -28,10 +28,10 @@ from ktstore.store import Store
 
 
 @pytest.fixture
-def store(kt_server):
-    client = KyotoTycoon(port=kt_server.port)
-    yield Store(client, db=1)
-    client.close_all()
+def store(client_factory):
+    """A Store on the sync client, and on the asyncio client driven through the test
+    bridge: every model operation runs as the same program under either runner."""
+    return Store(client_factory(), db=1)
 
 
 @pytest.fixture

@@ -18,10 +18,10 @@ from ktstore.store import Store
 
 
 @pytest.fixture
-def store(kt_server):
-    client = KyotoTycoon(port=kt_server.port)
-    yield Store(client, db=1)
-    client.close_all()
+def store(client_factory):
+    """A Store on the sync client, and on the asyncio client driven through the test
+    bridge: every model operation runs as the same program under either runner."""
+    return Store(client_factory(), db=1)
 
 
 def make_task(store):
@@ -59,7 +59,7 @@ def _spy(monkeypatch, binding):
 
     def spy(db, lo, hi, **kw):
         calls.append((lo, hi))
-        return real(db, lo, hi, **kw)
+        return (yield from real(db, lo, hi, **kw))
 
     monkeypatch.setattr(binding, "scan", spy)
     return calls

@@ -34,10 +34,10 @@ class Level(enum.IntEnum):
 
 
 @pytest.fixture
-def store(kt_server):
-    client = KyotoTycoon(port=kt_server.port, serializer=KT_MSGPACK)  # typed container values
-    yield Store(client, db=1)
-    client.close_all()
+def store(client_factory):
+    """A Store on the sync client, and on the asyncio client driven through the test
+    bridge: every model operation runs as the same program under either runner."""
+    return Store(client_factory(serializer=KT_MSGPACK), db=1)  # typed container values
 
 
 def make_everything(store):

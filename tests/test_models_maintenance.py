@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import pytest
 
-from ktstore.client import KyotoTycoon
 from ktstore.models import Model, ModelError, UniqueViolation, fields
 from ktstore.store import Store
 
 
 @pytest.fixture(params=["tree", "split"])
-def store(request, kt_server):
-    client = KyotoTycoon(port=kt_server.port)
+def store(request, client_factory):
+    """A Store on the sync client, and on the asyncio client driven through the test
+    bridge: every model operation runs as the same program under either runner."""
+    client = client_factory()
     if request.param == "tree":
-        yield Store(client, db=1)
-    else:
-        yield Store(client, db=0, index_db=1)
-    client.close_all()
+        return Store(client, db=1)
+    return Store(client, db=0, index_db=1)
 
 
 def test_new_index_on_existing_field_is_built_by_rebuild(store):

@@ -9,7 +9,6 @@ import time
 
 import pytest
 
-from ktstore.client import KyotoTycoon
 from ktstore.models import DoesNotExist, Model, fields
 from ktstore.models.backend import memo_keys
 from ktstore.store import Store
@@ -18,10 +17,10 @@ XTMAX = 1099511627775
 
 
 @pytest.fixture
-def store(kt_server):
-    client = KyotoTycoon(port=kt_server.port)
-    yield Store(client, db=1)
-    client.close_all()
+def store(client_factory):
+    """A Store on the sync client, and on the asyncio client driven through the test
+    bridge: every model operation runs as the same program under either runner."""
+    return Store(client_factory(), db=1)
 
 
 def make(store, ttl=None):

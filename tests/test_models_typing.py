@@ -74,6 +74,23 @@ def use() -> None:
     assert_type(s, SearchQuery[Post])
     for p in s:
         assert_type(p, Post)
+
+
+async def use_async() -> None:
+    a = await Author.aget("x")
+    assert_type(a, Author)
+    assert_type(await Author.aget("x", None), Author | None)
+    assert_type(await a.asave(), Author)
+    assert_type(await Author.acreate(name="bob"), Author)
+    assert_type(await Author.aget_many(["a"]), list[Author])
+    assert_type(await Author.aget_or_create(name="c"), tuple[Author, bool])
+    q = Author.query(Author.name == "ada")
+    async for x in q:
+        assert_type(x, Author)
+    assert_type(await q.afirst(), Author | None)
+    assert_type(await q.aall(), list[Author])
+    async for p in Post.search("kyoto"):
+        assert_type(p, Post)
 """
 
 BAD = """

@@ -118,14 +118,13 @@ def test_iteration_is_lazy_and_survives_writes(client, monkeypatch):
     s = Store(client, db=1)
     s.update({f"k{i:05d}": i for i in range(1100)})
     pages = []
-    real = client._play_script
+    real = client.script_command
 
-    def spy(name, params, *a, **kw):
-        out = real(name, params, *a, **kw)
+    def spy(name, params, *a, **kw):  # every script call is built here
         pages.append(name)
-        return out
+        return real(name, params, *a, **kw)
 
-    monkeypatch.setattr(client, "_play_script", spy)
+    monkeypatch.setattr(client, "script_command", spy)
     it = iter(s)
     assert next(it) == "k00000" and pages == ["modelscan"]  # one page, not everything
     # deleting every key while iterating still visits each key once, in order

@@ -28,13 +28,13 @@ def test_delete_prefix_one_call_per_page(client, db, monkeypatch):
     s.update({f"users:{i}": i for i in range(10)})
     s.update({f"u{i}": i for i in range(10)})
     calls = []
-    real = client._play_script
+    real = client.script_command
 
     def spy(name, params, *a, **kw):
         calls.append(name)
         return real(name, params, *a, **kw)
 
-    monkeypatch.setattr(client, "_play_script", spy)
+    monkeypatch.setattr(client, "script_command", spy)
     assert s.delete_prefix("user:", page=1000) == 2500
     assert calls == ["modelremoveprefix"] * 3 if db == 1 else len(calls) >= 3
     assert len(s) == 20 and all(k.startswith(("users:", "u")) for k in s)

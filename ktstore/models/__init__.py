@@ -7,6 +7,10 @@
 >>> u = User.create(email="ada@example.com", age=36)
 >>> User.query(User.age >= 18).order_by(User.age.desc()).first()
 
+The same classes serve asyncio code once bound to an ``AsyncStore``:
+``await User.aget(pk)``, ``await u.asave()``, ``async for u in User.query(...)``
+(docs/models.md, "Async models").
+
 See :mod:`ktstore.models.base` (models), :mod:`ktstore.models.fields` (fields),
 :mod:`ktstore.models.query` (queries), :mod:`ktstore.models.maintenance` (check,
 sweep, rebuild) and the key layout in :mod:`ktstore.models.backend`; the user guide is

@@ -17,6 +17,12 @@ ids from a counter on the server instead.
 Every change is one Lua call on the server (see :mod:`ktstore.models.backend`):
 the record, its index entries, its unique claims and its containers' expiry change
 together or not at all.
+
+Every operation that talks to the server is written once, as a *program* over the
+binding (``_save``, ``_get``, ``_atomic``...: a generator yielding the client's
+commands), and has two thin entry points: the sync one (``save``) runs the program on
+the model's ``Store``, the awaitable one (``asave``) on its ``AsyncStore``.  So both
+have the same checks, retries and errors.
 """
 
 from __future__ import annotations
@@ -24,11 +30,12 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, overload
 
 import attrs
 
+from ktstore.client.command import Program
 from ktstore.models import fields as fields_mod
 from ktstore.models import keycodec
 from ktstore.models.backend import (
@@ -110,6 +117,9 @@ class ModelInfo:
         self.ttl: float | None = None
         self.binding: Binding | None = None
         self.binding_store: Any = None
+        self.astore: Any = None  # an AsyncStore: what the awaitable forms use
+        self.abinding: Binding | None = None
+        self.abinding_store: Any = None
         self.abstract = False
 
     @property
@@ -191,6 +201,10 @@ class ModelType(type):
     def __len__(cls) -> int:
         return cls.count()  # type: ignore[attr-defined]
 
+    def __aiter__(cls) -> Any:
+        """``async for inst in User``: every instance, through the AsyncStore."""
+        return cls.query().__aiter__()  # type: ignore[attr-defined]
+
     def __bool__(cls) -> bool:
         # a class is always true; without this, ``if User:`` would count instances
         return True
@@ -240,9 +254,10 @@ class Model(metaclass=ModelType):
             info.containers.update(parent.containers)
             info.indexes.update(parent.indexes)
             info.store = parent.store
+            info.astore = parent.astore
             info.ttl = parent.ttl
         if store is not None:
-            info.store = _as_store(store)
+            _set_store(info, store)
         if ttl is not None:
             info.ttl = _seconds(ttl)
         info.prefix = prefix or cls.__name__.lower()
@@ -350,41 +365,76 @@ class Model(metaclass=ModelType):
 
     @classmethod
     def _binding(cls) -> Binding:
+        """The binding of the sync API (set up on first use: one or two calls)."""
         info = cls._kt
         if info.abstract:
             raise ModelError(f"{cls.__name__} is abstract")
         store = info.store
         if store is None:
+            if info.astore is not None:
+                raise ModelError(
+                    f"{cls.__name__} is bound to an AsyncStore only: use the awaitable "
+                    f"forms (await {cls.__name__}.aget(pk), await obj.asave()...), or "
+                    f"also bind a Store ({cls.__name__}.bind(Store(...)))"
+                )
             from ktstore.store import Store
 
             store = info.store = Store.default()
         if info.binding is None or info.binding_store is not store:
-            if not store.is_tree(store.index_db):
-                raise ModelError(
-                    f"{cls.__name__}: the index database {store.index_db} is not a tree "
-                    "database (%, +, .kct...); range scans need key order. Use "
-                    "Store(client, db=..., index_db=<a tree database>)"
-                )
             binding = Binding(store, info.prefix)
-            binding.check_schema(info.index_names)
+            binding.run(binding.setup(cls.__name__, info.index_names))
             info.binding = binding
             info.binding_store = store
         return info.binding
 
     @classmethod
-    def _writable(cls) -> Binding:
-        """The binding, once sure that unique checks can see every stored value."""
+    async def _abinding(cls) -> Binding:
+        """The binding of the awaitable API: the model's AsyncStore."""
+        info = cls._kt
+        if info.abstract:
+            raise ModelError(f"{cls.__name__} is abstract")
+        store = info.astore
+        if store is None:
+            raise ModelError(
+                f"{cls.__name__} has no AsyncStore for its awaitable forms: bind one "
+                f"(class keyword store=AsyncStore(...), or {cls.__name__}.bind(AsyncStore(...)))"
+            )
+        if info.abinding is None or info.abinding_store is not store:
+            binding = Binding(store, info.prefix)
+            await binding.run(binding.setup(cls.__name__, info.index_names))
+            info.abinding = binding
+            info.abinding_store = store
+        return info.abinding
+
+    @classmethod
+    def _prepared(cls, b: Binding, make: Callable[[Binding], Program], writable: bool) -> Program:
+        if writable and b.unbuilt:
+            # unique checks must see every stored value
+            yield from b.require_built(
+                cls.__name__, [f.name for f in cls._kt.unique], "unique=True"
+            )
+        return (yield from make(b))
+
+    @classmethod
+    def _run(cls, make: Callable[[Binding], Program], writable: bool = False) -> Any:
+        """Run the program ``make(binding)`` on the sync store."""
         b = cls._binding()
-        if b.unbuilt:
-            b.require_built(cls.__name__, [f.name for f in cls._kt.unique], "unique=True")
-        return b
+        return b.run(cls._prepared(b, make, writable))
+
+    @classmethod
+    async def _arun(cls, make: Callable[[Binding], Program], writable: bool = False) -> Any:
+        """Run the program ``make(binding)`` on the AsyncStore."""
+        b = await cls._abinding()
+        return await b.run(cls._prepared(b, make, writable))
 
     @classmethod
     def bind(cls, store: Any) -> None:
-        """Use ``store`` (a Store, or a client for its default database) for this model
-        from now on (e.g. per test, or once the configuration is known)."""
-        cls._kt.store = _as_store(store)
-        cls._kt.binding = None
+        """Use ``store`` for this model from now on (e.g. per test, or once the
+        configuration is known).  A ``Store`` (or a sync client, for its default
+        database) serves the sync API; an ``AsyncStore`` (or an ``AsyncKyotoTycoon``)
+        serves the awaitable forms (``aget``, ``asave``, ``async for``...).  A model
+        may be bound to one of each at once."""
+        _set_store(cls._kt, store)
 
     # ---- encoding ---------------------------------------------------------------------
 
@@ -519,13 +569,14 @@ class Model(metaclass=ModelType):
         if fks:
             keys = []
             for f, value in fks:
-                tb = f.target._binding()
-                if tb.client is not binding.client or tb.rdb != binding.rdb:
+                if not same_store(f.target, binding, indexes=False):
+                    hint = " (bind the AsyncStore to both)" if binding.is_async else ""
                     raise ModelError(
                         f"{f._where()}: {f.target.__name__} lives in another store; related "
-                        "models must share one store"
+                        f"models must share one store{hint}"
                     )
-                keys.append(tb.record_key(f.target._pk_to_str(value)))
+                target_prefix = f.target._kt.prefix.encode("utf-8") + b":"
+                keys.append(target_prefix + f.target._pk_to_str(value).encode("utf-8"))
             spec[b"fk"] = arraydump(keys)
             spec[b"fkf"] = arraydump([f.name.encode() for f, _v in fks])
         if info.containers:
@@ -542,10 +593,10 @@ class Model(metaclass=ModelType):
                 )
         return spec, record
 
-    def _assign_pk(self, binding: Binding) -> None:
+    def _assign_pk(self, binding: Binding) -> Program:
         pk = self._kt.pk
         if getattr(self, pk.name) is None and getattr(pk, "auto", False):
-            object.__setattr__(self, pk.name, binding.next_id())
+            object.__setattr__(self, pk.name, (yield from binding.next_id()))
 
     def _raise_for(self, out: dict[bytes, bytes], instances: Sequence[Model] | None = None) -> None:
         err = out.get(b"err")
@@ -602,10 +653,16 @@ class Model(metaclass=ModelType):
         :class:`UniqueViolation` (nothing written), :class:`ConflictError` when a version
         field shows a newer stored copy, :class:`AlreadyExists` with ``only_if_new``.
         """
-        b = type(self)._writable()
-        self._assign_pk(b)
+        return type(self)._run(lambda b: self._save(b, ttl, only_if_new), writable=True)
+
+    async def asave(self, ttl: Any = None, *, only_if_new: bool = False) -> Self:
+        """:meth:`save` on the model's AsyncStore."""
+        return await type(self)._arun(lambda b: self._save(b, ttl, only_if_new), writable=True)
+
+    def _save(self, b: Binding, ttl: Any, only_if_new: bool) -> Program:
+        yield from self._assign_pk(b)
         spec, record = self._spec(b, ttl=ttl, mode="create" if only_if_new else None)
-        out = b.save([spec])
+        out = yield from b.save([spec])
         self._raise_for(out)
         self._after_save(record, out.get(b"xt1"))
         return self
@@ -613,9 +670,15 @@ class Model(metaclass=ModelType):
     def delete(self) -> bool:
         """Remove the instance, its index entries and its containers, atomically.
         With a version field, a stale copy raises :class:`ConflictError`."""
-        b = type(self)._binding()
+        return type(self)._run(self._delete)  # type: ignore[no-any-return]
+
+    async def adelete(self) -> bool:
+        """:meth:`delete` on the model's AsyncStore."""
+        return await type(self)._arun(self._delete)  # type: ignore[no-any-return]
+
+    def _delete(self, b: Binding) -> Program:
         spec = self._delete_spec(b)
-        out = type(self)._delete_specs(b, [spec], [self])
+        out = yield from type(self)._delete_specs(b, [spec], [self])
         self._kt_raw = None
         return out != 0
 
@@ -632,21 +695,35 @@ class Model(metaclass=ModelType):
 
     def reload(self) -> Self:
         """Read the stored state again (raises :class:`DoesNotExist` if it is gone)."""
-        fresh = type(self).get(getattr(self, self._kt.pk.name))
+        return type(self)._run(self._reload)  # type: ignore[no-any-return]
+
+    async def areload(self) -> Self:
+        """:meth:`reload` on the model's AsyncStore."""
+        return await type(self)._arun(self._reload)  # type: ignore[no-any-return]
+
+    def _reload(self, b: Binding) -> Program:
+        fresh = yield from type(self)._get(b, getattr(self, self._kt.pk.name), attrs.NOTHING)
         for name in self._kt.fields:
             object.__setattr__(self, name, getattr(fresh, name))
         self._kt_raw, self._kt_xt = fresh._kt_raw, fresh._kt_xt
         return self
 
     refresh = reload
+    arefresh = areload
 
     def expire(self, ttl: Any) -> None:
         """Give the instance (and its index entries and containers) a new expiry:
         seconds, timedelta or aware datetime; ``None`` removes the expiry."""
-        b = type(self)._binding()
+        type(self)._run(lambda b: self._expire(b, ttl))
+
+    async def aexpire(self, ttl: Any) -> None:
+        """:meth:`expire` on the model's AsyncStore."""
+        await type(self)._arun(lambda b: self._expire(b, ttl))
+
+    def _expire(self, b: Binding, ttl: Any) -> Program:
         pkstr = self._pkstr()
         xt = _abs_xt(ttl) if ttl is not None else 2**62
-        out = b.expire(
+        out = yield from b.expire(
             b.record_key(pkstr), xt, [b.container_key(pkstr, n) for n in self._kt.containers]
         )
         if out.get(b"missing"):
@@ -657,6 +734,10 @@ class Model(metaclass=ModelType):
     def persist(self) -> None:
         """Remove the expiry."""
         self.expire(None)
+
+    async def apersist(self) -> None:
+        """:meth:`persist` on the model's AsyncStore."""
+        await self.aexpire(None)
 
     @property
     def expires_at(self) -> float | None:
@@ -673,7 +754,15 @@ class Model(metaclass=ModelType):
         only if nobody changed it meanwhile, else retry) and return self, refreshed."""
         for name in changes:
             self._field_named(name)
-        return self._atomic(lambda fresh: changes)
+        return type(self)._run(lambda b: self._atomic(b, lambda fresh: changes), writable=True)
+
+    async def aupdate(self, **changes: Any) -> Self:
+        """:meth:`update` on the model's AsyncStore."""
+        for name in changes:
+            self._field_named(name)
+        return await type(self)._arun(
+            lambda b: self._atomic(b, lambda fresh: changes), writable=True
+        )
 
     def _field_named(self, name: str) -> Field:
         try:
@@ -684,34 +773,43 @@ class Model(metaclass=ModelType):
     def incr(self, field: str | Field, n: int | float = 1) -> Any:
         """Atomically add ``n`` to a numeric field (re-indexing it) and return the new
         value; concurrent increments never lose an update."""
+        return type(self)._run(lambda b: self._incr(b, field, n), writable=True)
+
+    async def aincr(self, field: str | Field, n: int | float = 1) -> Any:
+        """:meth:`incr` on the model's AsyncStore."""
+        return await type(self)._arun(lambda b: self._incr(b, field, n), writable=True)
+
+    def decr(self, field: str | Field, n: int | float = 1) -> Any:
+        return self.incr(field, -n)
+
+    async def adecr(self, field: str | Field, n: int | float = 1) -> Any:
+        return await self.aincr(field, -n)
+
+    def _incr(self, b: Binding, field: str | Field, n: int | float) -> Program:
         name = field if isinstance(field, str) else field.name
         f = self._field_named(name)
         if not isinstance(f, (Integer, Float, Decimal)) or isinstance(f, Version):
             raise ModelError(
                 f"{f._where()} is not a number field: incr needs Integer/Float/Decimal"
             )
-        self._atomic(lambda fresh: {name: (getattr(fresh, name) or 0) + n})
+        yield from self._atomic(b, lambda fresh: {name: (getattr(fresh, name) or 0) + n})
         return getattr(self, name)
 
-    def decr(self, field: str | Field, n: int | float = 1) -> Any:
-        return self.incr(field, -n)
-
-    def _atomic(self, change: Any, retries: int = 100) -> Self:
+    def _atomic(self, b: Binding, change: Any, retries: int = 100) -> Program:
         cls = type(self)
-        b = cls._writable()
         pkstr = self._pkstr()
         key = b.record_key(pkstr)
         for attempt in range(retries):
-            got = b.get_records([key]).get(key)
+            got = (yield from b.get_records([key])).get(key)
             if got is None:
                 raise DoesNotExist(f"{cls.__name__} {pkstr!r} does not exist")
             fresh = cls._from_record(*got)
             for name, value in change(fresh).items():
                 setattr(fresh, name, value)  # validated and converted by attrs
             spec, record = fresh._spec(b, mode="update", cas=got[0])
-            out = b.save([spec])
+            out = yield from b.save([spec])
             if out.get(b"err") == b"conflict":
-                time.sleep(min(0.001 * attempt, 0.02))
+                backoff(b, attempt)
                 continue
             fresh._raise_for(out)
             fresh._after_save(record, out.get(b"xt1"))
@@ -729,6 +827,30 @@ class Model(metaclass=ModelType):
         key = b.container_key(self._pkstr(), field.name)
         factory = getattr(b.client, field.container)
         return view_for(self, field, factory(key, db=b.rdb), key)
+
+    async def acontainer(self, name: str) -> Any:
+        """A container field on the AsyncStore: the asyncio client's List / Set / Hash
+        of this instance (its methods are coroutines: ``await (await
+        u.acontainer("tags")).add("x")``).  Unlike the sync view, a write through it
+        does not copy the record's expiry onto the container: on a model with a
+        ``ttl``, call ``aexpire`` after writing."""
+        field = self._kt.containers.get(name)
+        if field is None:
+            raise ModelError(f"{type(self).__name__} has no container field {name!r}")
+        b = await type(self)._abinding()
+        key = b.container_key(self._pkstr(), name)
+        return getattr(b.client, field.container)(key, db=b.rdb)
+
+    async def arelated(self, name: str) -> Any:
+        """The instance a foreign key refers to, read through the AsyncStore
+        (``await post.arelated("author")``; ``post.author`` reads it on the sync store);
+        ``None`` when the key is ``None``.  Cached like the sync accessor."""
+        if name not in self._kt.accessors:
+            raise ModelError(f"{type(self).__name__} has no foreign key {name!r}")
+        related = type(self).__dict__.get(name) or next(
+            c.__dict__[name] for c in type(self).__mro__ if name in c.__dict__
+        )
+        return await related.aload(self)
 
     def _kt_set_container(self, field: ContainerField, value: Any) -> None:
         """``inst.tags = {...}``: replaces the container's contents at the next save(),
@@ -811,6 +933,12 @@ class Model(metaclass=ModelType):
         inst = cls(**values)
         return inst.save(ttl=ttl, only_if_new=True)
 
+    @classmethod
+    async def acreate(cls, ttl: Any = None, **values: Any) -> Self:
+        """:meth:`create` on the model's AsyncStore."""
+        inst = cls(**values)
+        return await inst.asave(ttl=ttl, only_if_new=True)
+
     if TYPE_CHECKING:
 
         @overload
@@ -821,13 +949,35 @@ class Model(metaclass=ModelType):
         @classmethod
         def get(cls, pk: Any, default: _Default) -> Self | _Default: ...
 
+        @classmethod
+        def get(cls, pk: Any, default: Any = ...) -> Any: ...
+
+        @overload
+        @classmethod
+        async def aget(cls, pk: Any) -> Self: ...
+
+        @overload
+        @classmethod
+        async def aget(cls, pk: Any, default: _Default) -> Self | _Default: ...
+
+        @classmethod
+        async def aget(cls, pk: Any, default: Any = ...) -> Any: ...
+
     @classmethod  # type: ignore[no-redef]
     def get(cls, pk: Any, default: Any = attrs.NOTHING) -> Any:
         """The instance with primary key ``pk``; :class:`DoesNotExist` (a KeyError) if
         there is none (or it expired), unless a ``default`` is given."""
-        b = cls._binding()
+        return cls._run(lambda b: cls._get(b, pk, default))
+
+    @classmethod  # type: ignore[no-redef]
+    async def aget(cls, pk: Any, default: Any = attrs.NOTHING) -> Any:
+        """:meth:`get` on the model's AsyncStore."""
+        return await cls._arun(lambda b: cls._get(b, pk, default))
+
+    @classmethod
+    def _get(cls, b: Binding, pk: Any, default: Any) -> Program:
         key = b.record_key(cls._pk_to_str(pk))
-        got = b.get_records([key]).get(key)
+        got = (yield from b.get_records([key])).get(key)
         if got is None:
             if default is not attrs.NOTHING:
                 return default
@@ -842,16 +992,31 @@ class Model(metaclass=ModelType):
         a new one created from ``lookup`` and ``defaults``.  Two callers racing on a
         unique field or the primary key end with the same instance (the loser's
         create is refused atomically and it reads the winner's)."""
+        return cls._run(lambda b: cls._get_or_create(b, defaults, lookup), writable=True)  # type: ignore[no-any-return]
+
+    @classmethod
+    async def aget_or_create(
+        cls, defaults: dict[str, Any] | None = None, **lookup: Any
+    ) -> tuple[Self, bool]:
+        """:meth:`get_or_create` on the model's AsyncStore."""
+        return await cls._arun(lambda b: cls._get_or_create(b, defaults, lookup), writable=True)  # type: ignore[no-any-return]
+
+    @classmethod
+    def _get_or_create(
+        cls, b: Binding, defaults: dict[str, Any] | None, lookup: dict[str, Any]
+    ) -> Program:
         q = cls.query(**lookup)
         for _attempt in range(3):
-            found = q.first()
+            found = yield from q._first(b)
             if found is not None:
                 return found, False
             try:
-                return cls.create(**{**(defaults or {}), **lookup}), True
+                inst = cls(**{**(defaults or {}), **lookup})
+                yield from inst._save(b, None, True)
+                return inst, True
             except (UniqueViolation, AlreadyExists):
                 continue  # somebody else created it meanwhile: read theirs
-        found = q.first()
+        found = yield from q._first(b)
         if found is None:
             raise ModelError(
                 f"{cls.__name__}.get_or_create: the create is refused but no instance "
@@ -861,16 +1026,34 @@ class Model(metaclass=ModelType):
 
     @classmethod
     def exists(cls, pk: Any) -> bool:
-        b = cls._binding()
+        return cls._run(lambda b: cls._exists(b, pk))  # type: ignore[no-any-return]
+
+    @classmethod
+    async def aexists(cls, pk: Any) -> bool:
+        """:meth:`exists` on the model's AsyncStore."""
+        return await cls._arun(lambda b: cls._exists(b, pk))  # type: ignore[no-any-return]
+
+    @classmethod
+    def _exists(cls, b: Binding, pk: Any) -> Program:
         key = b.record_key(cls._pk_to_str(pk))
-        return key in b.get_records([key])
+        return key in (yield from b.get_records([key]))
 
     @classmethod
     def get_many(cls, pks: Iterable[Any]) -> list[Self]:
         """The instances that exist among ``pks``, in that order, in one get_bulk."""
-        b = cls._binding()
+        pks = list(pks)
+        return cls._run(lambda b: cls._get_many(b, pks))  # type: ignore[no-any-return]
+
+    @classmethod
+    async def aget_many(cls, pks: Iterable[Any]) -> list[Self]:
+        """:meth:`get_many` on the model's AsyncStore."""
+        pks = list(pks)
+        return await cls._arun(lambda b: cls._get_many(b, pks))  # type: ignore[no-any-return]
+
+    @classmethod
+    def _get_many(cls, b: Binding, pks: list[Any]) -> Program:
         keys = [b.record_key(cls._pk_to_str(pk)) for pk in pks]
-        found = b.get_records(keys)
+        found = yield from b.get_records(keys)
         return [cls._from_record(*found[k]) for k in keys if k in found]
 
     @classmethod
@@ -880,11 +1063,22 @@ class Model(metaclass=ModelType):
         insts = [i if isinstance(i, cls) else cls(**i) for i in items]
         if not insts:
             return []
-        b = cls._writable()
+        return cls._run(lambda b: cls._create_many(b, insts, ttl), writable=True)  # type: ignore[no-any-return]
+
+    @classmethod
+    async def acreate_many(cls, items: Iterable[Any], ttl: Any = None) -> list[Self]:
+        """:meth:`create_many` on the model's AsyncStore."""
+        insts = [i if isinstance(i, cls) else cls(**i) for i in items]
+        if not insts:
+            return []
+        return await cls._arun(lambda b: cls._create_many(b, insts, ttl), writable=True)  # type: ignore[no-any-return]
+
+    @classmethod
+    def _create_many(cls, b: Binding, insts: list[Any], ttl: Any) -> Program:
         specs, records = [], []
         auto = [i for i in insts if getattr(i, cls._kt.pk.name) is None]
         if auto and getattr(cls._kt.pk, "auto", False):
-            last = b.next_id(len(auto))  # one counter call for the whole batch
+            last = yield from b.next_id(len(auto))  # one counter call for the whole batch
             for n, inst in enumerate(auto):
                 object.__setattr__(inst, cls._kt.pk.name, last - len(auto) + 1 + n)
         seen: dict[tuple[str, bytes], Model] = {}
@@ -898,7 +1092,7 @@ class Model(metaclass=ModelType):
                 seen[("u", ukey)] = inst
             specs.append(spec)
             records.append(record)
-        out = b.save(specs)
+        out = yield from b.save(specs)
         insts[0]._raise_for(out, insts)
         for i, (inst, record) in enumerate(zip(insts, records, strict=False), 1):
             inst._after_save(record, out.get(b"xt%d" % i))
@@ -907,25 +1101,47 @@ class Model(metaclass=ModelType):
     @classmethod
     def delete_pk(cls, pk: Any) -> bool:
         """Delete by primary key; ``False`` if there was nothing to delete."""
-        inst = cls.get(pk, default=None)
+        return cls._run(lambda b: cls._delete_pk(b, pk))  # type: ignore[no-any-return]
+
+    @classmethod
+    async def adelete_pk(cls, pk: Any) -> bool:
+        """:meth:`delete_pk` on the model's AsyncStore."""
+        return await cls._arun(lambda b: cls._delete_pk(b, pk))  # type: ignore[no-any-return]
+
+    @classmethod
+    def _delete_pk(cls, b: Binding, pk: Any) -> Program:
+        inst = yield from cls._get(b, pk, None)
         if inst is None:
             return False
         inst._kt_raw = None  # no version check: deleting by key means "whatever it is"
-        return inst.delete()
+        return (yield from inst._delete(b))
 
     @classmethod
     def delete_many(cls, instances: Iterable[Model]) -> int:
         """Delete instances in one atomic server call; the number removed."""
-        b = cls._binding()
         insts = list(instances)
         if not insts:
             return 0
-        return cls._delete_specs(b, [i._delete_spec(b) for i in insts], insts)
+        return cls._run(lambda b: cls._delete_many(b, insts))  # type: ignore[no-any-return]
+
+    @classmethod
+    async def adelete_many(cls, instances: Iterable[Model]) -> int:
+        """:meth:`delete_many` on the model's AsyncStore."""
+        insts = list(instances)
+        if not insts:
+            return 0
+        return await cls._arun(lambda b: cls._delete_many(b, insts))  # type: ignore[no-any-return]
+
+    @classmethod
+    def _delete_many(cls, b: Binding, insts: list[Any]) -> Program:
+        return (yield from cls._delete_specs(b, [i._delete_spec(b) for i in insts], insts))
 
     cascade_page: ClassVar[int] = 1000
 
     @classmethod
-    def _delete_specs(cls, b: Binding, specs: list[dict[bytes, bytes]], insts: list[Any]) -> int:
+    def _delete_specs(
+        cls, b: Binding, specs: list[dict[bytes, bytes]], insts: list[Any]
+    ) -> Program:
         """Run ``modeldelete``; with relations, again from where a page of children
         stopped until every instance is gone (each call atomic).  Records removed."""
         extra: dict[bytes, bytes] = {}
@@ -941,7 +1157,7 @@ class Model(metaclass=ModelType):
                 spec[b"pkk"] = cls._kt.pk.encode_key(getattr(inst, cls._kt.pk.name))
         removed = 0
         while True:
-            out = b.delete(specs, extra)
+            out = yield from b.delete(specs, extra)
             if out.get(b"more") != b"1":
                 insts[0]._raise_for(out, insts)
                 return removed + int(out.get(b"d", b"0"))
@@ -978,14 +1194,17 @@ class Model(metaclass=ModelType):
         """Number of live instances, from the primary key index alone (keys only, no
         record is read; exact unless the data was damaged behind the model layer's
         back -- see :meth:`check`)."""
-        b = cls._binding()
+        return cls._run(cls._count)  # type: ignore[no-any-return]
+
+    @classmethod
+    async def acount(cls) -> int:
+        """:meth:`count` on the model's AsyncStore."""
+        return await cls._arun(cls._count)  # type: ignore[no-any-return]
+
+    @classmethod
+    def _count(cls, b: Binding) -> Program:
         base = b.index_base(cls._kt.pk.name)
-        return sum(
-            1
-            for _ in b.scan_all(
-                b.idb, base, keycodec.prefix_successor(base), page=1000, keys_only=True
-            )
-        )
+        return (yield from b.count_range(b.idb, base, keycodec.prefix_successor(base)))
 
     # ---- maintenance ------------------------------------------------------------------
 
@@ -1007,12 +1226,36 @@ class Model(metaclass=ModelType):
 
         return sweep(cls)
 
+    @classmethod
+    async def acheck(cls) -> Any:
+        """:meth:`check` on the model's AsyncStore (records in a tree database)."""
+        from ktstore.models.maintenance import _check
+
+        return await cls._arun(lambda b: _check(cls, b))
+
+    @classmethod
+    async def arebuild(cls) -> Any:
+        """:meth:`rebuild` on the model's AsyncStore (records in a tree database)."""
+        from ktstore.models.maintenance import _rebuild
+
+        return await cls._arun(lambda b: _rebuild(cls, b))
+
+    @classmethod
+    async def asweep(cls) -> int:
+        """:meth:`sweep` on the model's AsyncStore (records in a tree database)."""
+        from ktstore.models.maintenance import _sweep
+
+        return await cls._arun(lambda b: _sweep(cls, b))  # type: ignore[no-any-return]
+
 
 _RESERVED = frozenset(
     "save delete reload refresh expire persist expires_at ttl update incr decr create get "
     "get_or_create to_dict to_json from_dict from_json search "
     "exists get_many create_many delete_pk delete_many query filter all count check "
-    "rebuild sweep bind".split()
+    "rebuild sweep bind "
+    "asave adelete areload arefresh aexpire apersist aupdate aincr adecr acreate aget "
+    "aget_or_create aexists aget_many acreate_many adelete_pk adelete_many acount "
+    "acontainer arelated acheck arebuild asweep".split()
 )
 
 
@@ -1049,8 +1292,11 @@ def _accept_containers(cls: Any) -> None:
 
 
 def _as_store(store: Any) -> Any:
-    """A Store, given a Store or a client (whose default database is used)."""
+    """A Store or an AsyncStore, given one or a client (whose default database is
+    used)."""
+    from ktstore.async_store import AsyncStore
     from ktstore.errors import InvalidArgument
+    from ktstore.models.backend import is_async_client
     from ktstore.store import ShardedStore, Store
 
     if isinstance(store, ShardedStore) or type(store).__name__.startswith("Sharded"):
@@ -1058,9 +1304,45 @@ def _as_store(store: Any) -> Any:
             "a model cannot live on shards: its save is one atomic Lua call on one "
             "server; bind it to one server or a replicated pair (FailoverKyotoTycoon)"
         )
-    if isinstance(store, Store) or not hasattr(store, "_play_script"):
+    if isinstance(store, (Store, AsyncStore)) or not hasattr(store, "script_command"):
         return store
+    if is_async_client(store):
+        return AsyncStore(store)
     return Store(store)
+
+
+def _set_store(info: ModelInfo, store: Any) -> None:
+    """Bind ``store`` to the slot of its kind (sync or asyncio)."""
+    from ktstore.models.backend import is_async_client
+
+    store = _as_store(store)
+    if is_async_client(getattr(store, "client", None)):
+        info.astore = store
+        info.abinding = None
+    else:
+        info.store = store
+        info.binding = None
+
+
+def same_store(model: Any, b: Binding, indexes: bool = True) -> bool:
+    """Whether ``model`` lives in the store of ``b`` (the same client and database,
+    and index database with ``indexes``): related models must, for their rules to be
+    applied in one atomic server call."""
+    info = model._kt
+    store = info.astore if b.is_async else info.store
+    if store is None and not b.is_async:
+        store = model._binding().store  # the default store, set up on first use
+    if store is None or store.client is not b.client or store.db != b.rdb:
+        return False
+    return not indexes or store.index_db == b.idb
+
+
+def backoff(b: Binding, attempt: int) -> None:
+    """Pause before retrying a compare-and-swap that lost a race (sync client only:
+    the asyncio client's coroutines give way at every await already, and sleeping
+    here would block the event loop)."""
+    if not b.is_async and attempt:
+        time.sleep(min(0.001 * attempt, 0.02))
 
 
 def _arrayload(data: bytes) -> list[bytes]:

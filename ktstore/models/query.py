@@ -42,10 +42,12 @@ is no cap on how far you can page.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
+from ktstore.client.command import Program
 from ktstore.models import keycodec
+from ktstore.models.backend import END, Binding, Emit, Pull, Stream, adrive
 from ktstore.models.errors import ModelError, ValidationError
 from ktstore.models.fields import Index
 
@@ -593,9 +595,19 @@ class Query(Generic[_M]):
         Raises :class:`ModelError` when an index it needs is not built yet (``index=True``
         added after records were stored: run ``rebuild()``)."""
         plan = self._plan()
-        binding = self.model._binding()
-        if binding.unbuilt:
-            binding.require_built(self.model.__name__, [p[0].name for p in plan], "index=True")
+        info = self.model._kt
+        if info.store is not None or info.astore is None:
+            self.model._run(lambda b: self._check_built(b, plan))
+        return plan
+
+    def _check_built(self, b: Binding, plan: list[tuple[Any, list[Range], Expr | None]]) -> Program:
+        if b.unbuilt:
+            yield from b.require_built(self.model.__name__, [p[0].name for p in plan], "index=True")
+
+    def _checked_plan(self, b: Binding) -> Program:
+        """:meth:`plan`, checked on ``b`` (a program)."""
+        plan = self._plan()
+        yield from self._check_built(b, plan)
         return plan
 
     def sorts_in_memory(self) -> bool:
@@ -694,7 +706,7 @@ class Query(Generic[_M]):
             fit = self._fitting(parts, self.order)
             if fit is not None:
                 return [(fit[1], fit[2], None)]
-            return self._copy(order=()).plan()  # sorted in memory
+            return self._copy(order=())._plan()  # sorted in memory
         if meta.indexes and len(parts) > 1:
             fit = self._fitting(parts, ())
             if fit is not None and fit[0] >= 2 and isinstance(fit[1], Index):
@@ -720,20 +732,20 @@ class Query(Generic[_M]):
     # ---- execution --------------------------------------------------------------------
 
     def _candidates(
-        self, start: tuple[int, int, bytes] | None = None, page: int | None = None
-    ) -> Iterator[tuple[tuple[int, int, bytes], _M]]:
-        """``(position, instance)`` for every match; a position (scan, range, index key)
-        can resume the query right after that instance (see :meth:`page`).  ``page``
-        sizes the first server page of each scan (later pages are ``page_size``)."""
+        self, b: Binding, start: tuple[int, int, bytes] | None = None, page: int | None = None
+    ) -> Stream:
+        """A stream of ``(position, instance)`` for every match; a position (scan,
+        range, index key) can resume the query right after that instance (see
+        :meth:`page`).  ``page`` sizes the first server page of each scan (later pages
+        are ``page_size``)."""
         if self.sorts_in_memory():
-            yield from self._sorted(start)
+            yield from self._sorted(b, start)
             return
-        binding = self.model._binding()
         desc = self._reverse()
-        plan = self.plan()
+        plan = yield from self._checked_plan(b)
         earlier: list[Expr] = []
         for pi, (field, ranges, branch) in enumerate(plan):
-            base = binding.index_base(field.name)
+            base = b.index_base(field.name)
             todo = list(reversed(ranges)) if desc else ranges
             for ri, (lo, hi) in enumerate(todo):
                 after = None
@@ -744,16 +756,20 @@ class Query(Generic[_M]):
                         after = start[2]
                 klo = base + lo
                 khi = base + hi if hi is not None else keycodec.prefix_successor(base)
-                for key, _pk, rec, xt in binding.scan_all(
-                    binding.idb,
-                    klo,
-                    khi,
-                    reverse=desc,
-                    page=self.page_size,
-                    join=True,
-                    after=after,
-                    first_page=page,
-                ):
+                entries = Pull(
+                    b.scan_all(
+                        b.idb,
+                        klo,
+                        khi,
+                        reverse=desc,
+                        page=self.page_size,
+                        join=True,
+                        after=after,
+                        first_page=page,
+                    )
+                )
+                while (entry := (yield from entries.next())) is not END:
+                    key, _pk, rec, xt = entry
                     if rec is None:
                         continue  # record gone (expired or deleted since): not a result
                     inst = self.model._from_record(rec, xt)
@@ -761,20 +777,21 @@ class Query(Generic[_M]):
                         continue
                     if any(e.matches(inst) for e in earlier):
                         continue  # already yielded by an earlier branch of the |
-                    yield (pi, ri, key), inst
+                    yield Emit(((pi, ri, key), inst))
             if branch is not None:
                 earlier.append(branch)
 
-    def _sorted(
-        self, start: tuple[int, int, bytes] | None
-    ) -> Iterator[tuple[tuple[int, int, bytes], _M]]:
+    def _sorted(self, b: Binding, start: tuple[int, int, bytes] | None) -> Stream:
         """The matches sorted in memory by the ordering (no index gives it): at most
         ``max_sort`` of them, else :class:`ModelError` naming the index to declare.
         Positions are ``(-1, rank, b"")``."""
         pk = self.model._kt.pk
         found: list[tuple[list[bytes], _M]] = []
-        for _pos, inst in self._copy(order=())._candidates():
+        matches = Pull(self._copy(order=())._candidates(b))
+        while (item := (yield from matches.next())) is not END:
+            inst = item[1]
             if len(found) >= self.max_sort:
+                matches.close()
                 spec = ", ".join(
                     repr(("-" if o.descending else "") + o.field.name) for o in self.order
                 )
@@ -792,7 +809,7 @@ class Query(Generic[_M]):
         found.sort(key=lambda item: item[0])
         skip = start[1] + 1 if start is not None and start[0] == -1 else 0
         for rank in range(skip, len(found)):
-            yield (-1, rank, b""), found[rank][1]
+            yield Emit(((-1, rank, b""), found[rank][1]))
 
     def page(self, size: int, token: str | None = None) -> tuple[list[_M], str | None]:
         """One page of results and a token for the next one (``None`` at the end).
@@ -804,18 +821,33 @@ class Query(Generic[_M]):
         """
         if size < 1:
             raise ValidationError("page size must be >= 1")
+        return self.model._run(lambda b: self._page(b, size, token))  # type: ignore[no-any-return]
+
+    async def apage(self, size: int, token: str | None = None) -> tuple[list[_M], str | None]:
+        """:meth:`page` on the model's AsyncStore."""
+        if size < 1:
+            raise ValidationError("page size must be >= 1")
+        return await self.model._arun(lambda b: self._page(b, size, token))  # type: ignore[no-any-return]
+
+    def _page(self, b: Binding, size: int, token: str | None) -> Program:
         start = _decode_token(token) if token else None
         items: list[_M] = []
         last: tuple[int, int, bytes] | None = start
         q = self.paged(min(size + 1, 1000)) if self.page_size < size else self
-        for pos, inst in q._candidates(start):
-            if len(items) == size and last is not None:
-                return items, _encode_token(last)  # one more exists: there is a next page
-            items.append(inst)
-            last = pos
+        matches = Pull(q._candidates(b, start))
+        try:
+            while (item := (yield from matches.next())) is not END:
+                pos, inst = item
+                if len(items) == size and last is not None:
+                    return items, _encode_token(last)  # one more exists: a next page
+                items.append(inst)
+                last = pos
+        finally:
+            matches.close()
         return items, None
 
-    def __iter__(self) -> Iterator[_M]:
+    def _stream(self, b: Binding) -> Stream:
+        """A stream of the matching instances (offset and limit applied)."""
         skip = self._offset
         left = self._limit
         if left == 0:
@@ -823,18 +855,36 @@ class Query(Generic[_M]):
         # first() needs one record, not a page of 100: ask for no more than the limit
         # (later pages, when filtering drops some, are full size)
         first_page = min(self.page_size, skip + left) if left is not None else None
-        for _pos, inst in self._candidates(page=first_page):
-            if skip:
-                skip -= 1
-                continue
+        matches = Pull(self._candidates(b, page=first_page))
+        try:
+            while (item := (yield from matches.next())) is not END:
+                if skip:
+                    skip -= 1
+                    continue
+                yield Emit(item[1])
+                if left is not None:
+                    left -= 1
+                    if left == 0:
+                        return
+        finally:
+            matches.close()
+
+    def __iter__(self) -> Iterator[_M]:
+        b = self.model._binding()
+        return b.iterate(self._stream(b))
+
+    async def __aiter__(self) -> AsyncIterator[_M]:
+        """``async for inst in query``: the same results through the AsyncStore."""
+        b = await self.model._abinding()
+        async for inst in adrive(b.client, self._stream(b)):
             yield inst
-            if left is not None:
-                left -= 1
-                if left == 0:
-                    return
 
     def all(self) -> list[_M]:
         return [inst for inst in self]  # not list(self): that would call __len__ (a count)
+
+    async def aall(self) -> list[_M]:
+        """:meth:`all` on the model's AsyncStore."""
+        return [inst async for inst in self]
 
     def __len__(self) -> int:
         """``count()``.  Note that ``list(q)``, ``tuple(q)`` and ``sorted(q)`` ask
@@ -845,13 +895,22 @@ class Query(Generic[_M]):
     def values(self, *names: str, json_safe: bool = False) -> Iterator[dict[str, Any]]:
         """A projection: ``{name: value}`` of the fields named (all without names) for
         each match, lazily (``json_safe`` as in ``Model.to_dict``)."""
+        only = self._projection(names)
+        for inst in self:
+            yield inst.to_dict(only=only, json_safe=json_safe)
+
+    async def avalues(self, *names: str, json_safe: bool = False) -> AsyncIterator[dict[str, Any]]:
+        """:meth:`values` on the model's AsyncStore (``async for row in q.avalues()``)."""
+        only = self._projection(names)
+        async for inst in self:
+            yield inst.to_dict(only=only, json_safe=json_safe)
+
+    def _projection(self, names: tuple[str, ...]) -> list[str] | None:
         fields = self.model._kt.fields
         for name in names:
             if name not in fields:
                 raise ModelError(f"{self.model.__name__} has no field {name!r}")
-        only = list(names) or None
-        for inst in self:
-            yield inst.to_dict(only=only, json_safe=json_safe)
+        return list(names) or None
 
     def values_list(self, *names: str, flat: bool = False) -> Iterator[Any]:
         """Tuples of the fields named for each match; ``flat=True`` with one name yields
@@ -859,6 +918,13 @@ class Query(Generic[_M]):
         if flat and len(names) != 1:
             raise ValidationError("values_list(flat=True) takes exactly one field")
         for row in self.values(*names):
+            yield row[names[0]] if flat else tuple(row.values())
+
+    async def avalues_list(self, *names: str, flat: bool = False) -> AsyncIterator[Any]:
+        """:meth:`values_list` on the model's AsyncStore."""
+        if flat and len(names) != 1:
+            raise ValidationError("values_list(flat=True) takes exactly one field")
+        async for row in self.avalues(*names):
             yield row[names[0]] if flat else tuple(row.values())
 
     def update(self, **changes: Any) -> int:
@@ -872,8 +938,15 @@ class Query(Generic[_M]):
         lost.  Pages are independent: a failure (a unique violation...) leaves the
         earlier pages applied and raises.  An instance whose change moves it further
         along the index being scanned is not changed twice."""
-        from ktstore.models.base import Model as _Model
+        self._check_update(changes)
+        return self.model._run(lambda b: self._update(b, changes), writable=True)  # type: ignore[no-any-return]
 
+    async def aupdate(self, **changes: Any) -> int:
+        """:meth:`update` on the model's AsyncStore."""
+        self._check_update(changes)
+        return await self.model._arun(lambda b: self._update(b, changes), writable=True)  # type: ignore[no-any-return]
+
+    def _check_update(self, changes: dict[str, Any]) -> None:
         model = self.model
         meta = model._kt
         for name in changes:
@@ -882,31 +955,38 @@ class Query(Generic[_M]):
                 raise ModelError(f"{model.__name__} has no field {name!r}")
             if f is meta.pk or f is meta.version:
                 raise ModelError(f"{model.__name__}.{name} cannot be changed by update()")
-        binding = model._writable()
+
+    def _update(self, b: Binding, changes: dict[str, Any]) -> Program:
+        from ktstore.models.base import Model as _Model
+
         plan_fields: set[str] = set()
-        for index, _ranges, _branch in self._copy(limit=None, offset=0).plan():
+        for index, _ranges, _branch in self._copy(limit=None, offset=0)._plan():
             cols = getattr(index, "parts", None) or [(index, False)]
             plan_fields.update(f.name for f, _d in cols)
         track = bool(plan_fields & set(changes))
         seen: set[str] = set()
         total = 0
         page: list[_Model] = []
-        for inst in self:
-            if track:
-                pk = inst._pkstr()
-                if pk in seen:
-                    continue
-                seen.add(pk)
-            page.append(inst)
-            if len(page) >= self.page_size:
-                total += self._update_page(binding, page, changes)
-                page = []
+        matches = Pull(self._stream(b))
+        try:
+            while (inst := (yield from matches.next())) is not END:
+                if track:
+                    pk = inst._pkstr()
+                    if pk in seen:
+                        continue
+                    seen.add(pk)
+                page.append(inst)
+                if len(page) >= self.page_size:
+                    total += yield from self._update_page(b, page, changes)
+                    page = []
+        finally:
+            matches.close()
         if page:
-            total += self._update_page(binding, page, changes)
+            total += yield from self._update_page(b, page, changes)
         return total
 
-    def _update_page(self, binding: Any, page: list[Any], changes: dict[str, Any]) -> int:
-        import time
+    def _update_page(self, binding: Binding, page: list[Any], changes: dict[str, Any]) -> Program:
+        from ktstore.models.base import backoff
 
         model = self.model
         for attempt in range(50):
@@ -925,11 +1005,11 @@ class Query(Generic[_M]):
                 fresh.append(new)
             if not specs:
                 return 0
-            out = binding.save(specs)
+            out = yield from binding.save(specs)
             if out.get(b"err") in (b"conflict", b"missing"):
                 # one record changed (or went) since it was read: read the page again
                 keys = [binding.record_key(i._pkstr()) for i in page]
-                found = binding.get_records(keys)
+                found = yield from binding.get_records(keys)
                 page = [
                     inst
                     for k in keys
@@ -937,7 +1017,7 @@ class Query(Generic[_M]):
                     and (inst := model._from_record(*found[k])) is not None
                     and (self.where is None or self.where.matches(inst))
                 ]
-                time.sleep(min(0.001 * attempt, 0.02))
+                backoff(binding, attempt + 1)
                 continue
             fresh[0]._raise_for(out, fresh)
             for i, (new, record) in enumerate(zip(fresh, records, strict=True), 1):
@@ -946,41 +1026,71 @@ class Query(Generic[_M]):
         raise ModelError(f"{model.__name__}.query().update(): too much contention, gave up")
 
     def first(self) -> _M | None:
-        for inst in self.limit(1):
-            return inst
-        return None
+        return self.model._run(self._first)  # type: ignore[no-any-return]
+
+    async def afirst(self) -> _M | None:
+        """:meth:`first` on the model's AsyncStore."""
+        return await self.model._arun(self._first)  # type: ignore[no-any-return]
+
+    def _first(self, b: Binding) -> Program:
+        matches = Pull(self.limit(1)._stream(b))
+        inst = yield from matches.next()
+        matches.close()
+        return None if inst is END else inst
 
     def exists(self) -> bool:
         return self.first() is not None
+
+    async def aexists(self) -> bool:
+        """:meth:`exists` on the model's AsyncStore."""
+        return await self.afirst() is not None
 
     def count(self) -> int:
         """Number of matching instances.  When the index answers the whole filter
         (``exact()``: every predicate on one indexed field) only index keys are read
         (exact unless the data was damaged behind the model layer's back, as for
         ``Model.count()``); otherwise the records are, page by page (nothing is kept)."""
+        return self.model._run(self._count)  # type: ignore[no-any-return]
+
+    async def acount(self) -> int:
+        """:meth:`count` on the model's AsyncStore."""
+        return await self.model._arun(self._count)  # type: ignore[no-any-return]
+
+    def _count(self, b: Binding) -> Program:
         if self.where is not None and not self.where.exact():
-            return sum(1 for _ in self)
-        ((field, ranges, _),) = self._copy(order=()).plan()
-        b = self.model._binding()
+            matches = Pull(self._stream(b))
+            n = 0
+            while (yield from matches.next()) is not END:
+                n += 1
+            return n
+        ((field, ranges, _),) = yield from self._copy(order=())._checked_plan(b)
         base = b.index_base(field.name)
         n = 0
         for lo, hi in ranges:
             khi = base + hi if hi is not None else keycodec.prefix_successor(base)
-            n += sum(1 for _ in b.scan_all(b.idb, base + lo, khi, page=1000, keys_only=True))
+            n += yield from b.count_range(b.idb, base + lo, khi)
         n = max(0, n - self._offset)
         return n if self._limit is None else min(n, self._limit)
 
     def delete(self) -> int:
         """Delete every matching instance (atomically each, one page at a time)."""
+        return self.model._run(self._delete)  # type: ignore[no-any-return]
+
+    async def adelete(self) -> int:
+        """:meth:`delete` on the model's AsyncStore."""
+        return await self.model._arun(self._delete)  # type: ignore[no-any-return]
+
+    def _delete(self, b: Binding) -> Program:
         n = 0
         batch: list[Model] = []
-        for inst in self:
+        matches = Pull(self._stream(b))
+        while (inst := (yield from matches.next())) is not END:
             batch.append(inst)
             if len(batch) >= self.page_size:
-                n += self.model.delete_many(batch)
+                n += yield from self.model._delete_many(b, batch)
                 batch = []
         if batch:
-            n += self.model.delete_many(batch)
+            n += yield from self.model._delete_many(b, batch)
         return n
 
     @overload

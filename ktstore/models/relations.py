@@ -161,6 +161,20 @@ class Related:
         cache[self.fk.name] = obj
         return obj
 
+    async def aload(self, instance: Any) -> Any:
+        """The referenced instance through the model's AsyncStore (cached as above):
+        ``await post.arelated("author")``."""
+        pk = instance.__dict__.get(self.fk.name)
+        if pk is None:
+            return None
+        cache = instance.__dict__.setdefault("_kt_rel", {})
+        hit = cache.get(self.fk.name)
+        if hit is not None and getattr(hit, hit._kt.pk.name) == pk:
+            return hit
+        obj = await self.fk.target.aget(pk)
+        cache[self.fk.name] = obj
+        return obj
+
     def __set__(self, instance: Any, value: Any) -> None:
         setattr(instance, self.fk.name, value)  # converted (instance -> pk), validated
         if hasattr(value, "_kt"):
@@ -200,12 +214,16 @@ def delete_plan(model: type, binding: Binding) -> tuple[list[bytes], list[int]]:
         seen[id(m)] = out
         for fk in m._kt.children:
             child = fk.model
-            cb = child._binding()
-            if cb.client is not binding.client or (cb.rdb, cb.idb) != (binding.rdb, binding.idb):
+            from ktstore.models.backend import Binding as _Binding
+            from ktstore.models.base import same_store
+
+            if not same_store(child, binding):
+                hint = " (bind the AsyncStore to every related model)" if binding.is_async else ""
                 raise ModelError(
                     f"{child.__name__}.{fk.name} refers to {m.__name__} from another store: "
-                    "related models must share one store for on_delete to be atomic"
+                    f"related models must share one store for on_delete to be atomic{hint}"
                 )
+            cb = _Binding(binding.store, child._kt.prefix)  # its keys (no server call)
             spec = {
                 b"ib": cb.index_base(fk.name),
                 b"rp": cb.record_prefix,

@@ -30,13 +30,14 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from ktstore.client.command import Program
+from ktstore.models.backend import END, Binding, Emit, Pull, Stream, adrive
 from ktstore.models.errors import ModelError, ValidationError
 
 if TYPE_CHECKING:
-    from ktstore.models.backend import Binding
     from ktstore.models.query import Expr
 
 __all__ = ["tokenize", "parse_query", "entries", "SearchQuery", "K1", "B"]
@@ -156,14 +157,12 @@ class SearchQuery(Generic[_M]):
 
     # ---- execution --------------------------------------------------------------------
 
-    def _call(
-        self, n: int, after: tuple[str, bytes] | None
-    ) -> tuple[list[tuple[str, bytes, Any]], bool, int]:
-        """One page from the server: ``([(score, pk key, instance)], done, matches)``."""
+    def _call(self, b: Binding, n: int, after: tuple[str, bytes] | None) -> Program:
+        """One page from the server (a program): ``([(score, pk key, instance)], done,
+        matches)``."""
         model = self.model
-        b = model._binding()
         if b.unbuilt:
-            b.require_built(model.__name__, ["__search__"], "search=True")
+            yield from b.require_built(model.__name__, ["__search__"], "search=True")
         params: dict[bytes, bytes] = {
             b"db": str(b.idb).encode(),
             b"sp": posting_base(b),
@@ -181,7 +180,7 @@ class SearchQuery(Generic[_M]):
         if after is not None:
             params[b"as"] = after[0].encode()
             params[b"ak"] = after[1]
-        out = b.call("modelsearch", params)
+        out = yield from b.call("modelsearch", params)
         if b"err" in out:
             raise ModelError(f"search failed on the server: {out[b'err'].decode(errors='replace')}")
         rows = []
@@ -192,20 +191,20 @@ class SearchQuery(Generic[_M]):
             rows.append((out[b"s%d" % i].decode(), out[b"k%d" % i], inst))
         return rows, out.get(b"done") == b"1", int(out.get(b"m", b"0"))
 
-    def scored(self) -> Iterator[tuple[_M, float]]:
-        """``(instance, score)`` pairs, best first."""
+    def _scored(self, b: Binding) -> Stream:
+        """A stream of ``(instance, score)`` pairs, best first."""
         left = self._limit
         if left == 0:
             return
         after: tuple[str, bytes] | None = None
         n = self.page_size if left is None else min(self.page_size, left)
         while True:
-            rows, done, _m = self._call(n, after)
+            rows, done, _m = yield from self._call(b, n, after)
             for score, key, inst in rows:
                 after = (score, key)
                 if inst is None or (self.where is not None and not self.where.matches(inst)):
                     continue
-                yield inst, float(score)
+                yield Emit((inst, float(score)))
                 if left is not None:
                     left -= 1
                     if left == 0:
@@ -214,24 +213,60 @@ class SearchQuery(Generic[_M]):
                 return
             n = self.page_size
 
+    def scored(self) -> Iterator[tuple[_M, float]]:
+        """``(instance, score)`` pairs, best first."""
+        b = self.model._binding()
+        return b.iterate(self._scored(b))  # type: ignore[no-any-return]
+
+    async def ascored(self) -> AsyncIterator[tuple[_M, float]]:
+        """:meth:`scored` on the model's AsyncStore (``async for inst, score in ...``)."""
+        b = await self.model._abinding()
+        async for pair in adrive(b.client, self._scored(b)):
+            yield pair
+
     def __iter__(self) -> Iterator[_M]:
         for inst, _score in self.scored():
             yield inst
 
+    async def __aiter__(self) -> AsyncIterator[_M]:
+        """``async for inst in Model.search(...)``: through the model's AsyncStore."""
+        async for inst, _score in self.ascored():
+            yield inst
+
     def all(self) -> list[_M]:
         return [inst for inst in self]
+
+    async def aall(self) -> list[_M]:
+        """:meth:`all` on the model's AsyncStore."""
+        return [inst async for inst in self]
 
     def first(self) -> _M | None:
         for inst in self.limit(1):
             return inst
         return None
 
+    async def afirst(self) -> _M | None:
+        """:meth:`first` on the model's AsyncStore."""
+        async for inst in self.limit(1):
+            return inst
+        return None
+
     def count(self) -> int:
         """Number of matches (without filters: the server's count, one call)."""
+        return self.model._run(self._count)  # type: ignore[no-any-return]
+
+    async def acount(self) -> int:
+        """:meth:`count` on the model's AsyncStore."""
+        return await self.model._arun(self._count)  # type: ignore[no-any-return]
+
+    def _count(self, b: Binding) -> Program:
         if self.where is not None:
-            n = sum(1 for _ in self.limit(None))
+            matches = Pull(self.limit(None)._scored(b))
+            n = 0
+            while (yield from matches.next()) is not END:
+                n += 1
         else:
-            _rows, _done, n = self._call(1, None)
+            _rows, _done, n = yield from self._call(b, 1, None)
         return n if self._limit is None else min(n, self._limit)
 
     def __len__(self) -> int:
@@ -240,12 +275,21 @@ class SearchQuery(Generic[_M]):
     def page(self, size: int, token: str | None = None) -> tuple[list[_M], str | None]:
         """One page of results and a stateless token for the next (``None`` at the
         end): "continue after this score and primary key"."""
+        if size < 1:
+            raise ValidationError("page size must be >= 1")
+        return self.model._run(lambda b: self._page(b, size, token))  # type: ignore[no-any-return]
+
+    async def apage(self, size: int, token: str | None = None) -> tuple[list[_M], str | None]:
+        """:meth:`page` on the model's AsyncStore."""
+        if size < 1:
+            raise ValidationError("page size must be >= 1")
+        return await self.model._arun(lambda b: self._page(b, size, token))  # type: ignore[no-any-return]
+
+    def _page(self, b: Binding, size: int, token: str | None) -> Program:
         import base64
 
         import msgpack
 
-        if size < 1:
-            raise ValidationError("page size must be >= 1")
         after: tuple[str, bytes] | None = None
         if token:
             try:
@@ -256,7 +300,7 @@ class SearchQuery(Generic[_M]):
         items: list[_M] = []
         last = after
         while True:
-            rows, done, _m = self._call(max(size + 1, self.page_size), after)
+            rows, done, _m = yield from self._call(b, max(size + 1, self.page_size), after)
             for score, key, inst in rows:
                 after = (score, key)
                 if inst is None or (self.where is not None and not self.where.matches(inst)):

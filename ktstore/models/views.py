@@ -55,7 +55,7 @@ class _View:
         inst = self._inst
         if inst._kt_xt is not None:
             b = type(inst)._binding()
-            b.expire(b.record_key(inst._pkstr()), None, [self._key])
+            b.run(b.expire(b.record_key(inst._pkstr()), None, [self._key]))
 
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self._c, name)
@@ -291,7 +291,7 @@ def raw_record(client: Any, field: ContainerField, value: Any) -> bytes:
     arraydump; values through the client's serializer.  Empty: ``b""`` (no record)."""
     from ktstore.protocol import dumps
 
-    enc = client._encode_value
+    enc = client.encode_value
     kind = field.container
     if not value:
         return b""
