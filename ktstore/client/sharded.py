@@ -403,7 +403,7 @@ class ShardedCommands:
             "procedures on shard(key)"
         )
 
-    execute_command = _play_script
+    execute_command = script_command = lua_command = _play_script
 
     def _migration_plan(self, name: str) -> Callable[[Any], bool]:
         node = self.ring.node
