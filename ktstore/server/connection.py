@@ -29,8 +29,7 @@ def serve_connection(server: ServerContext, sock: socket.socket, session: Sessio
         while not server.stopping:
             reader.release()  # do not keep a consumed (maybe huge) request alive
             reader.start_head()
-            reader.fill(1)
-            first = reader.buf[reader.pos]
+            first = reader.peek()
             if first == 0 or first >= 0x80:
                 keep = handle_binary(server, reader, session)
             else:
