@@ -764,6 +764,25 @@ class BinaryRequestDecoder(Decoder):
         need = 0
         if magic == MAGIC_SET_BULK:
             unpack = _HIIQ.unpack_from
+            if left * 18 <= size - p and size - p <= DATA_MAX_SIZE:
+                # Optimistic pass over records that are likely all there (the usual
+                # bulk): no bounds test per record.  A buffer no larger than
+                # DATA_MAX_SIZE holds no larger field, and a record past the end
+                # shows as struct.error or end > size: undo, the checked loop decides.
+                q = p
+                try:
+                    for _ in range(left):
+                        dbidx, ksiz, vsiz, xt = unpack(data, q)
+                        kend = q + 18 + ksiz
+                        q = kend + vsiz
+                        append((dbidx, data[kend - ksiz : kend], data[kend:q], xt))
+                except struct.error:
+                    q = size + 1
+                if q <= size:
+                    p = q
+                    left = 0
+                else:
+                    del out[self.count - left :]
             while left:
                 head_end = p + 18
                 if head_end > size:
