@@ -1,5 +1,6 @@
 """Kyoto Tycoon's binary protocol on the server side: the bulk commands, play_script
-and the replication stream (kt-protocol §2).
+and the replication stream (docs/protocol.md, "Binary protocol";
+the replication stream is described at :func:`replicate`).
 
 A binary request starts with a magic byte ``0x00`` or ``>= 0x80`` (the
 connection dispatcher, :mod:`ktstore.server.connection`, decides per request).

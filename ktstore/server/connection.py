@@ -1,6 +1,6 @@
 """One client connection: read requests, pick the protocol per request, answer.
 
-The first byte of every request decides (kt-protocol §1): ``0x00`` or
+The first byte of every request decides (docs/protocol.md): ``0x00`` or
 ``>= 0x80`` is a binary command (:mod:`ktstore.server.binaryserver`), anything
 else an HTTP request (:mod:`ktstore.server.httpserver`).  The socket reading and
 the progress deadlines live in :mod:`ktstore.server.netio`.

@@ -1,6 +1,6 @@
 """The HTTP side of a connection: framing, TSV-RPC (``/rpc/...``) and the RESTful interface.
 
-Framing follows ktserver (kt-protocol §3.1): a body is read only for POST, PUT
+Framing follows ktserver (docs/protocol.md, "HTTP"): a body is read only for POST, PUT
 and unknown methods, by ``Content-Length`` or chunked encoding, at most
 ``HTTP_BODY_MAX`` bytes (a larger declared length gets 413 *before* anything is
 read or allocated).  A request line with a bad version drops the connection
