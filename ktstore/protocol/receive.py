@@ -763,27 +763,11 @@ class BinaryRequestDecoder(Decoder):
         magic = self.magic
         need = 0
         if magic == MAGIC_SET_BULK:
+            # The hot loop of bulk loads: one bounds test per record; the size-field
+            # check is needed only when the buffer could hold a field over the limit.
             unpack = _HIIQ.unpack_from
-            if left * 18 <= size - p and size - p <= DATA_MAX_SIZE:
-                # Optimistic pass over records that are likely all there (the usual
-                # bulk): no bounds test per record.  A buffer no larger than
-                # DATA_MAX_SIZE holds no larger field, and a record past the end
-                # shows as struct.error or end > size: undo, the checked loop decides.
-                q = p
-                try:
-                    for _ in range(left):
-                        dbidx, ksiz, vsiz, xt = unpack(data, q)
-                        kend = q + 18 + ksiz
-                        q = kend + vsiz
-                        append((dbidx, data[kend - ksiz : kend], data[kend:q], xt))
-                except struct.error:
-                    q = size + 1
-                if q <= size:
-                    p = q
-                    left = 0
-                else:
-                    del out[self.count - left :]
-            while left:
+            big = size - p > DATA_MAX_SIZE
+            for _ in range(left):
                 head_end = p + 18
                 if head_end > size:
                     need = 18
@@ -791,14 +775,17 @@ class BinaryRequestDecoder(Decoder):
                 dbidx, ksiz, vsiz, xt = unpack(data, p)
                 kend = head_end + ksiz
                 end = kend + vsiz
-                if ksiz > DATA_MAX_SIZE or vsiz > DATA_MAX_SIZE:
-                    raise ProtocolError(f"size field {max(ksiz, vsiz)} exceeds the protocol limit")
-                if end > size:
-                    need = end - p
-                    break
+                if end > size or big:
+                    if ksiz > DATA_MAX_SIZE or vsiz > DATA_MAX_SIZE:
+                        raise ProtocolError(
+                            f"size field {max(ksiz, vsiz)} exceeds the protocol limit"
+                        )
+                    if end > size:
+                        need = end - p
+                        break
                 append((dbidx, data[head_end:kend], data[kend:end], xt))
                 p = end
-                left -= 1
+            left = self.count - len(out)
         elif magic == MAGIC_PLAY_SCRIPT:
             unpack2 = _II.unpack_from
             while left:
