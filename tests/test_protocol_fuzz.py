@@ -230,16 +230,20 @@ def test_binary_commands_fuzzed_against_the_server() -> None:
 
 @given(st.one_of(_mutated_frame(), junk))
 def test_capped_binary_parser_never_waits_for_more_than_the_cap(data) -> None:
-    """The server's parser asks for at most FRAME_MAX bytes: a frame announcing more
+    """The server's decoder asks for at most FRAME_MAX bytes: a frame announcing more
     is refused from its header or record sizes, before anything is buffered."""
-    from ktstore.errors import Incomplete
-    from ktstore.server.binaryserver import FRAME_MAX, _parse_capped
+    from ktstore.protocol.receive import NEED_MORE, BinaryRequestDecoder, ReceiveBuffer
+    from ktstore.server.binaryserver import FRAME_MAX
 
     if not data:
         return
+    rb = ReceiveBuffer()
+    rb.feed(data)
+    decoder = BinaryRequestDecoder(FRAME_MAX)
     try:
-        _parse_capped(data, 0)
-    except Incomplete as inc:
-        assert inc.need <= FRAME_MAX
+        result = decoder.step(rb)
     except ProtocolError:
-        pass
+        return
+    if result is NEED_MORE:
+        assert len(rb) < decoder.need
+        assert decoder.frame + decoder.need <= FRAME_MAX

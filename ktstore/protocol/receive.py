@@ -32,8 +32,21 @@ from ktstore.protocol.binary import (
     MAGIC_ERROR,
     MAGIC_GET_BULK,
     MAGIC_PLAY_SCRIPT,
+    MAGIC_REMOVE_BULK,
+    MAGIC_SET_BULK,
+    GetBulk,
+    PlayScript,
+    RemoveBulk,
+    SetBulk,
 )
-from ktstore.protocol.http import HEAD_MAX, RESPONSE_BODY_MAX, keep_alive, parse_response_head
+from ktstore.protocol.http import (
+    HEAD_MAX,
+    RESPONSE_BODY_MAX,
+    LineTooLong,
+    keep_alive,
+    parse_request_head,
+    parse_response_head,
+)
 from ktstore.protocol.limits import DATA_MAX_SIZE, LINE_MAX
 
 __all__ = [
@@ -47,6 +60,9 @@ __all__ = [
     "HttpReply",
     "HttpResponse",
     "ParserDecoder",
+    "FrameTooLarge",
+    "BinaryRequestDecoder",
+    "RequestHeadDecoder",
 ]
 
 
@@ -72,6 +88,9 @@ _U32 = struct.Struct(">I")
 _COUNT = struct.Struct(">BI")
 _HIIQ = struct.Struct(">HIIq")
 _II = struct.Struct(">II")
+_HI = struct.Struct(">HI")
+_HEAD3 = struct.Struct(">BII")
+_HEAD4 = struct.Struct(">BIII")
 
 
 class ReceiveBuffer:
@@ -645,3 +664,223 @@ class ParserDecoder(Decoder):
         rb.pos = end
         self.need = 1
         return result
+
+
+# ---------------------------------------------------------------------------------------
+# server side: requests
+
+
+class FrameTooLarge(ProtocolError):
+    """A binary request frame whose size (known from its header and record heads
+    before its bytes arrive) exceeds the decoder's ``frame_max``."""
+
+
+# the smallest record of each request: set (dbidx, ksiz, vsiz, xt), remove/get
+# (dbidx, ksiz), a play_script parameter (ksiz, vsiz)
+_MIN_RECORD = {MAGIC_SET_BULK: 18, MAGIC_REMOVE_BULK: 6, MAGIC_GET_BULK: 6, MAGIC_PLAY_SCRIPT: 8}
+
+
+class BinaryRequestDecoder(Decoder):
+    """One binary request (server side): ``SetBulk``, ``RemoveBulk``, ``GetBulk`` or
+    ``PlayScript`` of :mod:`ktstore.protocol.binary`, decoded as its bytes arrive.
+
+    Complete records are consumed at once and kept in the decoder, so a frame arriving
+    in many packets costs time linear in its size (each byte is parsed once; the head of
+    a record split by a packet boundary is read again, constant work).  An incomplete
+    record sets ``need`` to its whole size, so no step runs until it is all there.
+
+    ``magic`` and ``flags`` are known once the header arrived (the caller answers a
+    refused frame by them).  Unknown magic bytes (replication 0xB1 included) and size
+    fields over :data:`~ktstore.protocol.limits.DATA_MAX_SIZE` raise ProtocolError; a
+    frame whose header and record heads already add up to more than ``frame_max``
+    bytes raises :class:`FrameTooLarge` before the rest is received.
+    """
+
+    __slots__ = ("frame_max", "magic", "flags", "count", "name", "out", "frame")
+
+    def __init__(self, frame_max: int = 2 * DATA_MAX_SIZE + 64) -> None:
+        self.need = 1
+        self.frame_max = frame_max
+        self.magic = -1
+        self.flags = 0
+        self.count = -1  # records announced; -1 until the header (and name) are consumed
+        self.name = b""
+        self.out: list[Any] = []
+        self.frame = 0  # bytes of the frame consumed so far
+
+    def step(self, rb: ReceiveBuffer) -> Any:
+        if self.count < 0:
+            buf = rb.buf
+            pos = rb.pos
+            avail = len(buf) - pos
+            if avail < 1:
+                return NEED_MORE
+            magic = self.magic = buf[pos]
+            per = _MIN_RECORD.get(magic)
+            if per is None:
+                raise ProtocolError(f"unknown binary magic 0x{magic:02x}")
+            if magic == MAGIC_PLAY_SCRIPT:
+                if avail < 13:
+                    self.need = 13
+                    return NEED_MORE
+                _, self.flags, nsiz, count = _HEAD4.unpack_from(buf, pos)
+                if nsiz > DATA_MAX_SIZE:
+                    raise ProtocolError(f"size field {nsiz} exceeds the protocol limit")
+                head = 13 + nsiz
+            else:
+                if avail < 9:
+                    self.need = 9
+                    return NEED_MORE
+                _, self.flags, count = _HEAD3.unpack_from(buf, pos)
+                nsiz = 0
+                head = 9
+            if head + count * per > self.frame_max:
+                raise FrameTooLarge(f"binary frame of at least {head + count * per} bytes")
+            if avail < head:
+                self.need = head
+                return NEED_MORE
+            if nsiz:
+                self.name = bytes(buf[pos + 13 : pos + head])
+            rb.pos = pos + head
+            self.frame = head
+            self.count = count
+        return self._records(rb)
+
+    def _records(self, rb: ReceiveBuffer) -> Any:
+        buf = rb.buf
+        base = rb.pos
+        if type(buf) is bytes:
+            data: bytes = buf
+            p = base
+        else:  # one copy of what is unparsed beats a bytes() of every field slice
+            data = bytes(memoryview(buf)[base:])
+            p = 0
+        start = p
+        size = len(data)
+        out = self.out
+        append = out.append
+        left = self.count - len(out)
+        magic = self.magic
+        need = 0
+        if magic == MAGIC_SET_BULK:
+            # The hot loop of bulk loads: one bounds test per record; the size-field
+            # check is needed only when the buffer could hold a field over the limit.
+            unpack = _HIIQ.unpack_from
+            big = size - p > DATA_MAX_SIZE
+            for _ in range(left):
+                head_end = p + 18
+                if head_end > size:
+                    need = 18
+                    break
+                dbidx, ksiz, vsiz, xt = unpack(data, p)
+                kend = head_end + ksiz
+                end = kend + vsiz
+                if end > size or big:
+                    if ksiz > DATA_MAX_SIZE or vsiz > DATA_MAX_SIZE:
+                        raise ProtocolError(
+                            f"size field {max(ksiz, vsiz)} exceeds the protocol limit"
+                        )
+                    if end > size:
+                        need = end - p
+                        break
+                append((dbidx, data[head_end:kend], data[kend:end], xt))
+                p = end
+            left = self.count - len(out)
+        elif magic == MAGIC_PLAY_SCRIPT:
+            unpack2 = _II.unpack_from
+            while left:
+                head_end = p + 8
+                if head_end > size:
+                    need = 8
+                    break
+                ksiz, vsiz = unpack2(data, p)
+                kend = head_end + ksiz
+                end = kend + vsiz
+                if ksiz > DATA_MAX_SIZE or vsiz > DATA_MAX_SIZE:
+                    raise ProtocolError(f"size field {max(ksiz, vsiz)} exceeds the protocol limit")
+                if end > size:
+                    need = end - p
+                    break
+                append((data[head_end:kend], data[kend:end]))
+                p = end
+                left -= 1
+        else:  # get_bulk / remove_bulk keys
+            unpack3 = _HI.unpack_from
+            while left:
+                head_end = p + 6
+                if head_end > size:
+                    need = 6
+                    break
+                dbidx, ksiz = unpack3(data, p)
+                end = head_end + ksiz
+                if ksiz > DATA_MAX_SIZE:
+                    raise ProtocolError(f"size field {ksiz} exceeds the protocol limit")
+                if end > size:
+                    need = end - p
+                    break
+                append((dbidx, data[head_end:end]))
+                p = end
+                left -= 1
+        consumed = p - start
+        rb.pos = base + consumed
+        self.frame += consumed
+        if not left:
+            self.need = 1
+            self.out = []
+            if magic == MAGIC_SET_BULK:
+                return SetBulk(self.flags, out)
+            if magic == MAGIC_PLAY_SCRIPT:
+                return PlayScript(self.flags, self.name, out)
+            if magic == MAGIC_GET_BULK:
+                return GetBulk(self.flags, out)
+            return RemoveBulk(self.flags, out)
+        least = self.frame + need + (left - 1) * _MIN_RECORD[magic]
+        if least > self.frame_max:
+            raise FrameTooLarge(f"binary frame of at least {least} bytes")
+        self.need = need
+        return NEED_MORE
+
+
+class RequestHeadDecoder(Decoder):
+    """An HTTP request head (server side): :class:`~ktstore.protocol.http.RequestHead`.
+
+    The common head that arrived whole is parsed at once.  Otherwise the search for
+    the blank line resumes where the last one stopped, and the head is parsed once,
+    when it is complete; a head longer than ``HEAD_MAX`` or a line longer than
+    ``LINE_MAX`` raises :class:`~ktstore.protocol.http.LineTooLong` as soon as it shows.
+    The decoder consumes the head; the body (if any) is left in the buffer.
+    """
+
+    __slots__ = ("scan",)
+
+    def __init__(self) -> None:
+        self.need = 1
+        self.scan = -1  # -1: no step yet (try a whole parse first)
+
+    def step(self, rb: ReceiveBuffer) -> Any:
+        buf = rb.buf
+        pos = rb.pos
+        size = len(buf)
+        if self.scan >= 0:
+            start = pos + self.scan
+            if buf.find(b"\n\r\n", start) < 0 and buf.find(b"\n\n", start) < 0:
+                return self._incomplete(buf, pos, size)
+        try:
+            head, end = parse_request_head(buf, pos)
+        except Incomplete:
+            return self._incomplete(buf, pos, size)
+        rb.pos = end
+        self.need = 1
+        self.scan = -1
+        return head
+
+    def _incomplete(self, buf: Any, pos: int, size: int) -> Any:
+        avail = size - pos
+        if avail > HEAD_MAX:
+            raise LineTooLong(f"HTTP head longer than {HEAD_MAX} bytes")
+        last = buf.rfind(b"\n", pos)
+        if size - (last + 1 if last >= 0 else pos) > LINE_MAX + 1:  # +1: a trailing CR
+            raise LineTooLong(f"HTTP line longer than {LINE_MAX} bytes")
+        self.scan = avail - 2 if avail > 2 else 0  # a blank line may straddle the cut
+        self.need = avail + 1
+        return NEED_MORE

@@ -1,5 +1,6 @@
 """Kyoto Tycoon's binary protocol on the server side: the bulk commands, play_script
-and the replication stream (kt-protocol §2).
+and the replication stream (docs/protocol.md, "Binary protocol";
+the replication stream is described at :func:`replicate`).
 
 A binary request starts with a magic byte ``0x00`` or ``>= 0x80`` (the
 connection dispatcher, :mod:`ktstore.server.connection`, decides per request).
@@ -7,15 +8,15 @@ connection dispatcher, :mod:`ktstore.server.connection`, decides per request).
 
 from __future__ import annotations
 
-import struct
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ktstore.errors import Incomplete, ProtocolError
+from ktstore.errors import ProtocolError
 from ktstore.protocol import binary
 from ktstore.protocol import replication as repl
 from ktstore.protocol.limits import DATA_MAX_SIZE
+from ktstore.protocol.receive import BinaryRequestDecoder
 from ktstore.server.database import request_scope
 from ktstore.server.netio import Reader, send, send_last
 
@@ -29,61 +30,11 @@ __all__ = ["handle_binary", "replicate"]
 _ERROR = binary.ERROR_REPLY_BYTES
 
 #: The largest binary request frame we buffer: room for one record of the largest
-#: key and value KT accepts.  The parsers report a lower bound of a frame's size
-#: from its record count and the record headers received so far, so a frame that
+#: key and value KT accepts.  The decoder knows a lower bound of a frame's size
+#: from its record count and the record heads received so far, so a frame that
 #: would exceed this is refused (0xBF, as for an oversized record) *before* its
 #: bytes are buffered, and memory stays within a small constant of what arrived.
 FRAME_MAX = 2 * DATA_MAX_SIZE + 64
-
-
-class FrameTooLarge(ProtocolError):
-    """A binary frame whose size exceeds :data:`FRAME_MAX`."""
-
-
-# the smallest record of each bulk command: set (dbidx, ksiz, vsiz, xt), remove/get
-# (dbidx, ksiz); a play_script parameter (ksiz, vsiz)
-_MIN_RECORD = {
-    binary.MAGIC_SET_BULK: 18,
-    binary.MAGIC_REMOVE_BULK: 6,
-    binary.MAGIC_GET_BULK: 6,
-}
-_U32 = struct.Struct(">I")
-_U32X2 = struct.Struct(">II")
-
-
-def _least_frame_size(buf: bytes, pos: int) -> int:
-    """A lower bound of the size of the frame at ``pos`` from its header alone
-    (the record count times the smallest record); 0 while the header is partial."""
-    have = len(buf) - pos
-    magic = buf[pos]
-    per = _MIN_RECORD.get(magic)
-    if per is not None:
-        if have < 9:
-            return 0
-        return 9 + _U32.unpack_from(buf, pos + 5)[0] * per
-    if magic == binary.MAGIC_PLAY_SCRIPT and have >= 13:
-        nsiz, count = _U32X2.unpack_from(buf, pos + 5)
-        return 13 + nsiz + count * 8
-    return 0
-
-
-def _parse_capped(buf: bytes, pos: int) -> tuple[Any, int]:
-    """``binary.parse_request`` refusing (FrameTooLarge) a frame that would exceed
-    :data:`FRAME_MAX` as soon as its header or its records' sizes tell."""
-    try:
-        return binary.parse_request(buf, pos)
-    except Incomplete as inc:
-        need = max(inc.need, _least_frame_size(buf, pos))
-        if need > FRAME_MAX:
-            raise FrameTooLarge(f"binary frame of at least {need} bytes") from None
-        raise
-
-
-def _binary_header_flags(reader: Reader) -> int:
-    buf, pos = reader.buf, reader.pos
-    if len(buf) - pos >= 5:
-        return int.from_bytes(buf[pos + 1 : pos + 5], "big")
-    return 0
 
 
 def _per_db(
@@ -122,19 +73,19 @@ def handle_binary(server: ServerContext, reader: Reader, session: Session) -> bo
     """Serve one binary command; returns whether the connection stays open."""
     sock = reader.sock
     reader.start_body()  # a frame is all body: it must keep the minimum rate
+    decoder = BinaryRequestDecoder(FRAME_MAX)
     try:
-        req = reader.parse(_parse_capped)
+        req = reader.read(decoder)
     except ProtocolError:
         # Replication: served from the update log (0xBF without one).  Unknown
         # magic: close without a word.  A size over the limit: the bulk commands
         # answer 0xBF (unless no-reply) and close; play_script just closes.
-        magic = reader.buf[reader.pos]
+        magic = decoder.magic  # the frame's first byte (the decoder may have consumed records)
         if magic == binary.MAGIC_REPLICATION:
             replicate(server, reader)
             return False
         if magic in (binary.MAGIC_SET_BULK, binary.MAGIC_REMOVE_BULK, binary.MAGIC_GET_BULK):
-            flags = _binary_header_flags(reader)
-            if magic == binary.MAGIC_GET_BULK or not flags & binary.FLAG_NOREPLY:
+            if magic == binary.MAGIC_GET_BULK or not decoder.flags & binary.FLAG_NOREPLY:
                 send_last(sock, _ERROR)
         return False
     kind = type(req)
@@ -209,12 +160,11 @@ def replicate(server: ServerContext, reader: Reader) -> None:
     from ktstore.server.ulog import UlogReader
 
     sock = reader.sock
-    reader.fill(repl.REQUEST_SIZE)
+    head = reader.take(repl.REQUEST_SIZE)
     reader.no_deadline()  # a stream: its consumer acknowledges as long as it likes
-    request = repl.parse_request(reader.buf, reader.pos)
-    assert request is not None  # fill() made the bytes available
+    request = repl.parse_request(head, 0)
+    assert request is not None  # take() read all of its bytes
     flags, ts, sid = request
-    reader.pos += repl.REQUEST_SIZE
     ulog = server.ulog
     if ulog is None:
         server.log("info", "no update log allows no replication")
@@ -254,9 +204,7 @@ def replicate(server: ServerContext, reader: Reader) -> None:
             if cc > 1_000_000_000:
                 cc -= 1_000_000_000
             send(sock, repl.encode_heartbeat(max(cc, last_ts)))
-            reader.fill(1)
-            ack = reader.buf[reader.pos]
-            reader.pos += 1
+            ack = reader.take(1)[0]
             if ack != repl.MAGIC_REPLICATION:
                 return
             with ulog.lock:

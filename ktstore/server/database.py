@@ -49,7 +49,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ktstore.protocol import dumps
 from ktstore.protocol.expire import resolve_xt
@@ -77,7 +77,9 @@ from ktstore.server.dbspec import (
     _atoix,
     parse_db_spec,
 )
-from ktstore.server.matching import compile_posix_regex, match_regex, match_similar_keys
+
+if TYPE_CHECKING:
+    from ktstore.server.matching import compile_posix_regex
 
 try:  # SortedList keeps tree databases in byte order
     from sortedcontainers import SortedList
@@ -709,6 +711,8 @@ class Database:
 
     def match_regex(self, regex: bytes, max: int = -1) -> list[bytes] | None:
         """Keys where ``regex`` matches somewhere; ``None`` if it does not compile."""
+        from ktstore.server.matching import match_regex  # RE2: loaded on first use
+
         return match_regex(self, regex, max)
 
     def match_similar(
@@ -719,6 +723,8 @@ class Database:
         ``utf`` measures the distance in UTF-8 characters instead of bytes;
         a negative ``range`` means unlimited.
         """
+        from ktstore.server.matching import match_similar_keys
+
         with self.lock:
             keys = list(self._scan_keys())
         return match_similar_keys(keys, origin, range, utf, max)
@@ -881,3 +887,13 @@ def request_scope(databases: Iterable[Database]) -> Iterator[None]:
             if db.persistent:
                 stack.enter_context(db.batch())
         yield
+
+
+def __getattr__(name: str) -> Any:
+    """``compile_posix_regex`` is re-exported lazily: the regex engine (RE2) is loaded
+    only by the first regex a client sends, not at every server start."""
+    if name == "compile_posix_regex":
+        from ktstore.server.matching import compile_posix_regex
+
+        return compile_posix_regex
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,6 +1,6 @@
 """The HTTP side of a connection: framing, TSV-RPC (``/rpc/...``) and the RESTful interface.
 
-Framing follows ktserver (kt-protocol §3.1): a body is read only for POST, PUT
+Framing follows ktserver (docs/protocol.md, "HTTP"): a body is read only for POST, PUT
 and unknown methods, by ``Content-Length`` or chunked encoding, at most
 ``HTTP_BODY_MAX`` bytes (a larger declared length gets 413 *before* anything is
 read or allocated).  A request line with a bad version drops the connection
@@ -17,6 +17,7 @@ from ktstore.errors import ProtocolError
 from ktstore.protocol import http, tsv
 from ktstore.protocol.expire import resolve_xt, rest_put_xt
 from ktstore.protocol.limits import XTMAX
+from ktstore.protocol.receive import RequestHeadDecoder
 from ktstore.protocol.rpc import rv_to_status
 from ktstore.server import rpc
 from ktstore.server.netio import Reader, send, send_last
@@ -75,7 +76,8 @@ def _read_body(reader: Reader, head: Any) -> bytes:
     if framing == "chunked":
         decoder = http.ChunkedDecoder()
         while True:
-            reader.pos = _framed(decoder.feed, "invalid chunk", reader.buf, reader.pos)
+            rb = reader.rb
+            rb.pos = _framed(decoder.feed, "invalid chunk", rb.buf, rb.pos)
             if decoder.done:
                 body = bytes(decoder.body)
                 decoder.body = bytearray()
@@ -83,16 +85,13 @@ def _read_body(reader: Reader, head: Any) -> bytes:
             reader.fill_more()
     if framing != "length" or not length:
         return b""
-    reader.fill(length)
-    start = reader.pos
-    reader.pos = start + length
-    return reader.buf[start : start + length]
+    return reader.take(length)
 
 
 def handle_http(server: ServerContext, reader: Reader, session: Session) -> bool:
     """Serve one HTTP request; returns whether the connection stays open."""
     try:
-        head = reader.parse(http.parse_request_head)
+        head = reader.read(RequestHeadDecoder())
     except ProtocolError:
         return False  # bad request line / version: ktserver drops the connection
     if "\0" in head.target:

@@ -1,11 +1,14 @@
 """The socket side of a connection: a receive buffer with deadlines, and the senders.
 
 This module knows sockets and time, nothing of the protocols: the handlers
-(:mod:`ktstore.server.httpserver`, :mod:`ktstore.server.binaryserver`) drive the
-sans-I/O parsers of :mod:`ktstore.protocol` through :meth:`Reader.parse`.  A
-parser that raises :class:`~ktstore.errors.Incomplete` tells how many bytes it
-needs; we read at least that many and parse again (so a large request is read
-in few steps and joined once, never re-scanned quadratically).
+(:mod:`ktstore.server.httpserver`, :mod:`ktstore.server.binaryserver`) step the
+incremental decoders of :mod:`ktstore.protocol.receive` through
+:meth:`Reader.read`, the same receive buffer and decoders the clients use.  A
+decoder consumes what it can parse and keeps its state, and answers "need more"
+with a value and a byte count; we then read until that many bytes are buffered
+and step it again.  Whatever arrived is parsed at once (no waiting for more than
+the decoder needs), and no byte is parsed twice, so a request costs time linear
+in its size however it is split into packets.
 
 Progress rules (so that no client can hold a connection and its thread
 forever, see the server README, "Limits"):
@@ -24,17 +27,14 @@ from __future__ import annotations
 import select
 import socket
 import time
-from collections.abc import Callable
 from typing import Any
 
-from ktstore.errors import Incomplete
+from ktstore.protocol.receive import NEED_MORE, Decoder, ReceiveBuffer
 
 __all__ = ["Reader", "Closed", "send", "send_last", "BODY_MIN_RATE"]
 
-_RECV = 1 << 16
-_RECV_MAX = 1 << 20
-_DRAIN_WAIT_MS = 5  # how long a large message's next packet may take to be drained eagerly
-_DRAIN_MAX = 1 << 28  # never drain eagerly past this (the buffer is bounded by need or this)
+_RECV = 1 << 16  # the usual recv size: a small request's bytes, or a packet train
+_RECV_MAX = 1 << 20  # the largest single recv, when a decoder needs that much
 _SLACK = 0.01  # a deadline may be overshot by this much rather than poll() before every recv
 
 #: The slowest a request body may arrive, in bytes per second (after a grace of
@@ -48,23 +48,20 @@ class Closed(Exception):
 
 
 class Reader:
-    """A receive buffer over a blocking socket, with the progress deadlines.
+    """A :class:`~ktstore.protocol.receive.ReceiveBuffer` over a blocking socket,
+    with the progress deadlines.
 
-    ``buf[pos:]`` holds the bytes received and not consumed yet.  ``buf`` is
-    ``bytes`` (not a bytearray) so the parsers can slice it without copying it
-    first; refills join the pieces once.
-
-    :meth:`start_head` and :meth:`start_body` start the clock of the two
-    progress rules (see the module docstring); :meth:`no_deadline` turns them
-    off (a replication stream waits for its consumer as long as it likes).
+    ``rb`` holds the bytes received and not consumed yet.  :meth:`start_head` and
+    :meth:`start_body` start the clock of the two progress rules (see the module
+    docstring); :meth:`no_deadline` turns them off (a replication stream waits for
+    its consumer as long as it likes).
     """
 
-    __slots__ = ("sock", "buf", "pos", "_poller", "tout", "_t0", "_got", "_rate")
+    __slots__ = ("sock", "rb", "_poller", "tout", "_t0", "_got", "_rate")
 
     def __init__(self, sock: socket.socket, tout: float = 0.0) -> None:
         self.sock = sock
-        self.buf = b""
-        self.pos = 0
+        self.rb = ReceiveBuffer()
         self._poller: select.poll | None = None
         self.tout = tout  # 0: no deadlines
         self._t0 = 0.0
@@ -116,12 +113,15 @@ class Reader:
     # ------------------------------------------------------------------ reads
 
     def fill(self, need: int = 1) -> None:
-        """Make ``len(buf) - pos >= need``, reading from the socket; Closed on EOF."""
-        have = len(self.buf) - self.pos
+        """Make at least ``need`` bytes buffered, reading from the socket; Closed on
+        EOF.  Each recv takes what has arrived (up to what is still needed, at least
+        64 KiB): never a wait for bytes beyond ``need``."""
+        rb = self.rb
+        have = len(rb)
         if have >= need:
             return
-        parts = [self.buf[self.pos :]] if have else []
         recv = self.sock.recv
+        feed = rb.feed
         deadlines = bool(self._t0 and self.tout)
         try:
             while have < need:
@@ -131,55 +131,47 @@ class Reader:
                 chunk = recv(_RECV if want < _RECV else (want if want < _RECV_MAX else _RECV_MAX))
                 if not chunk:
                     raise Closed("peer closed")
-                parts.append(chunk)
+                feed(chunk)
                 have += len(chunk)
                 self._got += len(chunk)
-            if need > _RECV:
-                # A large message whose parser only knows a lower bound of its size
-                # (a bulk of many small records): also take what arrives without a
-                # pause, up to twice the bound.  The buffer then grows geometrically
-                # and the parser re-runs O(log n) times instead of once per 64 KiB.
-                target = min(need << 1, max(need, _DRAIN_MAX))
-                poll = self._poll()
-                while have < target and poll.poll(_DRAIN_WAIT_MS):
-                    try:
-                        chunk = recv(min(target - have, _RECV_MAX), socket.MSG_DONTWAIT)
-                    except OSError:
-                        break
-                    if not chunk:
-                        break
-                    parts.append(chunk)
-                    have += len(chunk)
-                    self._got += len(chunk)
         except TimeoutError:
             raise Closed("timeout") from None
         except OSError as e:
             raise Closed(str(e)) from None
-        self.buf = parts[0] if len(parts) == 1 else b"".join(parts)
-        self.pos = 0
 
     def fill_more(self) -> None:
         """Read at least one byte more than is buffered (for streaming decoders that
         consumed everything they could)."""
-        self.fill(len(self.buf) - self.pos + 1)
+        self.fill(len(self.rb) + 1)
 
-    def parse(self, parser: Callable[[bytes, int], tuple[Any, int]]) -> Any:
-        """Run a sans-I/O parser on ``buf[pos:]``, reading as much as it says it needs,
-        and consume what it parsed; its ProtocolError propagates."""
+    def read(self, decoder: Decoder) -> Any:
+        """Step ``decoder`` over the buffer, reading whenever it needs more bytes,
+        until it returns its message; its ProtocolError propagates."""
+        rb = self.rb
         while True:
-            try:
-                result, end = parser(self.buf, self.pos)
-            except Incomplete as inc:
-                self.fill(inc.need)
-                continue
-            self.pos = end
-            return result
+            if len(rb) >= decoder.need:
+                result = decoder.step(rb)
+                if result is not NEED_MORE:
+                    return result
+            need = decoder.need
+            self.fill(need if need > len(rb) else len(rb) + 1)
+
+    def peek(self) -> int:
+        """The next byte (reading it if none is buffered), not consumed."""
+        rb = self.rb
+        if not len(rb):
+            self.fill(1)
+        return rb.buf[rb.pos]
+
+    def take(self, n: int) -> bytes:
+        """Read and consume exactly ``n`` bytes."""
+        self.fill(n)
+        return self.rb.take(n)
 
     def release(self) -> None:
         """Drop the consumed part of the buffer (a finished, maybe huge request)."""
-        if self.pos >= len(self.buf):
-            self.buf = b""
-            self.pos = 0
+        if not len(self.rb):
+            self.rb.clear()
 
 
 def send(sock: socket.socket, data: bytes) -> None:

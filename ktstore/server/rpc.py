@@ -9,7 +9,7 @@ HTTP layer turns the RV into a status and encodes the pairs.
 The common parameters (``DB``, ``CUR``, ``WAIT``/``WAITTIME``,
 ``SIGNAL``/``SIGNALBROAD``) are handled here in ktserver's order: resolve the
 database and the cursor, wait, run the procedure, signal.  Error texts are the
-real server's (kt-protocol.md §3.4), because clients show them and tests
+real server's (docs/protocol.md, "Return values"), because clients show them and tests
 compare them.
 """
 

@@ -3,7 +3,7 @@
 Why: ``ulog_list``/``ulog_remove`` and binary replication (magic 0xB1) read it,
 so a ktserver slave or a replication consumer (ukt's) can follow our server.
 
-Layout (kt-protocol.md §5): files ``DIR/%010u.ulog`` numbered from 1, each
+Layout (ktserver's own, so its slaves can read it): files ``DIR/%010u.ulog`` numbered from 1, each
 starting with a 17-byte header (``0xA0``, u64 file size, u64 largest timestamp
 in the file) followed by records ``0xA1, u64 ts, u32 size, message, 0xA2``.
 A new file is started when the current one reaches ``-ulim`` bytes.
