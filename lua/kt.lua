@@ -1,3 +1,6 @@
+-- GENERATED FILE: built by lua/build.py from lua/src/*.lua.  Edit the sources,
+-- then run `python lua/build.py` (tests/test_lua_build.py checks it is current).
+--
 -- ktstore server-side procedures for Kyoto Tycoon (Lua 5.1).
 --
 -- Load with `ktserver -scr lua/kt.lua` (or the built-in ktstore-server, which
