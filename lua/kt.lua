@@ -986,9 +986,9 @@ end
 
 local function nowsec() return math.floor(kt.time()) end
 
--- Write the index back: removed when it holds no entries and no live waiter.
+-- Write the index back.  An emptied index stays (as ukt's schedule keeps its id
+-- counter record until clear), so scheduleclear counts what ukt's does.
 local function storeindex(ix)
-  if #ix.body == 0 and ix.waituntil < nowsec() then return false end
   return dumpindex(ix)
 end
 
@@ -1109,8 +1109,8 @@ end
 -- ==========================================================================
 --
 -- A queue usually holds few distinct scores, so its record at `key` is small:
--- a 12-digit header ("a blocked reader waits until" epoch second) and one
--- 68-byte group per distinct score, ascending by score field (OFFSET -
+-- a 28-digit header -- "a blocked reader waits until" epoch second (12) and
+-- the last item id given (16) -- and one 68-byte group per distinct score, ascending by score field (OFFSET -
 -- score, so the highest score comes first): score field (20), head (16),
 -- tail (16) and live item count (16).  A group's items are the records
 -- `key .. "\t" .. scorefield .. seq` for head <= seq < tail, in arrival order;
@@ -1123,17 +1123,22 @@ end
 -- same item.  Each operation costs O(#scores), whatever the queue's length:
 -- an add is one read of the record plus one accept_bulk over the record and
 -- the new item; a pop one read plus one accept_bulk over the record and the
--- candidates.  An item's id (queueadd's `id` output) is its key suffix
--- without the '.': the score field's digits then the 16-digit sequence.
+-- candidates.  An item's id (queueadd's `id` output) is 1, 2, ... as in ukt:
+-- the header's counter, bumped by the add that writes the item.  It is not
+-- part of the item's key (pops find items by group and sequence), so it costs
+-- no lookup; the record therefore outlives its last item, keeping the counter
+-- (as ukt's counter record does), and only queueclear removes it.
 
+local QHEADER = HEADER + 16
 local QGROUP = SCOREW + 48
 local QSF0 = scorefield(0, true)   -- the default score's field
 
 local function qload(v)
-  local m = { waituntil = 0, groups = {} }
-  if v == nil or #v < HEADER then return m end
+  local m = { waituntil = 0, lastid = 0, groups = {} }
+  if v == nil or #v < QHEADER then return m end
   m.waituntil = tonumber(string.sub(v, 1, HEADER)) or 0
-  for p = HEADER + 1, #v - QGROUP + 1, QGROUP do
+  m.lastid = tonumber(string.sub(v, HEADER + 1, QHEADER)) or 0
+  for p = QHEADER + 1, #v - QGROUP + 1, QGROUP do
     m.groups[#m.groups + 1] = {
       sf = string.sub(v, p, p + SCOREW - 1),
       head = tonumber(string.sub(v, p + SCOREW, p + SCOREW + 15)),
@@ -1151,8 +1156,8 @@ local function qstore(m)
     if g.n > 0 and g.head < g.tail then live[#live + 1] = g end
   end
   m.groups = live
-  if #live == 0 and m.waituntil < nowsec() then return false end
-  local parts = { string.format("%012.0f", m.waituntil) }
+  if #live == 0 and m.waituntil < nowsec() and m.lastid == 0 then return false end
+  local parts = { string.format("%012.0f%016.0f", m.waituntil, m.lastid) }
   for _, g in ipairs(live) do
     parts[#parts + 1] = g.sf .. string.format("%016.0f%016.0f%016.0f", g.head, g.tail, g.n)
   end
@@ -1210,28 +1215,23 @@ local function qualifies(g, limit) return limit == nil or g.sf <= limit end
 -- only the fields that change are rewritten, instead of parsing every group.
 
 local NOWAITER = string.rep("0", HEADER)
+local QEMPTY = string.rep("0", QHEADER)   -- a new record: no reader, no id given
 local ZERO16 = string.rep("0", 16)
 local HEADF, TAILF, COUNTF = SCOREW, SCOREW + 16, SCOREW + 32   -- field offsets
 
 -- Position of the group with score field sf in the queue record v, or nil.
 local function qgrouppos(v, sf)
   if v == nil then return nil end
-  return (string.find(v, sf, HEADER + 1, true))
+  return (string.find(v, sf, QHEADER + 1, true))
 end
 
 local function qfield(v, p, off) return tonumber(string.sub(v, p + off, p + off + 15)) end
 
 -- v with the group at p given new head, tail and count; the group is cut
--- when it holds no live item, the record removed (false) when nothing is left
--- and no blocked reader waits.
+-- when it holds no live item (the header stays: it holds the id counter).
 local function qpatch(v, p, head, tail, n)
   if n <= 0 or head >= tail then
-    v = string.sub(v, 1, p - 1) .. string.sub(v, p + QGROUP)
-    if #v <= HEADER and (string.sub(v, 1, HEADER) == NOWAITER
-        or tonumber(string.sub(v, 1, HEADER)) < nowsec()) then
-      return false
-    end
-    return v
+    return string.sub(v, 1, p - 1) .. string.sub(v, p + QGROUP)
   end
   return string.sub(v, 1, p + HEADF - 1) .. string.format("%016.0f%016.0f%016.0f", head, tail, n)
     .. string.sub(v, p + QGROUP)
@@ -1243,23 +1243,18 @@ local function qwaiting(v)
   return tonumber(string.sub(v, 1, HEADER)) >= nowsec()
 end
 
--- An item id's score part: the score field's digits (cached per field).
-local sfdigits, nsfdigits = {}, 0
-local function sfid(sf)
-  local d = sfdigits[sf]
-  if d == nil then
-    if nsfdigits >= 1000 then sfdigits, nsfdigits = {}, 0 end
-    d = string.sub(sf, 1, 13) .. string.sub(sf, 15)
-    sfdigits[sf] = d
-    nsfdigits = nsfdigits + 1
-  end
-  return d
+-- v with the header's id counter moved on by c: returns it and the first
+-- of the c ids given (1, 2, ... per queue, as ukt's Queue.add answers).
+local function qbump(v, c)
+  local first = (tonumber(string.sub(v, HEADER + 1, QHEADER)) or 0) + 1
+  return string.sub(v, 1, HEADER) .. string.format("%016.0f", first + c - 1)
+    .. string.sub(v, QHEADER + 1), first
 end
 
 -- v (a queue record value) with a new group for sf holding items 0 .. c - 1.
 local function qinsert(v, sf, c)
   local at = #v + 1
-  for q = HEADER + 1, #v, QGROUP do
+  for q = QHEADER + 1, #v, QGROUP do
     if string.sub(v, q, q + SCOREW - 1) > sf then at = q; break end
   end
   return string.sub(v, 1, at - 1) .. sf .. string.format("%016.0f%016.0f%016.0f", 0, c, c)
@@ -1280,7 +1275,7 @@ local function qadd1(db, key, value, sf)
     local p0 = qgrouppos(snap, sf)
     local seen = p0 and string.sub(snap, p0 + TAILF, p0 + TAILF + 15) or false
     local seq = seen or ZERO16
-    local claimed, waiting, cur = false, false, nil
+    local claimed, waiting, cur, id = false, false, nil, nil
     acceptbulk(db, { key, key .. "\t" .. sf .. seq }, function(k, v)
       if k ~= key then
         if claimed then return value end
@@ -1298,13 +1293,14 @@ local function qadd1(db, key, value, sf)
           .. string.format("%016.0f%016.0f", tonumber(seen) + 1, qfield(v, p, COUNTF) + 1)
           .. string.sub(v, p + QGROUP)
       else
-        nv = qinsert(v or NOWAITER, sf, 1)
+        nv = qinsert(v or QEMPTY, sf, 1)
       end
+      nv, id = qbump(nv, 1)
       claimed = true
       waiting = qwaiting(nv)
       return nv
     end)
-    if claimed then return sfid(sf) .. seq, waiting end
+    if claimed then return istr(id), waiting end
     snap = cur
   end
   fail(kt.RVEINTERNAL, "too much contention on the queue, try again")
@@ -1340,7 +1336,6 @@ local function qadd(db, key, values, sfs)
       local k = key .. "\t" .. sf .. seq
       keys[i + 1] = k
       recs[k] = values[i]
-      if i == 1 then firstid = sfid(sf) .. seq end
     end
     local claimed, waiting, cur = false, false, nil
     acceptbulk(db, keys, function(k, v)
@@ -1353,7 +1348,7 @@ local function qadd(db, key, values, sfs)
         local p = qgrouppos(v, sf)
         if (p and string.sub(v, p + TAILF, p + TAILF + 15) or false) ~= seen[sf] then return nil end
       end
-      local nv = v or NOWAITER
+      local nv = v or QEMPTY
       for _, sf in ipairs(order) do
         local p, c = qgrouppos(nv, sf), count[sf]
         if p then
@@ -1364,11 +1359,12 @@ local function qadd(db, key, values, sfs)
           nv = qinsert(nv, sf, c)
         end
       end
+      nv, firstid = qbump(nv, total)
       claimed = true
       waiting = qwaiting(nv)
       return nv
     end)
-    if claimed then return firstid, waiting end
+    if claimed then return istr(firstid), waiting end
     snap = cur
   end
   fail(kt.RVEINTERNAL, "too much contention on the queue, try again")
@@ -1406,11 +1402,11 @@ local function qpop(db, key, n, limit, fromtail, waitsecs)
     if rounds > 100000 then fail(kt.RVEINTERNAL, "queue record inconsistent with its items") end
     local want = n - #got
     local cands, keys = {}, {}
-    local ngroups = math.floor((#snap - HEADER) / QGROUP)
+    local ngroups = math.floor((#snap - QHEADER) / QGROUP)
     local first, last, step = 1, ngroups, 1
     if fromtail then first, last, step = ngroups, 1, -1 end
     for gi = first, last, step do
-      local p = HEADER + (gi - 1) * QGROUP + 1
+      local p = QHEADER + (gi - 1) * QGROUP + 1
       local sf = string.sub(snap, p, p + SCOREW - 1)
       if limit ~= nil and sf > limit then
         if not fromtail then break end
@@ -1471,8 +1467,8 @@ end
 local function qpop1(db, key, limit)
   local snap = db:get(key)
   for _ = 1, 100000 do
-    if snap == nil or #snap < HEADER + QGROUP then return nil end
-    local p = HEADER + 1   -- the first group holds the highest score
+    if snap == nil or #snap < QHEADER + QGROUP then return nil end
+    local p = QHEADER + 1   -- the first group holds the highest score
     local sf = string.sub(snap, p, p + SCOREW - 1)
     if limit ~= nil and sf > limit then return nil end
     local headstr = string.sub(snap, p + HEADF, p + HEADF + 15)
@@ -1673,7 +1669,7 @@ procedure("queuecount", function(inmap, outmap)
   outmap.num = istr(qcount(qload(db:get(need(inmap, "key")))))
 end)
 
--- queueclear: remove every item.  in: key; out: num
+-- queueclear: remove every item and restart ids at 1.  in: key; out: num
 procedure("queueclear", function(inmap, outmap)
   local db = getdb(inmap)
   local key = need(inmap, "key")
@@ -1684,6 +1680,7 @@ procedure("queueclear", function(inmap, outmap)
     groups = m.groups
     total = qcount(m)
     m.groups = {}
+    m.lastid = 0   -- as ukt's clear, which removes its id counter too
     return qstore(m)
   end)
   for _, g in ipairs(groups) do
@@ -1702,7 +1699,10 @@ procedure("schedulecount", function(inmap, outmap)
   outmap.num = tostring(nentries(parseindex(db:get(need(inmap, "key")))))
 end)
 
--- scheduleclear: remove every item.  in: key; out: num
+-- scheduleclear: remove every item and the schedule's record.  in: key;
+-- out: num, the records removed -- the items plus the schedule's own record,
+-- which stays after reads empty it: what ukt's Schedule.clear counts (its id
+-- counter record goes with the items).
 procedure("scheduleclear", function(inmap, outmap)
   local db = getdb(inmap)
   local key = need(inmap, "key")
@@ -1712,7 +1712,13 @@ procedure("scheduleclear", function(inmap, outmap)
     for i = s, math.min(s + 1023, #taken) do part[#part + 1] = taken[i] end
     removeitems(db, key, part)
   end
-  outmap.num = tostring(#taken)
+  local dropped = 0
+  update(db, key, function(v)
+    if v == nil or #parseindex(v).body > 0 then return nil end  -- an add came between
+    dropped = 1
+    return false
+  end)
+  outmap.num = tostring(#taken + dropped)
 end)
 
 -- scheduleadd: in: key, value, score (default 0); out: id

@@ -94,9 +94,9 @@ end
 
 local function nowsec() return math.floor(kt.time()) end
 
--- Write the index back: removed when it holds no entries and no live waiter.
+-- Write the index back.  An emptied index stays (as ukt's schedule keeps its id
+-- counter record until clear), so scheduleclear counts what ukt's does.
 local function storeindex(ix)
-  if #ix.body == 0 and ix.waituntil < nowsec() then return false end
   return dumpindex(ix)
 end
 

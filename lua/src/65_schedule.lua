@@ -4,7 +4,10 @@ procedure("schedulecount", function(inmap, outmap)
   outmap.num = tostring(nentries(parseindex(db:get(need(inmap, "key")))))
 end)
 
--- scheduleclear: remove every item.  in: key; out: num
+-- scheduleclear: remove every item and the schedule's record.  in: key;
+-- out: num, the records removed -- the items plus the schedule's own record,
+-- which stays after reads empty it: what ukt's Schedule.clear counts (its id
+-- counter record goes with the items).
 procedure("scheduleclear", function(inmap, outmap)
   local db = getdb(inmap)
   local key = need(inmap, "key")
@@ -14,7 +17,13 @@ procedure("scheduleclear", function(inmap, outmap)
     for i = s, math.min(s + 1023, #taken) do part[#part + 1] = taken[i] end
     removeitems(db, key, part)
   end
-  outmap.num = tostring(#taken)
+  local dropped = 0
+  update(db, key, function(v)
+    if v == nil or #parseindex(v).body > 0 then return nil end  -- an add came between
+    dropped = 1
+    return false
+  end)
+  outmap.num = tostring(#taken + dropped)
 end)
 
 -- scheduleadd: in: key, value, score (default 0); out: id
