@@ -10,13 +10,18 @@
 -- * `key`  the record holding the container (hash, list, set) or the queue /
 --          schedule metadata.
 -- * `db`   optional 0-based database index (kt.dbs[db + 1]); default kt.db.
+--          Every procedure reads database inputs (`db`, and the models' `idb`,
+--          `rdb`, `jdb`) with one selector, `getdb` (ukt's procedures with
+--          `finddb`, its lookup without the error).
 -- * Bulk inputs and outputs travel as one arraydump/mapdump value (`data`,
 --   `fields`, `keys`), so user data can never collide with control inputs.
 -- * Failures return kt.RVEINVALID (bad input), kt.RVELOGIC (no such item) or
 --   kt.RVEINTERNAL, with a readable `error` output.  A real ktserver discards
 --   the outputs of a failed procedure, so a caller that wants the message
 --   passes the flag input `errout`: the procedure then answers success with
---   the outputs `error` and `rv` (the code it would have returned).
+--   the outputs `error` and `rv` (the code it would have returned).  One
+--   wrapper (`guard`, below) does this for every procedure of every area.
+-- * Times: one XTMAX (below) means "no expiration" everywhere.
 -- * Containers keep their expiry time when modified: visitors return only the
 --   new value, which tells the server to keep the record's xt (a visitor's
 --   positive xt would be *relative*, see kt-protocol.md 6.5).
@@ -30,7 +35,7 @@
 
 kt = __kyototycoon__
 
-local XTMAX = 1099511627775        -- 2^40 - 1: "no expiration"
+local XTMAX = 1099511627775        -- 2^40 - 1: "no expiration" (the only copy)
 
 -- ==========================================================================
 -- Errors and the procedure wrapper
@@ -44,18 +49,29 @@ end
 
 local function invalid(msg) fail(kt.RVEINVALID, msg) end
 
--- Define a global procedure `name`.  The body runs under pcall so that bad
--- input and unexpected Lua errors become a status code plus a message, never
--- a bare traceback in the server log.
-local function procedure(name, body)
-  _G[name] = function(inmap, outmap)
-    local ok, err = pcall(body, inmap, outmap)
-    if ok then return kt.RVSUCCESS end
+-- The one error convention of every procedure in this script (containers,
+-- queues, schedules, models, and the ukt procedures too): a procedure body
+-- runs under pcall; it fails by raising `fail(rv, msg)` (or by returning a
+-- kt.RVE* status, as the ukt procedures do, with its message in
+-- outmap.error), and an unexpected Lua error becomes RVEINTERNAL with the
+-- error text, logged.  A failure answers its status with one output, `error`
+-- ("<procedure>: <message>"); with the flag input `errout` it answers success
+-- with the outputs `error` and `rv` instead, because a real ktserver drops the
+-- outputs of a failed call.  Outcomes that a caller asks about are not
+-- failures: the model procedures' `err` output ("unique", "exists",
+-- "missing", "conflict", "fk", "protected": the change was refused and rolled
+-- back) comes with success.
+local function guard(name, body)
+  return function(inmap, outmap)
+    local ok, res = pcall(body, inmap, outmap)
     local rv, msg
-    if type(err) == "table" and err.rv then
-      rv, msg = err.rv, err.msg
+    if ok then
+      if type(res) ~= "number" or res == kt.RVSUCCESS then return kt.RVSUCCESS end
+      rv, msg = res, outmap.error or "failed"
+    elseif type(res) == "table" and res.rv then
+      rv, msg = res.rv, res.msg
     else
-      rv, msg = kt.RVEINTERNAL, "internal error: " .. tostring(err)
+      rv, msg = kt.RVEINTERNAL, "internal error: " .. tostring(res)
       kt.log("error", name .. ": " .. msg)
     end
     -- Partial outputs of a failed call would only mislead.
@@ -69,6 +85,11 @@ local function procedure(name, body)
     end
     return rv
   end
+end
+
+-- Define the global procedure `name` (alphanumeric or ukt's snake_case).
+local function procedure(name, body)
+  _G[name] = guard(name, body)
 end
 
 -- ==========================================================================
@@ -110,17 +131,25 @@ end
 
 local function istr(n) return string.format("%.0f", n) end
 
--- The database chosen by the `db` input (0-based index).
-local function getdb(inmap)
-  local s = inmap.db
+-- The one database selector: a 0-based index (nil or "" = the default
+-- database, kt.db) as the database, or nil when there is no such database.
+local function finddb(s)
   if s == nil or s == "" then return kt.db end
   local n = tonumber(s)
-  if n == nil or n ~= math.floor(n) or n < 0 then
-    invalid("input 'db' must be a database index, got '" .. s .. "'")
+  if n == nil or n ~= math.floor(n) or n < 0 then return nil end
+  return kt.dbs[n + 1]
+end
+
+-- The database chosen by the input `field` (default "db"); bad input fails.
+local function getdb(inmap, field)
+  field = field or "db"
+  local s = inmap[field]
+  local db = finddb(s)
+  if db ~= nil then return db end
+  if tonumber(s) == nil or tonumber(s) ~= math.floor(tonumber(s)) or tonumber(s) < 0 then
+    invalid("input '" .. field .. "' must be a database index, got '" .. s .. "'")
   end
-  local db = kt.dbs[n + 1]
-  if db == nil then invalid("no such database: " .. s) end
-  return db
+  invalid("no such database: " .. s)
 end
 
 local function loadarray(inmap, field, required)

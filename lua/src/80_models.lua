@@ -19,17 +19,11 @@
 -- Index entries, unique entries and containers get the record's expiry time, so they
 -- all expire together; a query never sees an expired one (cursors skip them).
 
-local MODEL_XTMAX = 1099511627775
 local MODEL_MEMO = "\0ix"
-
-local function model_db(inmap, name)
-  local idx = tonumber(inmap[name] or "0") or 0
-  return kt.dbs[idx + 1]
-end
 
 -- A stored absolute xt (XTMAX = none) as an xt argument for db:set (negative = absolute).
 local function model_setxt(xt)
-  if xt == nil or xt >= MODEL_XTMAX then
+  if xt == nil or xt >= XTMAX then
     return nil
   end
   return -xt
@@ -113,7 +107,7 @@ local function model_put(idb, k, v, xt)
     end
   end
   if not idb:set(k, v, xt) then
-    error("index write failed: " .. tostring(idb:error()))
+    dberror(idb, "index write failed")
   end
   if counted then
     model_stat(idb, k, v, 1)
@@ -167,21 +161,16 @@ end
 -- Runs fn(outmap) inside the transactions; fn returns true to commit.  A Lua error
 -- rolls back and is re-raised (the caller sees a script failure).
 local function model_atomic(inmap, outmap, fn)
-  local idb = model_db(inmap, "idb")
-  local rdb = model_db(inmap, "rdb")
-  if idb == nil or rdb == nil then
-    outmap.err = "nodb"
-    return kt.RVSUCCESS
-  end
+  local idb = getdb(inmap, "idb")
+  local rdb = getdb(inmap, "rdb")
   local dbs = model_begin(idb, rdb)
   if dbs == nil then
-    outmap.err = "transaction"
-    return kt.RVSUCCESS
+    fail(kt.RVEINTERNAL, "cannot begin a transaction")
   end
   local ok, res = pcall(fn, idb, rdb)
   if not ok then
     model_end(dbs, false)
-    error(res)
+    error(res, 0)
   end
   model_end(dbs, res == true)
   return kt.RVSUCCESS
@@ -297,7 +286,7 @@ local function model_save_one(idb, rdb, s, i, outmap)
     model_put(idb, nkey, values[nkey] or pk, xt)
   end
   if not rdb:set(key, s.r, xt) then
-    error("record write failed: " .. tostring(rdb:error()))
+    dberror(rdb, "record write failed")
   end
   if s.cw ~= nil then
     -- whole containers given with the instance: written (or removed when empty) here
@@ -305,7 +294,7 @@ local function model_save_one(idb, rdb, s, i, outmap)
       if cv == "" then
         rdb:remove(ckey)
       elseif not rdb:set(ckey, cv, xt) then
-        error("container write failed: " .. tostring(rdb:error()))
+        dberror(rdb, "container write failed")
       end
     end
   end
@@ -325,7 +314,7 @@ end
 -- modelsave: n records s1..sn (mapdump each: k key, r record, p pk, xt, dxt, mode,
 -- vf/vold version check, cas, ix/ux/uf/cx arraydumps, cw mapdump of whole containers
 -- to write).  All or nothing.
-function modelsave(inmap, outmap)
+procedure("modelsave", function(inmap, outmap)
   local n = tonumber(inmap.n or "1") or 1
   return model_atomic(inmap, outmap, function(idb, rdb)
     for i = 1, n do
@@ -338,7 +327,7 @@ function modelsave(inmap, outmap)
     outmap.n = n
     return true
   end)
-end
+end)
 
 -- Relations (foreign keys).  A delete names, in rels, every foreign key that refers to
 -- the model (mapdump each: ib = the child's index base P\0i\0<field>\0, rp = the
@@ -402,7 +391,7 @@ local function model_setnull(idb, rdb, rel, k, cpk, ckey)
   fields[rel.f] = "\192"
   fields[MODEL_MEMO] = model_packmemo(keep)
   if not rdb:set(key, kt.mapdump(fields), setxt) then
-    error("record write failed: " .. tostring(rdb:error()))
+    dberror(rdb, "record write failed")
   end
 end
 
@@ -528,7 +517,7 @@ end
 -- written.  When more than budget (default 1000) children would change, the call
 -- changes budget of them, commits, and answers more = 1 and at = the record not yet
 -- deleted: the caller calls again from there (each call atomic).
-function modeldelete(inmap, outmap)
+procedure("modeldelete", function(inmap, outmap)
   local n = tonumber(inmap.n or "1") or 1
   return model_atomic(inmap, outmap, function(idb, rdb)
     local rels = model_rels(inmap)
@@ -553,11 +542,11 @@ function modeldelete(inmap, outmap)
     outmap.c = state.changed
     return true
   end)
-end
+end)
 
 -- modelexpire: set the expiry of record k (xt absent = keep the record's own) on its
 -- index entries, unique entries and containers (cx) too.  Answers xt, or missing=1.
-function modelexpire(inmap, outmap)
+procedure("modelexpire", function(inmap, outmap)
   return model_atomic(inmap, outmap, function(idb, rdb)
     local key = inmap.k
     local old, oldxt = rdb:get(key)
@@ -591,19 +580,15 @@ function modelexpire(inmap, outmap)
     outmap.xt = storedxt
     return true
   end)
-end
+end)
 
 -- modelscan: one page of a key range [lo, hi) of database db, ascending, or descending
 -- when rev is set; resume after (exclusive) the key given as "after".  With jp set, each
 -- entry's value is a pk and the record jp..pk is read from database jdb (a join, so a
 -- query page costs one round trip).  Answers n, k<i>, v<i>, and with the join r<i>/x<i>
 -- for the records found; last = the last key visited; done = 1 at the end of the range.
-function modelscan(inmap, outmap)
-  local db = model_db(inmap, "db")
-  if db == nil then
-    outmap.err = "nodb"
-    return kt.RVSUCCESS
-  end
+procedure("modelscan", function(inmap, outmap)
+  local db = getdb(inmap, "db")
   local lo = inmap.lo or ""
   local hi = inmap.hi
   local after = inmap.after
@@ -612,7 +597,7 @@ function modelscan(inmap, outmap)
   local jdb = nil
   local jp = inmap.jp
   if jp ~= nil then
-    jdb = model_db(inmap, "jdb")
+    jdb = getdb(inmap, "jdb")
   end
   local keysonly = inmap.keys == "1"
   local cur = db:cursor()
@@ -685,12 +670,12 @@ function modelscan(inmap, outmap)
     outmap.done = 1
   end
   return kt.RVSUCCESS
-end
+end)
 
 -- modelsweep: remove the entries of the range [lo, hi) of idb (after "after", at most n
 -- visited) whose record (rp..value in rdb) is gone or does not list the entry in its memo:
 -- orphans left by expiry or by writes that bypassed the model layer.
-function modelsweep(inmap, outmap)
+procedure("modelsweep", function(inmap, outmap)
   return model_atomic(inmap, outmap, function(idb, rdb)
     local lo = inmap.lo or ""
     local hi = inmap.hi
@@ -744,10 +729,10 @@ function modelsweep(inmap, outmap)
     end
     return true
   end)
-end
+end)
 -- modelcgc: remove the container records listed in ks (arraydump, database rdb) whose
 -- instance record (the key up to its first NUL) is gone.  Answers removed.
-function modelcgc(inmap, outmap)
+procedure("modelcgc", function(inmap, outmap)
   return model_atomic(inmap, outmap, function(idb, rdb)
     local removed = 0
     for _, ckey in ipairs(kt.arrayload(inmap.ks or "")) do
@@ -761,16 +746,12 @@ function modelcgc(inmap, outmap)
     outmap.removed = removed
     return true
   end)
-end
+end)
 
 -- modelseq: the next n values of the counter k in database db (auto primary keys);
 -- answers id = the last one.
-function modelseq(inmap, outmap)
-  local db = model_db(inmap, "db")
-  if db == nil or inmap.k == nil then
-    outmap.err = "nodb"
-    return kt.RVSUCCESS
-  end
+procedure("modelseq", function(inmap, outmap)
+  local db = getdb(inmap, "db")
   local v = db:increment(inmap.k, tonumber(inmap.n or "1") or 1, 0)
   if v == nil then
     outmap.err = "counter"
@@ -778,7 +759,7 @@ function modelseq(inmap, outmap)
   end
   outmap.id = string.format("%d", v)
   return kt.RVSUCCESS
-end
+end)
 -- modelsearch: full-text query (ktstore.models.search).  In: db (the index db), sp = the
 -- posting base P\0s\0, dp = the length base P\0d\0, base = P (counters P\0sn, P\0sl),
 -- nt terms t1..tnt (p<i> = 1: a prefix term), n = page size, as/ak = continue after this
@@ -786,13 +767,9 @@ end
 -- every term are scored with BM25 and ranked by score, then pk key.  Answers m = number
 -- of matches, n, k<i> = pk key, s<i> = score, r<i>/x<i> = record and xt, done = 1 when
 -- the page reaches the end.
-function modelsearch(inmap, outmap)
-  local db = model_db(inmap, "db")
-  local jdb = model_db(inmap, "jdb")
-  if db == nil or jdb == nil then
-    outmap.err = "nodb"
-    return kt.RVSUCCESS
-  end
+procedure("modelsearch", function(inmap, outmap)
+  local db = getdb(inmap, "db")
+  local jdb = getdb(inmap, "jdb")
   local sp, dp, base, jp = inmap.sp or "", inmap.dp or "", inmap.base or "", inmap.jp or ""
   local nt = tonumber(inmap.nt or "0") or 0
   local limit = tonumber(inmap.n or "10") or 10
@@ -905,18 +882,14 @@ function modelsearch(inmap, outmap)
     outmap.done = 1
   end
   return kt.RVSUCCESS
-end
+end)
 -- modelremoveprefix: remove the records of database db whose key starts with pre, at most
 -- n per call (Store.delete_prefix), in one transaction.  On a tree database (tree = 1)
 -- they are one key range; otherwise the cursor walks the database (at most 20 n records
 -- a call) from after the key "after" (a key kept by the previous call).  Answers
 -- removed, last (where to resume, absent to start over) and done = 1 at the end.
-function modelremoveprefix(inmap, outmap)
-  local db = model_db(inmap, "db")
-  if db == nil then
-    outmap.err = "nodb"
-    return kt.RVSUCCESS
-  end
+procedure("modelremoveprefix", function(inmap, outmap)
+  local db = getdb(inmap, "db")
   local pre = inmap.pre or ""
   local limit = tonumber(inmap.n or "1000") or 1000
   local tree = inmap.tree == "1"
@@ -959,8 +932,7 @@ function modelremoveprefix(inmap, outmap)
   end
   cur:disable()
   if not db:begin_transaction() then
-    outmap.err = "transaction"
-    return kt.RVSUCCESS
+    fail(kt.RVEINTERNAL, "cannot begin a transaction")
   end
   local removed = 0
   for _, k in ipairs(keys) do
@@ -974,6 +946,6 @@ function modelremoveprefix(inmap, outmap)
     outmap.done = 1
   end
   return kt.RVSUCCESS
-end
+end)
 -- ==== ktstore.models: end ====
 
