@@ -110,6 +110,16 @@ def ported_app(ukt: Any, host: str, port: int) -> dict[str, Any]:
         seen["cas"] = db.cas("user:3", {"name": "cy"}, {"name": "cyd"})
         seen["pop"] = db.seize("user:3")
         seen["count"] = db.count()
+        seen["http"] = (
+            db.set_http("h1", "x"),
+            db.get_http("h1"),
+            db.get_http("nope"),
+            db.set_bulk_http({"h2": "y", "h3": "z"}),
+            db.get_bulk_http(["h1", "h2", "nope"]),
+            db.remove_bulk_http(["h2", "h3", "nope"]),
+            db.remove_http("h1"),
+            db.remove_http("h1"),
+        )
         try:
             db.increment("user:1")  # not a number: the server refuses
         except ukt.ProtocolError:
@@ -161,4 +171,5 @@ def test_ported_app_gives_ukts_results_with_ktstore() -> None:
     assert ours["queue"] == (1, 2, 2, "j2", ["j1", "j3", "j4"], 3, 3, 1)  # clear resets ids
     assert ours["schedule"] == (["s1"], 1, ["s2"], 1)
     assert ours["refused"] == "ProtocolError"
+    assert ours["http"] == (True, "x", None, 2, {"h1": "x", "h2": "y"}, 2, 1, 0)
     assert ours["down"] == "ConnectionError"

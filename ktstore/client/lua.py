@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from ktstore.client.command import Command
 from ktstore.client.params import integer_arg, number_arg, script_value
 from ktstore.client.scriptcheck import ensure_script
+from ktstore.client.ukt_http import UktHttpMethods
 from ktstore.errors import InvalidArgument, ScriptError
 from ktstore.protocol import dumps
 from ktstore.protocol.expire import to_wire_xt
@@ -116,7 +117,7 @@ class LuaProcedures:
         return self[name]
 
 
-class LuaMethods:
+class LuaMethods(UktHttpMethods):
     """Mixin of the Lua-backed client methods (script, touch, Hash, Queue, ...), written
     as commands like the rest of the API (see :mod:`ktstore.client.commands`)."""
 

@@ -24,11 +24,19 @@
 --   hx_remove, hx_query).  Not served: _error_code and jit_version (ukt's test
 --   helpers), the cmsgpack procedures of ukt's custom ktserver build.
 -- * ktstoreversion also answers `ukt` = the ukt version whose procedures are served.
+-- * The prelude's conventions hold here too: databases are found with `finddb`
+--   (ukt answers a bad `db` with RVEINVALID and no message, so the lookup without
+--   the error), "no expiration" is XTMAX, and every ukt procedure and every ukt
+--   branch of a shared name runs under `guard`.  ukt's procedures report with
+--   the statuses ukt's client expects (RVELOGIC, RVEINVALID...), which guard
+--   turns into the same `error` output (and honours `errout`) as ours.
 do
   local U = {}  -- every helper of this block lives in this table (Lua 5.1 caps locals)
   U.VERSION = "0.4.8"
   U.SPLIT = 500000000000  -- queue scores are stored as SPLIT - score: high first
   U.ours = {}
+  U.before = {}  -- the globals defined before this block (ours)
+  for name in pairs(_G) do U.before[name] = true end
 
   -- Call our procedure `name` with the table `args` and errout set: returns its
   -- outputs, or nil and the status it failed with.
@@ -72,10 +80,10 @@ do
 
   -- Replace the global procedure `name`: `isukt(inmap)` decides, `fn` serves ukt.
   function U.wrap(name, isukt, fn)
-    local mine = _G[name]
+    local mine, theirs = _G[name], guard(name, fn)
     U.ours[name] = mine
     _G[name] = function(inmap, outmap)
-      if isukt(inmap) then return fn(inmap, outmap) end
+      if isukt(inmap) then return theirs(inmap, outmap) end
       return mine(inmap, outmap)
     end
   end
@@ -97,12 +105,8 @@ do
 
   local HASH_SKIP = { table_key = true, db = true }
 
-  -- ukt's database selector: input `db`, a 0-based index (nil when no such db)
-  function U.selectdb(inmap)
-    local s = inmap.db
-    if s == nil or s == "" then return kt.db end
-    return kt.dbs[(tonumber(s) or -1) + 1]
-  end
+  -- ukt's `db` input through the one selector (nil when no such db)
+  function U.selectdb(inmap) return finddb(inmap.db) end
   local selectdb = U.selectdb
 
 
@@ -716,6 +720,11 @@ do
     local rv = version_mine(inmap, outmap)
     outmap.ukt = U.VERSION
     return rv
+  end
+
+  -- ------------------------------------------- one error convention (guard)
+  for name, fn in pairs(_G) do
+    if not U.before[name] and type(fn) == "function" then _G[name] = guard(name, fn) end
   end
 end
 -- ==== ktstore.ukt: end ====
