@@ -7,6 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from ktstore.errors import ScriptError
+
 ROOT = Path(__file__).resolve().parent.parent
 BUILD = ROOT / "lua" / "build.py"
 
@@ -48,3 +52,36 @@ def test_every_source_area_is_present():
     assert names[0] == "00_prelude.lua"
     for area in ("hash", "list", "set", "queue", "schedule", "models", "ukt"):
         assert any(area in n for n in names), area
+
+
+# -- one convention across the sources ------------------------------------------------------
+
+SRC = ROOT / "lua" / "src"
+
+
+def test_conventions_are_defined_once_in_the_prelude():
+    """XTMAX, the database lookup and the error wrapper exist once (00_prelude.lua);
+    every other source uses them instead of its own copy."""
+    import re
+
+    for path in sorted(SRC.glob("*.lua")):
+        if path.name == "00_prelude.lua":
+            continue
+        text = path.read_text(encoding="utf-8")
+        assert "1099511627775" not in text, path.name  # XTMAX
+        assert "kt.dbs[" not in text, path.name  # getdb / finddb
+        assert not re.search(r"(?m)^function \w+\(inmap, outmap\)", text), path.name
+        assert "pcall(body" not in text, path.name
+
+
+@pytest.mark.parametrize(
+    "proc", ["hlen", "llen", "queuecount", "schedulecount", "modelseq", "modelscan", "expire_time"]
+)
+def test_every_area_reports_a_bad_database_the_same_way(kt, proc):
+    """Containers, queues, schedules, models and ukt's procedures: a database that
+    does not exist is a 400 ScriptError naming the procedure (the one selector, the
+    one error convention; the client passes ``errout`` to get the message)."""
+    with pytest.raises(ScriptError) as info:
+        kt._lua_call(proc, [(b"key", b"k"), (b"db", b"99")])
+    assert info.value.status == 400
+    assert info.value.message.startswith(proc + ": ")

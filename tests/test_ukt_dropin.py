@@ -173,3 +173,39 @@ def test_ported_app_gives_ukts_results_with_ktstore() -> None:
     assert ours["refused"] == "ProtocolError"
     assert ours["http"] == (True, "x", None, 2, {"h1": "x", "h2": "y"}, 2, 1, 0)
     assert ours["down"] == "ConnectionError"
+
+
+def test_signal_queue(kt: Any) -> None:
+    """ukt's SignalQueue on a tree database: FIFO, None when nothing comes."""
+    sq = kt.SignalQueue("sq", db=1)
+    assert sq.produce("item1") == (True, 0)  # nobody waits
+    assert [sq.produce(f"i{n}")[0] for n in range(3)] == [True] * 3
+    assert [sq.consume(wait=1) for _ in range(4)] == ["item1", "i0", "i1", "i2"]
+    assert sq.consume(wait=0.1) is None
+    assert kt.SignalQueue("other", db=1).consume(wait=0) is None
+
+
+def test_signal_queue_wakes_a_waiting_consumer_and_never_delivers_twice(kt_server: Any) -> None:
+    import threading
+
+    clients = [ktstore.KyotoTycoon(kt_server.host, kt_server.port, timeout=30) for _ in range(4)]
+    got: list[Any] = []
+    lock = threading.Lock()
+
+    def consume(client: Any) -> None:
+        sq = client.SignalQueue("jobs", db=1)
+        while (item := sq.consume(wait=1)) is not None:
+            with lock:
+                got.append(item)
+
+    threads = [threading.Thread(target=consume, args=(c,)) for c in clients[1:]]
+    for t in threads:
+        t.start()
+    producer = clients[0].SignalQueue("jobs", db=1)
+    for n in range(30):
+        assert producer.produce(str(n))[0] is True
+    for t in threads:
+        t.join(60)
+    assert sorted(got, key=int) == [str(n) for n in range(30)]  # every item once, none twice
+    for c in clients:
+        c.close_all()

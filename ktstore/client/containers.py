@@ -17,7 +17,9 @@ containers that have them); hash fields are keys (``str``/``bytes``), not values
 
 from __future__ import annotations
 
+import itertools
 import math
+import os
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
@@ -806,7 +808,17 @@ class Schedule(_Keyed):
 # ----------------------------------------------------------------------------------
 
 
-class SignalQueue:
+_STAMPS = itertools.count()
+
+
+def _signal_queue_stamp() -> str:
+    """A SignalQueue item's key suffix: the time (so keys sort in production order, as
+    ukt's ``key:<time.time()>`` do), then the process and a counter, so two items
+    produced in the same microsecond never share a key (``add`` would refuse one)."""
+    return f"{time.time():.6f}.{os.getpid() % 100000:05d}{next(_STAMPS) % 1000000:06d}"
+
+
+class SignalQueue(_Keyed):
     """ukt's ``SignalQueue``: a FIFO of plain records ``key:<time>`` that wakes
     consumers with the server's ``SIGNAL``/``WAIT`` conditions instead of polling.
 
@@ -829,10 +841,9 @@ class SignalQueue:
         wait: float = 10,
         cursor: int | None = None,
     ) -> None:
-        self.client = client
-        self.key = key
+        super().__init__(client, key, db)
+        self.client = client  # ukt's attribute name
         self.signal = signal
-        self.db = db
         self.wait = wait
         self.cursor_id = cursor
 
@@ -847,7 +858,7 @@ class SignalQueue:
         """Add ``value``; return ``(added, number of consumers woken)``."""
         kt = self.client
         params = [
-            (b"key", kt.encode_key(f"{self.key}:{time.time():.6f}")),
+            (b"key", kt.encode_key(f"{self.key}:{_signal_queue_stamp()}")),
             (b"value", kt.encode_value(value) if encode_value else script_value(value)),
             (b"SIGNAL", kt.encode_key(self.signal)),
             (b"SIGNALBROAD", b""),
@@ -890,7 +901,7 @@ class SignalQueue:
                 if status == 200:
                     return kt.decode_value(out[b"value"])
                 continue  # another consumer took it: look again
-            if waited:
+            if waited or wait <= 0:
                 return None
             params = [(b"WAIT", kt.encode_key(self.signal)), (b"WAITTIME", b"%.3f" % wait)]
             call_timeout = wait + (getattr(kt, "timeout", None) or 60.0)
