@@ -445,3 +445,23 @@ def test_queue_add_ids_and_group_insertion(kt, db):
     assert q.clear() == 0
     assert kt.match_prefix("ids", db=db) == []
     assert q.add("new") == 1
+
+
+def test_queue_written_by_the_previous_script_is_read(kt, db):
+    """A queue record of the kt.lua before ids (a 12-digit header, no counter) is
+    read as is and upgraded on its next change: items come out in order, ids start
+    at 1."""
+    sf = "1000000000000.000000"  # score 0's field (highest scores first: 10^12 - score)
+    group = f"{sf}{0:016d}{2:016d}{2:016d}"
+    for name in ("old", "old2"):
+        kt.set_bytes(name, ("0" * 12 + group).encode(), db=db)
+        for seq, item in enumerate(["first", "second"]):
+            kt.set_bytes(f"{name}\t{sf}{seq:016d}", pickle.dumps(item), db=db)
+    q = kt.Queue("old", db=db)
+    assert len(q) == 2 and q.peek(5) == ["first", "second"]
+    assert q.pop() == "first"
+    assert q.add("third") == 1
+    assert q.pop(5) == ["second", "third"]
+    q2 = kt.Queue("old2", db=db)  # the other hot paths first: add, then a bulk pop
+    assert q2.add("third") == 1 and q2.extend(["fourth"]) == 1
+    assert q2.pop(5) == ["first", "second", "third", "fourth"]

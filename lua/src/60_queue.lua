@@ -27,7 +27,18 @@ local QHEADER = HEADER + 16
 local QGROUP = SCOREW + 48
 local QSF0 = scorefield(0, true)   -- the default score's field
 
+-- A queue record written by an earlier kt.lua (a 12-digit header, no id
+-- counter) in today's format; others unchanged.  The formats differ in length
+-- modulo a group (12 vs 28), so the check is exact and costs no read.
+local function qfresh(v)
+  if v ~= nil and (#v - HEADER) % QGROUP == 0 then
+    return string.sub(v, 1, HEADER) .. string.rep("0", 16) .. string.sub(v, HEADER + 1)
+  end
+  return v
+end
+
 local function qload(v)
+  v = qfresh(v)
   local m = { waituntil = 0, lastid = 0, groups = {} }
   if v == nil or #v < QHEADER then return m end
   m.waituntil = tonumber(string.sub(v, 1, HEADER)) or 0
@@ -164,7 +175,7 @@ end
 -- qadd for one value, the common case, without qadd's bookkeeping tables:
 -- the tail field read is the new item's sequence number as it stands.
 local function qadd1(db, key, value, sf)
-  local snap = db:get(key)
+  local snap = qfresh(db:get(key))
   for _ = 1, 1000 do
     local p0 = qgrouppos(snap, sf)
     local seen = p0 and string.sub(snap, p0 + TAILF, p0 + TAILF + 15) or false
@@ -175,6 +186,7 @@ local function qadd1(db, key, value, sf)
         if claimed then return value end
         return nil
       end
+      v = qfresh(v)
       cur = v
       local p = p0
       if v == nil or v ~= snap then   -- changed since read: is our group's tail?
@@ -214,7 +226,7 @@ local function qadd(db, key, values, sfs)
     if count[sf] == nil then order[#order + 1] = sf; count[sf] = 0 end
     count[sf] = count[sf] + 1
   end
-  local snap = db:get(key)
+  local snap = qfresh(db:get(key))
   for _ = 1, 1000 do
     local seen, nextseq, keys, recs = {}, {}, { key }, {}
     for _, sf in ipairs(order) do
@@ -237,6 +249,7 @@ local function qadd(db, key, values, sfs)
         if claimed then return recs[k] end
         return nil
       end
+      v = qfresh(v)
       cur = v
       for _, sf in ipairs(order) do
         local p = qgrouppos(v, sf)
@@ -289,7 +302,7 @@ end
 -- waitsecs, an empty result registers a blocked reader until now + waitsecs.
 local function qpop(db, key, n, limit, fromtail, waitsecs)
   local got = {}
-  local snap = db:get(key)
+  local snap = qfresh(db:get(key))
   local rounds = 0
   while #got < n and snap do
     rounds = rounds + 1
@@ -328,6 +341,7 @@ local function qpop(db, key, n, limit, fromtail, waitsecs)
         return false
       end
       if v == nil then return nil end
+      v = qfresh(v)
       local nv = v
       for _, c in ipairs(cands) do
         local p = qgrouppos(nv, c.sf)
@@ -359,7 +373,7 @@ end
 -- qpop of one item from the head, the common case, without qpop's tables.
 -- Returns the value (nil when nothing qualifies).
 local function qpop1(db, key, limit)
-  local snap = db:get(key)
+  local snap = qfresh(db:get(key))
   for _ = 1, 100000 do
     if snap == nil or #snap < QHEADER + QGROUP then return nil end
     local p = QHEADER + 1   -- the first group holds the highest score
@@ -373,6 +387,7 @@ local function qpop1(db, key, limit)
         got = v
         return false
       end
+      v = qfresh(v)
       after = v
       if v == nil then return nil end
       local q = p
