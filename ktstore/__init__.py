@@ -3,7 +3,9 @@
 The public API mirrors ukt's: ``KyotoTycoon`` (the client), ``Cursor``, the
 serializer names and ``EmbeddedServer``; ``AsyncKyotoTycoon`` is the same API for
 asyncio (docs/client.md), ``AsyncStore`` the ``Store`` API over it.  Every error
-derives from ``KyotoTycoonError`` (ukt's exception names work too).  Heavier parts
+derives from ``KyotoTycoonError`` (ukt's exception names work too: every public name
+of ukt 0.4.8 is exported here with ukt's meaning, so ``import ktstore as ukt`` runs
+ukt code; docs/porting-ukt.md lists the deliberate differences).  Heavier parts
 (the clients and the embedded server) are imported on first use, so
 ``import ktstore.protocol`` from the server does not pull them in.
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ktstore.errors import (
+    ImproperlyConfigured,
     Incomplete,
     InvalidArgument,
     KTConnectionError,
@@ -20,6 +23,7 @@ from ktstore.errors import (
     KTTimeoutError,
     KyotoTycoonError,
     ProtocolError,
+    ReplicationError,
     ScriptError,
     SerializationError,
     ServerConnectionError,
@@ -33,9 +37,11 @@ if TYPE_CHECKING:
     from ktstore.async_store import AsyncStore
     from ktstore.client import KyotoTycoon
     from ktstore.client.aio import AsyncKyotoTycoon
-    from ktstore.containers import Hash, List, Queue, Schedule, Set
+    from ktstore.client.scriptcheck import ScriptNotLoaded
+    from ktstore.containers import Hash, List, Queue, Schedule, Set, SignalQueue
     from ktstore.cursor import Cursor, CursorNotSupported
     from ktstore.embedded import EmbeddedServer
+    from ktstore.replication import ReplicationClient
     from ktstore.store import Store
 
 __version__ = "0.1.0"
@@ -51,6 +57,8 @@ __all__ = [
     "Set",
     "Queue",
     "Schedule",
+    "SignalQueue",
+    "ReplicationClient",
     "KT_BINARY",
     "KT_JSON",
     "KT_MSGPACK",
@@ -67,6 +75,9 @@ __all__ = [
     "ServerConnectionError",
     "ServerTimeoutError",
     "SignalTimeout",
+    "ImproperlyConfigured",
+    "ReplicationError",
+    "ScriptNotLoaded",
     "AsyncKyotoTycoon",
     "AsyncStore",
     "ScriptError",
@@ -86,6 +97,9 @@ _LAZY = {
     "Set": "ktstore.containers",
     "Queue": "ktstore.containers",
     "Schedule": "ktstore.containers",
+    "SignalQueue": "ktstore.client.containers",
+    "ReplicationClient": "ktstore.replication",
+    "ScriptNotLoaded": "ktstore.client.scriptcheck",
 }
 
 

@@ -14,7 +14,8 @@ subclasses let callers tell apart what went wrong:
 
 ukt's own names work too, with ukt's meaning: ``ServerConnectionError`` (base of
 ``KTConnectionError``), ``ServerTimeoutError`` (base of ``KTTimeoutError``),
-``SignalTimeout``, and ``ProtocolError``, which in ukt is what a refused request raises
+``SignalTimeout``, ``ImproperlyConfigured`` (a kind of ``InvalidArgument``), and
+``ProtocolError``, which in ukt is what a refused request raises
 -- so here ``ServerError`` (a 450 from ``increment``, a 0xBF reply...) is a
 ``ProtocolError`` too, next to malformed bytes.
 
@@ -34,6 +35,11 @@ KTError = KyotoTycoonError
 class InvalidArgument(KyotoTycoonError, ValueError):
     """A bad argument was rejected before anything was sent (wrong key type,
     value too large for the protocol, unknown serializer, unknown database...)."""
+
+
+class ImproperlyConfigured(InvalidArgument):
+    """ukt's name: the client was configured wrongly (an unknown serializer, or one
+    whose package is not installed)."""
 
 
 class ServerConnectionError(KyotoTycoonError, ConnectionError):

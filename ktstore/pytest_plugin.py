@@ -8,6 +8,10 @@ Fixtures (each test gets its own fresh server, so tests never see each other's d
     ``%`` (1, tree) and ktstore's ``kt.lua`` loaded; ``.url``, ``.host``, ``.port``.
 ``ktstore_client``
     a :class:`~ktstore.client.KyotoTycoon` of that server (default database 0).
+``ktstore_async_client``
+    an :class:`~ktstore.client.aio.AsyncKyotoTycoon` of that server: await its
+    methods inside the test's event loop (pytest-asyncio, anyio, or ``asyncio.run``
+    in a plain test); it connects on first use and is closed after the test.
 ``ktstore_store``
     a :class:`~ktstore.store.Store` over its tree database (1), ready for models
     (``MyModel.bind(ktstore_store)``).
@@ -33,6 +37,7 @@ from ktstore.testing import DEFAULT_DATABASES, ScriptChoice, ThrowawayServer, ru
 
 if TYPE_CHECKING:
     from ktstore.client import KyotoTycoon
+    from ktstore.client.aio import AsyncKyotoTycoon
     from ktstore.store import Store
 
 
@@ -81,12 +86,22 @@ def ktstore_client(ktstore_server: ThrowawayServer) -> KyotoTycoon:
 
 
 @pytest.fixture
+def ktstore_async_client(ktstore_server: ThrowawayServer) -> AsyncKyotoTycoon:
+    """An asyncio client of ``ktstore_server`` (10 s timeout, default database 0).
+
+    A plain (not async) fixture, so it works with any async test runner: the client
+    binds to the event loop of its first awaited call."""
+    return ktstore_server.async_client()
+
+
+@pytest.fixture
 def ktstore_store(ktstore_server: ThrowawayServer) -> Store:
     """A Store over the tree database (1) of ``ktstore_server``; models bind to it."""
     return ktstore_server.store(db=1)
 
 
 __all__: list[Any] = [
+    "ktstore_async_client",
     "ktstore_client",
     "ktstore_server",
     "ktstore_server_factory",

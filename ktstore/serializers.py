@@ -14,7 +14,7 @@ import pickle
 from collections.abc import Callable
 from typing import Any
 
-from ktstore.errors import InvalidArgument, SerializationError
+from ktstore.errors import ImproperlyConfigured, InvalidArgument, SerializationError
 
 __all__ = [
     "KT_BINARY",
@@ -114,7 +114,7 @@ def _msgpack_pair() -> tuple[Encoder, Decoder]:
     try:
         import msgpack
     except ImportError:  # pragma: no cover - msgpack is a dependency
-        raise InvalidArgument("KT_MSGPACK needs the msgpack package") from None
+        raise ImproperlyConfigured("KT_MSGPACK needs the msgpack package") from None
     packb = msgpack.packb
     unpackb = msgpack.unpackb
 
@@ -170,7 +170,7 @@ def get_serializer(
     """
     name = KT_BINARY if serializer is None else serializer
     if name not in SERIALIZERS:
-        raise InvalidArgument(
+        raise ImproperlyConfigured(
             f"unknown serializer {serializer!r}; use one of {', '.join(sorted(SERIALIZERS))}"
         )
     pair = SERIALIZERS[name]

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ktstore.client import KyotoTycoon
+    from ktstore.client.aio import AsyncKyotoTycoon
     from ktstore.store import Store
 
 __all__ = ["DEFAULT_DATABASES", "ThrowawayServer", "running_server"]
@@ -44,6 +45,7 @@ class ThrowawayServer:
         #: True when this is an external executable (e.g. a real ktserver)
         self.real = real
         self._clients: list[KyotoTycoon] = []
+        self._async_clients: list[AsyncKyotoTycoon] = []
 
     def __repr__(self) -> str:
         return f"<ThrowawayServer {self.url}>"
@@ -63,6 +65,18 @@ class ThrowawayServer:
         self._clients.append(client)
         return client
 
+    def async_client(self, **kwargs: Any) -> AsyncKyotoTycoon:
+        """A new asyncio client of this server (``AsyncKyotoTycoon`` keywords; 10 s
+        timeout unless given).  It connects lazily, on the event loop of its first call,
+        so it can be made outside any loop; its connections are closed when the server
+        stops, even if that loop has ended by then."""
+        from ktstore.client.aio import AsyncKyotoTycoon
+
+        kwargs.setdefault("timeout", 10.0)
+        client = AsyncKyotoTycoon(self.host, self.port, **kwargs)
+        self._async_clients.append(client)
+        return client
+
     def store(self, db: int = 1, index_db: int | None = None, **client_kwargs: Any) -> Store:
         """A :class:`~ktstore.store.Store` over database ``db`` (default 1, the tree
         database, so models can bind to it), on a new client."""
@@ -74,6 +88,21 @@ class ThrowawayServer:
         for client in self._clients:
             client.close_all()
         self._clients.clear()
+        for aclient in self._async_clients:
+            _drop_async_connections(aclient)
+        self._async_clients.clear()
+
+
+def _drop_async_connections(client: AsyncKyotoTycoon) -> None:
+    """Close an asyncio client's connections without a running loop (``close_all`` is a
+    coroutine, and the test's loop is usually closed by teardown time)."""
+    conns = list(client.pool.conns)
+    client.pool.conns = []
+    for conn in conns:
+        try:
+            conn.close()
+        except RuntimeError:  # its loop is closed: the transport is gone with it
+            pass
 
 
 def _script_path(script: ScriptChoice) -> str | None:

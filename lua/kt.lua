@@ -1,3 +1,6 @@
+-- GENERATED FILE: built by lua/build.py from lua/src/*.lua.  Edit the sources,
+-- then run `python lua/build.py` (tests/test_lua_build.py checks it is current).
+--
 -- ktstore server-side procedures for Kyoto Tycoon (Lua 5.1).
 --
 -- Load with `ktserver -scr lua/kt.lua` (or the built-in ktstore-server, which
@@ -10,13 +13,18 @@
 -- * `key`  the record holding the container (hash, list, set) or the queue /
 --          schedule metadata.
 -- * `db`   optional 0-based database index (kt.dbs[db + 1]); default kt.db.
+--          Every procedure reads database inputs (`db`, and the models' `idb`,
+--          `rdb`, `jdb`) with one selector, `getdb` (ukt's procedures with
+--          `finddb`, its lookup without the error).
 -- * Bulk inputs and outputs travel as one arraydump/mapdump value (`data`,
 --   `fields`, `keys`), so user data can never collide with control inputs.
 -- * Failures return kt.RVEINVALID (bad input), kt.RVELOGIC (no such item) or
 --   kt.RVEINTERNAL, with a readable `error` output.  A real ktserver discards
 --   the outputs of a failed procedure, so a caller that wants the message
 --   passes the flag input `errout`: the procedure then answers success with
---   the outputs `error` and `rv` (the code it would have returned).
+--   the outputs `error` and `rv` (the code it would have returned).  One
+--   wrapper (`guard`, below) does this for every procedure of every area.
+-- * Times: one XTMAX (below) means "no expiration" everywhere.
 -- * Containers keep their expiry time when modified: visitors return only the
 --   new value, which tells the server to keep the record's xt (a visitor's
 --   positive xt would be *relative*, see kt-protocol.md 6.5).
@@ -30,7 +38,7 @@
 
 kt = __kyototycoon__
 
-local XTMAX = 1099511627775        -- 2^40 - 1: "no expiration"
+local XTMAX = 1099511627775        -- 2^40 - 1: "no expiration" (the only copy)
 
 -- ==========================================================================
 -- Errors and the procedure wrapper
@@ -44,18 +52,29 @@ end
 
 local function invalid(msg) fail(kt.RVEINVALID, msg) end
 
--- Define a global procedure `name`.  The body runs under pcall so that bad
--- input and unexpected Lua errors become a status code plus a message, never
--- a bare traceback in the server log.
-local function procedure(name, body)
-  _G[name] = function(inmap, outmap)
-    local ok, err = pcall(body, inmap, outmap)
-    if ok then return kt.RVSUCCESS end
+-- The one error convention of every procedure in this script (containers,
+-- queues, schedules, models, and the ukt procedures too): a procedure body
+-- runs under pcall; it fails by raising `fail(rv, msg)` (or by returning a
+-- kt.RVE* status, as the ukt procedures do, with its message in
+-- outmap.error), and an unexpected Lua error becomes RVEINTERNAL with the
+-- error text, logged.  A failure answers its status with one output, `error`
+-- ("<procedure>: <message>"); with the flag input `errout` it answers success
+-- with the outputs `error` and `rv` instead, because a real ktserver drops the
+-- outputs of a failed call.  Outcomes that a caller asks about are not
+-- failures: the model procedures' `err` output ("unique", "exists",
+-- "missing", "conflict", "fk", "protected": the change was refused and rolled
+-- back) comes with success.
+local function guard(name, body)
+  return function(inmap, outmap)
+    local ok, res = pcall(body, inmap, outmap)
     local rv, msg
-    if type(err) == "table" and err.rv then
-      rv, msg = err.rv, err.msg
+    if ok then
+      if type(res) ~= "number" or res == kt.RVSUCCESS then return kt.RVSUCCESS end
+      rv, msg = res, outmap.error or "failed"
+    elseif type(res) == "table" and res.rv then
+      rv, msg = res.rv, res.msg
     else
-      rv, msg = kt.RVEINTERNAL, "internal error: " .. tostring(err)
+      rv, msg = kt.RVEINTERNAL, "internal error: " .. tostring(res)
       kt.log("error", name .. ": " .. msg)
     end
     -- Partial outputs of a failed call would only mislead.
@@ -69,6 +88,11 @@ local function procedure(name, body)
     end
     return rv
   end
+end
+
+-- Define the global procedure `name` (alphanumeric or ukt's snake_case).
+local function procedure(name, body)
+  _G[name] = guard(name, body)
 end
 
 -- ==========================================================================
@@ -110,17 +134,25 @@ end
 
 local function istr(n) return string.format("%.0f", n) end
 
--- The database chosen by the `db` input (0-based index).
-local function getdb(inmap)
-  local s = inmap.db
+-- The one database selector: a 0-based index (nil or "" = the default
+-- database, kt.db) as the database, or nil when there is no such database.
+local function finddb(s)
   if s == nil or s == "" then return kt.db end
   local n = tonumber(s)
-  if n == nil or n ~= math.floor(n) or n < 0 then
-    invalid("input 'db' must be a database index, got '" .. s .. "'")
+  if n == nil or n ~= math.floor(n) or n < 0 then return nil end
+  return kt.dbs[n + 1]
+end
+
+-- The database chosen by the input `field` (default "db"); bad input fails.
+local function getdb(inmap, field)
+  field = field or "db"
+  local s = inmap[field]
+  local db = finddb(s)
+  if db ~= nil then return db end
+  if tonumber(s) == nil or tonumber(s) ~= math.floor(tonumber(s)) or tonumber(s) < 0 then
+    invalid("input '" .. field .. "' must be a database index, got '" .. s .. "'")
   end
-  local db = kt.dbs[n + 1]
-  if db == nil then invalid("no such database: " .. s) end
-  return db
+  invalid("no such database: " .. s)
 end
 
 local function loadarray(inmap, field, required)
@@ -983,9 +1015,9 @@ end
 
 local function nowsec() return math.floor(kt.time()) end
 
--- Write the index back: removed when it holds no entries and no live waiter.
+-- Write the index back.  An emptied index stays (as ukt's schedule keeps its id
+-- counter record until clear), so scheduleclear counts what ukt's does.
 local function storeindex(ix)
-  if #ix.body == 0 and ix.waituntil < nowsec() then return false end
   return dumpindex(ix)
 end
 
@@ -1106,8 +1138,8 @@ end
 -- ==========================================================================
 --
 -- A queue usually holds few distinct scores, so its record at `key` is small:
--- a 12-digit header ("a blocked reader waits until" epoch second) and one
--- 68-byte group per distinct score, ascending by score field (OFFSET -
+-- a 28-digit header -- "a blocked reader waits until" epoch second (12) and
+-- the last item id given (16) -- and one 68-byte group per distinct score, ascending by score field (OFFSET -
 -- score, so the highest score comes first): score field (20), head (16),
 -- tail (16) and live item count (16).  A group's items are the records
 -- `key .. "\t" .. scorefield .. seq` for head <= seq < tail, in arrival order;
@@ -1120,17 +1152,33 @@ end
 -- same item.  Each operation costs O(#scores), whatever the queue's length:
 -- an add is one read of the record plus one accept_bulk over the record and
 -- the new item; a pop one read plus one accept_bulk over the record and the
--- candidates.  An item's id (queueadd's `id` output) is its key suffix
--- without the '.': the score field's digits then the 16-digit sequence.
+-- candidates.  An item's id (queueadd's `id` output) is 1, 2, ... as in ukt:
+-- the header's counter, bumped by the add that writes the item.  It is not
+-- part of the item's key (pops find items by group and sequence), so it costs
+-- no lookup; the record therefore outlives its last item, keeping the counter
+-- (as ukt's counter record does), and only queueclear removes it.
 
+local QHEADER = HEADER + 16
 local QGROUP = SCOREW + 48
 local QSF0 = scorefield(0, true)   -- the default score's field
 
+-- A queue record written by an earlier kt.lua (a 12-digit header, no id
+-- counter) in today's format; others unchanged.  The formats differ in length
+-- modulo a group (12 vs 28), so the check is exact and costs no read.
+local function qfresh(v)
+  if v ~= nil and (#v - HEADER) % QGROUP == 0 then
+    return string.sub(v, 1, HEADER) .. string.rep("0", 16) .. string.sub(v, HEADER + 1)
+  end
+  return v
+end
+
 local function qload(v)
-  local m = { waituntil = 0, groups = {} }
-  if v == nil or #v < HEADER then return m end
+  v = qfresh(v)
+  local m = { waituntil = 0, lastid = 0, groups = {} }
+  if v == nil or #v < QHEADER then return m end
   m.waituntil = tonumber(string.sub(v, 1, HEADER)) or 0
-  for p = HEADER + 1, #v - QGROUP + 1, QGROUP do
+  m.lastid = tonumber(string.sub(v, HEADER + 1, QHEADER)) or 0
+  for p = QHEADER + 1, #v - QGROUP + 1, QGROUP do
     m.groups[#m.groups + 1] = {
       sf = string.sub(v, p, p + SCOREW - 1),
       head = tonumber(string.sub(v, p + SCOREW, p + SCOREW + 15)),
@@ -1148,8 +1196,8 @@ local function qstore(m)
     if g.n > 0 and g.head < g.tail then live[#live + 1] = g end
   end
   m.groups = live
-  if #live == 0 and m.waituntil < nowsec() then return false end
-  local parts = { string.format("%012.0f", m.waituntil) }
+  if #live == 0 and m.waituntil < nowsec() and m.lastid == 0 then return false end
+  local parts = { string.format("%012.0f%016.0f", m.waituntil, m.lastid) }
   for _, g in ipairs(live) do
     parts[#parts + 1] = g.sf .. string.format("%016.0f%016.0f%016.0f", g.head, g.tail, g.n)
   end
@@ -1207,28 +1255,23 @@ local function qualifies(g, limit) return limit == nil or g.sf <= limit end
 -- only the fields that change are rewritten, instead of parsing every group.
 
 local NOWAITER = string.rep("0", HEADER)
+local QEMPTY = string.rep("0", QHEADER)   -- a new record: no reader, no id given
 local ZERO16 = string.rep("0", 16)
 local HEADF, TAILF, COUNTF = SCOREW, SCOREW + 16, SCOREW + 32   -- field offsets
 
 -- Position of the group with score field sf in the queue record v, or nil.
 local function qgrouppos(v, sf)
   if v == nil then return nil end
-  return (string.find(v, sf, HEADER + 1, true))
+  return (string.find(v, sf, QHEADER + 1, true))
 end
 
 local function qfield(v, p, off) return tonumber(string.sub(v, p + off, p + off + 15)) end
 
 -- v with the group at p given new head, tail and count; the group is cut
--- when it holds no live item, the record removed (false) when nothing is left
--- and no blocked reader waits.
+-- when it holds no live item (the header stays: it holds the id counter).
 local function qpatch(v, p, head, tail, n)
   if n <= 0 or head >= tail then
-    v = string.sub(v, 1, p - 1) .. string.sub(v, p + QGROUP)
-    if #v <= HEADER and (string.sub(v, 1, HEADER) == NOWAITER
-        or tonumber(string.sub(v, 1, HEADER)) < nowsec()) then
-      return false
-    end
-    return v
+    return string.sub(v, 1, p - 1) .. string.sub(v, p + QGROUP)
   end
   return string.sub(v, 1, p + HEADF - 1) .. string.format("%016.0f%016.0f%016.0f", head, tail, n)
     .. string.sub(v, p + QGROUP)
@@ -1240,23 +1283,18 @@ local function qwaiting(v)
   return tonumber(string.sub(v, 1, HEADER)) >= nowsec()
 end
 
--- An item id's score part: the score field's digits (cached per field).
-local sfdigits, nsfdigits = {}, 0
-local function sfid(sf)
-  local d = sfdigits[sf]
-  if d == nil then
-    if nsfdigits >= 1000 then sfdigits, nsfdigits = {}, 0 end
-    d = string.sub(sf, 1, 13) .. string.sub(sf, 15)
-    sfdigits[sf] = d
-    nsfdigits = nsfdigits + 1
-  end
-  return d
+-- v with the header's id counter moved on by c: returns it and the first
+-- of the c ids given (1, 2, ... per queue, as ukt's Queue.add answers).
+local function qbump(v, c)
+  local first = (tonumber(string.sub(v, HEADER + 1, QHEADER)) or 0) + 1
+  return string.sub(v, 1, HEADER) .. string.format("%016.0f", first + c - 1)
+    .. string.sub(v, QHEADER + 1), first
 end
 
 -- v (a queue record value) with a new group for sf holding items 0 .. c - 1.
 local function qinsert(v, sf, c)
   local at = #v + 1
-  for q = HEADER + 1, #v, QGROUP do
+  for q = QHEADER + 1, #v, QGROUP do
     if string.sub(v, q, q + SCOREW - 1) > sf then at = q; break end
   end
   return string.sub(v, 1, at - 1) .. sf .. string.format("%016.0f%016.0f%016.0f", 0, c, c)
@@ -1272,17 +1310,18 @@ end
 -- qadd for one value, the common case, without qadd's bookkeeping tables:
 -- the tail field read is the new item's sequence number as it stands.
 local function qadd1(db, key, value, sf)
-  local snap = db:get(key)
+  local snap = qfresh(db:get(key))
   for _ = 1, 1000 do
     local p0 = qgrouppos(snap, sf)
     local seen = p0 and string.sub(snap, p0 + TAILF, p0 + TAILF + 15) or false
     local seq = seen or ZERO16
-    local claimed, waiting, cur = false, false, nil
+    local claimed, waiting, cur, id = false, false, nil, nil
     acceptbulk(db, { key, key .. "\t" .. sf .. seq }, function(k, v)
       if k ~= key then
         if claimed then return value end
         return nil
       end
+      v = qfresh(v)
       cur = v
       local p = p0
       if v == nil or v ~= snap then   -- changed since read: is our group's tail?
@@ -1295,13 +1334,14 @@ local function qadd1(db, key, value, sf)
           .. string.format("%016.0f%016.0f", tonumber(seen) + 1, qfield(v, p, COUNTF) + 1)
           .. string.sub(v, p + QGROUP)
       else
-        nv = qinsert(v or NOWAITER, sf, 1)
+        nv = qinsert(v or QEMPTY, sf, 1)
       end
+      nv, id = qbump(nv, 1)
       claimed = true
       waiting = qwaiting(nv)
       return nv
     end)
-    if claimed then return sfid(sf) .. seq, waiting end
+    if claimed then return istr(id), waiting end
     snap = cur
   end
   fail(kt.RVEINTERNAL, "too much contention on the queue, try again")
@@ -1321,7 +1361,7 @@ local function qadd(db, key, values, sfs)
     if count[sf] == nil then order[#order + 1] = sf; count[sf] = 0 end
     count[sf] = count[sf] + 1
   end
-  local snap = db:get(key)
+  local snap = qfresh(db:get(key))
   for _ = 1, 1000 do
     local seen, nextseq, keys, recs = {}, {}, { key }, {}
     for _, sf in ipairs(order) do
@@ -1337,7 +1377,6 @@ local function qadd(db, key, values, sfs)
       local k = key .. "\t" .. sf .. seq
       keys[i + 1] = k
       recs[k] = values[i]
-      if i == 1 then firstid = sfid(sf) .. seq end
     end
     local claimed, waiting, cur = false, false, nil
     acceptbulk(db, keys, function(k, v)
@@ -1345,12 +1384,13 @@ local function qadd(db, key, values, sfs)
         if claimed then return recs[k] end
         return nil
       end
+      v = qfresh(v)
       cur = v
       for _, sf in ipairs(order) do
         local p = qgrouppos(v, sf)
         if (p and string.sub(v, p + TAILF, p + TAILF + 15) or false) ~= seen[sf] then return nil end
       end
-      local nv = v or NOWAITER
+      local nv = v or QEMPTY
       for _, sf in ipairs(order) do
         local p, c = qgrouppos(nv, sf), count[sf]
         if p then
@@ -1361,11 +1401,12 @@ local function qadd(db, key, values, sfs)
           nv = qinsert(nv, sf, c)
         end
       end
+      nv, firstid = qbump(nv, total)
       claimed = true
       waiting = qwaiting(nv)
       return nv
     end)
-    if claimed then return firstid, waiting end
+    if claimed then return istr(firstid), waiting end
     snap = cur
   end
   fail(kt.RVEINTERNAL, "too much contention on the queue, try again")
@@ -1396,18 +1437,18 @@ end
 -- waitsecs, an empty result registers a blocked reader until now + waitsecs.
 local function qpop(db, key, n, limit, fromtail, waitsecs)
   local got = {}
-  local snap = db:get(key)
+  local snap = qfresh(db:get(key))
   local rounds = 0
   while #got < n and snap do
     rounds = rounds + 1
     if rounds > 100000 then fail(kt.RVEINTERNAL, "queue record inconsistent with its items") end
     local want = n - #got
     local cands, keys = {}, {}
-    local ngroups = math.floor((#snap - HEADER) / QGROUP)
+    local ngroups = math.floor((#snap - QHEADER) / QGROUP)
     local first, last, step = 1, ngroups, 1
     if fromtail then first, last, step = ngroups, 1, -1 end
     for gi = first, last, step do
-      local p = HEADER + (gi - 1) * QGROUP + 1
+      local p = QHEADER + (gi - 1) * QGROUP + 1
       local sf = string.sub(snap, p, p + SCOREW - 1)
       if limit ~= nil and sf > limit then
         if not fromtail then break end
@@ -1435,6 +1476,7 @@ local function qpop(db, key, n, limit, fromtail, waitsecs)
         return false
       end
       if v == nil then return nil end
+      v = qfresh(v)
       local nv = v
       for _, c in ipairs(cands) do
         local p = qgrouppos(nv, c.sf)
@@ -1466,10 +1508,10 @@ end
 -- qpop of one item from the head, the common case, without qpop's tables.
 -- Returns the value (nil when nothing qualifies).
 local function qpop1(db, key, limit)
-  local snap = db:get(key)
+  local snap = qfresh(db:get(key))
   for _ = 1, 100000 do
-    if snap == nil or #snap < HEADER + QGROUP then return nil end
-    local p = HEADER + 1   -- the first group holds the highest score
+    if snap == nil or #snap < QHEADER + QGROUP then return nil end
+    local p = QHEADER + 1   -- the first group holds the highest score
     local sf = string.sub(snap, p, p + SCOREW - 1)
     if limit ~= nil and sf > limit then return nil end
     local headstr = string.sub(snap, p + HEADF, p + HEADF + 15)
@@ -1480,6 +1522,7 @@ local function qpop1(db, key, limit)
         got = v
         return false
       end
+      v = qfresh(v)
       after = v
       if v == nil then return nil end
       local q = p
@@ -1670,7 +1713,7 @@ procedure("queuecount", function(inmap, outmap)
   outmap.num = istr(qcount(qload(db:get(need(inmap, "key")))))
 end)
 
--- queueclear: remove every item.  in: key; out: num
+-- queueclear: remove every item and restart ids at 1.  in: key; out: num
 procedure("queueclear", function(inmap, outmap)
   local db = getdb(inmap)
   local key = need(inmap, "key")
@@ -1681,6 +1724,7 @@ procedure("queueclear", function(inmap, outmap)
     groups = m.groups
     total = qcount(m)
     m.groups = {}
+    m.lastid = 0   -- as ukt's clear, which removes its id counter too
     return qstore(m)
   end)
   for _, g in ipairs(groups) do
@@ -1699,7 +1743,10 @@ procedure("schedulecount", function(inmap, outmap)
   outmap.num = tostring(nentries(parseindex(db:get(need(inmap, "key")))))
 end)
 
--- scheduleclear: remove every item.  in: key; out: num
+-- scheduleclear: remove every item and the schedule's record.  in: key;
+-- out: num, the records removed -- the items plus the schedule's own record,
+-- which stays after reads empty it: what ukt's Schedule.clear counts (its id
+-- counter record goes with the items).
 procedure("scheduleclear", function(inmap, outmap)
   local db = getdb(inmap)
   local key = need(inmap, "key")
@@ -1709,7 +1756,13 @@ procedure("scheduleclear", function(inmap, outmap)
     for i = s, math.min(s + 1023, #taken) do part[#part + 1] = taken[i] end
     removeitems(db, key, part)
   end
-  outmap.num = tostring(#taken)
+  local dropped = 0
+  update(db, key, function(v)
+    if v == nil or #parseindex(v).body > 0 then return nil end  -- an add came between
+    dropped = 1
+    return false
+  end)
+  outmap.num = tostring(#taken + dropped)
 end)
 
 -- scheduleadd: in: key, value, score (default 0); out: id
@@ -1779,17 +1832,11 @@ end)
 -- Index entries, unique entries and containers get the record's expiry time, so they
 -- all expire together; a query never sees an expired one (cursors skip them).
 
-local MODEL_XTMAX = 1099511627775
 local MODEL_MEMO = "\0ix"
-
-local function model_db(inmap, name)
-  local idx = tonumber(inmap[name] or "0") or 0
-  return kt.dbs[idx + 1]
-end
 
 -- A stored absolute xt (XTMAX = none) as an xt argument for db:set (negative = absolute).
 local function model_setxt(xt)
-  if xt == nil or xt >= MODEL_XTMAX then
+  if xt == nil or xt >= XTMAX then
     return nil
   end
   return -xt
@@ -1873,7 +1920,7 @@ local function model_put(idb, k, v, xt)
     end
   end
   if not idb:set(k, v, xt) then
-    error("index write failed: " .. tostring(idb:error()))
+    dberror(idb, "index write failed")
   end
   if counted then
     model_stat(idb, k, v, 1)
@@ -1927,21 +1974,16 @@ end
 -- Runs fn(outmap) inside the transactions; fn returns true to commit.  A Lua error
 -- rolls back and is re-raised (the caller sees a script failure).
 local function model_atomic(inmap, outmap, fn)
-  local idb = model_db(inmap, "idb")
-  local rdb = model_db(inmap, "rdb")
-  if idb == nil or rdb == nil then
-    outmap.err = "nodb"
-    return kt.RVSUCCESS
-  end
+  local idb = getdb(inmap, "idb")
+  local rdb = getdb(inmap, "rdb")
   local dbs = model_begin(idb, rdb)
   if dbs == nil then
-    outmap.err = "transaction"
-    return kt.RVSUCCESS
+    fail(kt.RVEINTERNAL, "cannot begin a transaction")
   end
   local ok, res = pcall(fn, idb, rdb)
   if not ok then
     model_end(dbs, false)
-    error(res)
+    error(res, 0)
   end
   model_end(dbs, res == true)
   return kt.RVSUCCESS
@@ -2057,7 +2099,7 @@ local function model_save_one(idb, rdb, s, i, outmap)
     model_put(idb, nkey, values[nkey] or pk, xt)
   end
   if not rdb:set(key, s.r, xt) then
-    error("record write failed: " .. tostring(rdb:error()))
+    dberror(rdb, "record write failed")
   end
   if s.cw ~= nil then
     -- whole containers given with the instance: written (or removed when empty) here
@@ -2065,7 +2107,7 @@ local function model_save_one(idb, rdb, s, i, outmap)
       if cv == "" then
         rdb:remove(ckey)
       elseif not rdb:set(ckey, cv, xt) then
-        error("container write failed: " .. tostring(rdb:error()))
+        dberror(rdb, "container write failed")
       end
     end
   end
@@ -2085,7 +2127,7 @@ end
 -- modelsave: n records s1..sn (mapdump each: k key, r record, p pk, xt, dxt, mode,
 -- vf/vold version check, cas, ix/ux/uf/cx arraydumps, cw mapdump of whole containers
 -- to write).  All or nothing.
-function modelsave(inmap, outmap)
+procedure("modelsave", function(inmap, outmap)
   local n = tonumber(inmap.n or "1") or 1
   return model_atomic(inmap, outmap, function(idb, rdb)
     for i = 1, n do
@@ -2098,7 +2140,7 @@ function modelsave(inmap, outmap)
     outmap.n = n
     return true
   end)
-end
+end)
 
 -- Relations (foreign keys).  A delete names, in rels, every foreign key that refers to
 -- the model (mapdump each: ib = the child's index base P\0i\0<field>\0, rp = the
@@ -2162,7 +2204,7 @@ local function model_setnull(idb, rdb, rel, k, cpk, ckey)
   fields[rel.f] = "\192"
   fields[MODEL_MEMO] = model_packmemo(keep)
   if not rdb:set(key, kt.mapdump(fields), setxt) then
-    error("record write failed: " .. tostring(rdb:error()))
+    dberror(rdb, "record write failed")
   end
 end
 
@@ -2288,7 +2330,7 @@ end
 -- written.  When more than budget (default 1000) children would change, the call
 -- changes budget of them, commits, and answers more = 1 and at = the record not yet
 -- deleted: the caller calls again from there (each call atomic).
-function modeldelete(inmap, outmap)
+procedure("modeldelete", function(inmap, outmap)
   local n = tonumber(inmap.n or "1") or 1
   return model_atomic(inmap, outmap, function(idb, rdb)
     local rels = model_rels(inmap)
@@ -2313,11 +2355,11 @@ function modeldelete(inmap, outmap)
     outmap.c = state.changed
     return true
   end)
-end
+end)
 
 -- modelexpire: set the expiry of record k (xt absent = keep the record's own) on its
 -- index entries, unique entries and containers (cx) too.  Answers xt, or missing=1.
-function modelexpire(inmap, outmap)
+procedure("modelexpire", function(inmap, outmap)
   return model_atomic(inmap, outmap, function(idb, rdb)
     local key = inmap.k
     local old, oldxt = rdb:get(key)
@@ -2351,19 +2393,15 @@ function modelexpire(inmap, outmap)
     outmap.xt = storedxt
     return true
   end)
-end
+end)
 
 -- modelscan: one page of a key range [lo, hi) of database db, ascending, or descending
 -- when rev is set; resume after (exclusive) the key given as "after".  With jp set, each
 -- entry's value is a pk and the record jp..pk is read from database jdb (a join, so a
 -- query page costs one round trip).  Answers n, k<i>, v<i>, and with the join r<i>/x<i>
 -- for the records found; last = the last key visited; done = 1 at the end of the range.
-function modelscan(inmap, outmap)
-  local db = model_db(inmap, "db")
-  if db == nil then
-    outmap.err = "nodb"
-    return kt.RVSUCCESS
-  end
+procedure("modelscan", function(inmap, outmap)
+  local db = getdb(inmap, "db")
   local lo = inmap.lo or ""
   local hi = inmap.hi
   local after = inmap.after
@@ -2372,7 +2410,7 @@ function modelscan(inmap, outmap)
   local jdb = nil
   local jp = inmap.jp
   if jp ~= nil then
-    jdb = model_db(inmap, "jdb")
+    jdb = getdb(inmap, "jdb")
   end
   local keysonly = inmap.keys == "1"
   local cur = db:cursor()
@@ -2445,12 +2483,12 @@ function modelscan(inmap, outmap)
     outmap.done = 1
   end
   return kt.RVSUCCESS
-end
+end)
 
 -- modelsweep: remove the entries of the range [lo, hi) of idb (after "after", at most n
 -- visited) whose record (rp..value in rdb) is gone or does not list the entry in its memo:
 -- orphans left by expiry or by writes that bypassed the model layer.
-function modelsweep(inmap, outmap)
+procedure("modelsweep", function(inmap, outmap)
   return model_atomic(inmap, outmap, function(idb, rdb)
     local lo = inmap.lo or ""
     local hi = inmap.hi
@@ -2504,10 +2542,10 @@ function modelsweep(inmap, outmap)
     end
     return true
   end)
-end
+end)
 -- modelcgc: remove the container records listed in ks (arraydump, database rdb) whose
 -- instance record (the key up to its first NUL) is gone.  Answers removed.
-function modelcgc(inmap, outmap)
+procedure("modelcgc", function(inmap, outmap)
   return model_atomic(inmap, outmap, function(idb, rdb)
     local removed = 0
     for _, ckey in ipairs(kt.arrayload(inmap.ks or "")) do
@@ -2521,16 +2559,12 @@ function modelcgc(inmap, outmap)
     outmap.removed = removed
     return true
   end)
-end
+end)
 
 -- modelseq: the next n values of the counter k in database db (auto primary keys);
 -- answers id = the last one.
-function modelseq(inmap, outmap)
-  local db = model_db(inmap, "db")
-  if db == nil or inmap.k == nil then
-    outmap.err = "nodb"
-    return kt.RVSUCCESS
-  end
+procedure("modelseq", function(inmap, outmap)
+  local db = getdb(inmap, "db")
   local v = db:increment(inmap.k, tonumber(inmap.n or "1") or 1, 0)
   if v == nil then
     outmap.err = "counter"
@@ -2538,7 +2572,7 @@ function modelseq(inmap, outmap)
   end
   outmap.id = string.format("%d", v)
   return kt.RVSUCCESS
-end
+end)
 -- modelsearch: full-text query (ktstore.models.search).  In: db (the index db), sp = the
 -- posting base P\0s\0, dp = the length base P\0d\0, base = P (counters P\0sn, P\0sl),
 -- nt terms t1..tnt (p<i> = 1: a prefix term), n = page size, as/ak = continue after this
@@ -2546,13 +2580,9 @@ end
 -- every term are scored with BM25 and ranked by score, then pk key.  Answers m = number
 -- of matches, n, k<i> = pk key, s<i> = score, r<i>/x<i> = record and xt, done = 1 when
 -- the page reaches the end.
-function modelsearch(inmap, outmap)
-  local db = model_db(inmap, "db")
-  local jdb = model_db(inmap, "jdb")
-  if db == nil or jdb == nil then
-    outmap.err = "nodb"
-    return kt.RVSUCCESS
-  end
+procedure("modelsearch", function(inmap, outmap)
+  local db = getdb(inmap, "db")
+  local jdb = getdb(inmap, "jdb")
   local sp, dp, base, jp = inmap.sp or "", inmap.dp or "", inmap.base or "", inmap.jp or ""
   local nt = tonumber(inmap.nt or "0") or 0
   local limit = tonumber(inmap.n or "10") or 10
@@ -2665,18 +2695,14 @@ function modelsearch(inmap, outmap)
     outmap.done = 1
   end
   return kt.RVSUCCESS
-end
+end)
 -- modelremoveprefix: remove the records of database db whose key starts with pre, at most
 -- n per call (Store.delete_prefix), in one transaction.  On a tree database (tree = 1)
 -- they are one key range; otherwise the cursor walks the database (at most 20 n records
 -- a call) from after the key "after" (a key kept by the previous call).  Answers
 -- removed, last (where to resume, absent to start over) and done = 1 at the end.
-function modelremoveprefix(inmap, outmap)
-  local db = model_db(inmap, "db")
-  if db == nil then
-    outmap.err = "nodb"
-    return kt.RVSUCCESS
-  end
+procedure("modelremoveprefix", function(inmap, outmap)
+  local db = getdb(inmap, "db")
   local pre = inmap.pre or ""
   local limit = tonumber(inmap.n or "1000") or 1000
   local tree = inmap.tree == "1"
@@ -2719,8 +2745,7 @@ function modelremoveprefix(inmap, outmap)
   end
   cur:disable()
   if not db:begin_transaction() then
-    outmap.err = "transaction"
-    return kt.RVSUCCESS
+    fail(kt.RVEINTERNAL, "cannot begin a transaction")
   end
   local removed = 0
   for _, k in ipairs(keys) do
@@ -2734,7 +2759,7 @@ function modelremoveprefix(inmap, outmap)
     outmap.done = 1
   end
   return kt.RVSUCCESS
-end
+end)
 -- ==== ktstore.models: end ====
 
 -- ==== ktstore.ukt: begin ====
@@ -2763,11 +2788,19 @@ end
 --   hx_remove, hx_query).  Not served: _error_code and jit_version (ukt's test
 --   helpers), the cmsgpack procedures of ukt's custom ktserver build.
 -- * ktstoreversion also answers `ukt` = the ukt version whose procedures are served.
+-- * The prelude's conventions hold here too: databases are found with `finddb`
+--   (ukt answers a bad `db` with RVEINVALID and no message, so the lookup without
+--   the error), "no expiration" is XTMAX, and every ukt procedure and every ukt
+--   branch of a shared name runs under `guard`.  ukt's procedures report with
+--   the statuses ukt's client expects (RVELOGIC, RVEINVALID...), which guard
+--   turns into the same `error` output (and honours `errout`) as ours.
 do
   local U = {}  -- every helper of this block lives in this table (Lua 5.1 caps locals)
   U.VERSION = "0.4.8"
   U.SPLIT = 500000000000  -- queue scores are stored as SPLIT - score: high first
   U.ours = {}
+  U.before = {}  -- the globals defined before this block (ours)
+  for name in pairs(_G) do U.before[name] = true end
 
   -- Call our procedure `name` with the table `args` and errout set: returns its
   -- outputs, or nil and the status it failed with.
@@ -2811,10 +2844,10 @@ do
 
   -- Replace the global procedure `name`: `isukt(inmap)` decides, `fn` serves ukt.
   function U.wrap(name, isukt, fn)
-    local mine = _G[name]
+    local mine, theirs = _G[name], guard(name, fn)
     U.ours[name] = mine
     _G[name] = function(inmap, outmap)
-      if isukt(inmap) then return fn(inmap, outmap) end
+      if isukt(inmap) then return theirs(inmap, outmap) end
       return mine(inmap, outmap)
     end
   end
@@ -2836,12 +2869,8 @@ do
 
   local HASH_SKIP = { table_key = true, db = true }
 
-  -- ukt's database selector: input `db`, a 0-based index (nil when no such db)
-  function U.selectdb(inmap)
-    local s = inmap.db
-    if s == nil or s == "" then return kt.db end
-    return kt.dbs[(tonumber(s) or -1) + 1]
-  end
+  -- ukt's `db` input through the one selector (nil when no such db)
+  function U.selectdb(inmap) return finddb(inmap.db) end
   local selectdb = U.selectdb
 
 
@@ -3455,6 +3484,11 @@ do
     local rv = version_mine(inmap, outmap)
     outmap.ukt = U.VERSION
     return rv
+  end
+
+  -- ------------------------------------------- one error convention (guard)
+  for name, fn in pairs(_G) do
+    if not U.before[name] and type(fn) == "function" then _G[name] = guard(name, fn) end
   end
 end
 -- ==== ktstore.ukt: end ====

@@ -48,7 +48,8 @@ def test_queue_fifo(kt, db):
     assert qa.pop(n=5) == ["i4", "i5", "i6", "i8", "i9"]
     assert qa.clear() == 6
     assert len(qa) == 0
-    assert kt.count(db=db) == 0  # no leftover records
+    # no item left; qb's record stays (empty) with its id counter, as ukt's does
+    assert kt.match_prefix("qa", db=db) == [] and kt.match_prefix("qb", db=db) == ["qb"]
 
 
 def test_queue_holes_left_by_remove(kt, db):
@@ -63,11 +64,12 @@ def test_queue_holes_left_by_remove(kt, db):
     assert q.set_priority("i3", 5) == 1
     assert q.pop(10) == ["i3", "i2", "i4", "i6", "i7"]
     assert len(q) == 0
-    assert kt.count(db=db) == 0  # the queue record goes with its last item
+    assert kt.match_prefix("q", db=db) == ["q"]  # no item left, the id counter stays
     q.extend(["a", "b"], 1)
-    q.add("c", 2)
+    assert q.add("c", 2) == 14  # ids go on after emptying (set_priority took id 11)
     assert q.clear() == 3
-    assert kt.count(db=db) == 0
+    assert kt.count(db=db) == 0  # clear removes the counter too (ids restart, as in ukt)
+    assert q.add("d") == 1
 
 
 def test_concurrent_pops_from_both_ends(kt_server):
@@ -319,7 +321,13 @@ def test_schedule(kt, db):
     assert s.read(100, n=4) == ["i20", "i100"]
     assert s.read() == ["i1000"]
     assert s.count() == 0
+    # ukt's count: the records removed, i.e. the items plus the schedule's own record
+    assert s.clear() == 1
     assert s.clear() == 0
+    s.add("a", 1)
+    s.add("b", 2)
+    assert s.clear() == 3 and len(s) == 0
+    assert kt.count(db=db) == 0
 
 
 def test_schedule_same_score_and_float_times(kt):
@@ -336,7 +344,7 @@ def test_schedule_same_score_and_float_times(kt):
     s.add("now", now)
     assert s.read(now + 0.1) == ["now"]
     assert s.items() == ["later"]
-    assert s.clear() == 1
+    assert s.clear() == 2  # "later" and the schedule record (ukt counts both)
 
 
 def test_bpop_in_other_db_woken_by_transfer(kt_server):
@@ -365,6 +373,7 @@ def test_mixed_concurrent_operations_conserve_items(kt_server):
     at once: every item comes out exactly once and nothing is left behind."""
     port, n = kt_server.port, 60
     taken: list[str] = []
+    ids: list[int] = []  # of single adds (list.append is atomic)
     lock = threading.Lock()
     stop = threading.Event()
 
@@ -375,7 +384,7 @@ def test_mixed_concurrent_operations_conserve_items(kt_server):
             if i % 10 == 0:
                 q.extend([f"{tag}-{i}-{j}" for j in range(3)], i % 3)
             else:
-                q.add(f"{tag}-{i}", i % 3)
+                ids.append(q.add(f"{tag}-{i}", i % 3))
         client.close_all()
 
     def worker(kind: str) -> None:
@@ -407,29 +416,52 @@ def test_mixed_concurrent_operations_conserve_items(kt_server):
     client = KyotoTycoon(port=port)
     taken.extend(client.Queue("mix").pop(10000))
     assert len(taken) == len(set(taken)) == 3 * (n + (n // 10) * 2)
-    assert client.count() == 0
+    assert client.match_prefix("mix") == ["mix"]  # no item left, only the id counter
+    assert len(set(ids)) == len(ids) == 3 * (n - n // 10)  # no id given twice
+    assert client.Queue("mix").add("last") == 3 * (n + (n // 10) * 2) + 1  # every id given once
     client.close_all()
 
 
 def test_queue_add_ids_and_group_insertion(kt, db):
-    """add() sends one value (queueadd's ``value`` input); ids grow within a score,
-    a new score's group lands in order among existing ones, and an emptied queue
-    starts over without leftovers."""
+    """add() sends one value (queueadd's ``value`` input) and returns the item's id:
+    1, 2, ... per queue whatever the scores, as ukt's Queue.add (extend takes ids
+    too); a new score's group lands in order among existing ones; an emptied queue
+    keeps counting, only clear() starts the ids over."""
     q = kt.Queue("ids", db=db)
-    ids = [q.add(f"a{i}") for i in range(5)]
-    assert ids == sorted(ids) and len(set(ids)) == 5
-    q.add("high", 10)
-    q.add("low", -10)
-    q.add("mid", 5)
+    assert [q.add(f"a{i}") for i in range(5)] == [1, 2, 3, 4, 5]
+    assert [q.add("high", 10), q.add("low", -10), q.add("mid", 5)] == [6, 7, 8]
     assert q.extend(["b0", "b1"]) == 2
-    assert q.add("a5") > ids[-1]
+    assert q.add("a5") == 11
+    assert kt.Queue("other", db=db).add("x") == 1  # a counter per queue
     assert q.peek(20) == ["high", "mid", "a0", "a1", "a2", "a3", "a4", "b0", "b1", "a5", "low"]
     assert len(q) == 11
     assert q.pop(20)[-1] == "low"
-    assert kt.count(db=db) == 0
-    assert q.add("again") == ids[0]  # sequence numbers restart with the record
+    assert kt.match_prefix("ids", db=db) == ["ids"]  # the counter, no item
+    assert q.add("again") == 12
     raw = {"key": "ids", "value": pickle.dumps("raw"), "db": db, "score": 1}
     out = kt.raw_script("queueadd", raw)
-    assert out[b"num"] == b"1" and int(out[b"id"]) > 0
+    assert out == {b"num": b"1", b"id": b"13"}
     assert q.pop(5) == ["raw", "again"]
-    assert kt.count(db=db) == 0
+    assert q.clear() == 0
+    assert kt.match_prefix("ids", db=db) == []
+    assert q.add("new") == 1
+
+
+def test_queue_written_by_the_previous_script_is_read(kt, db):
+    """A queue record of the kt.lua before ids (a 12-digit header, no counter) is
+    read as is and upgraded on its next change: items come out in order, ids start
+    at 1."""
+    sf = "1000000000000.000000"  # score 0's field (highest scores first: 10^12 - score)
+    group = f"{sf}{0:016d}{2:016d}{2:016d}"
+    for name in ("old", "old2"):
+        kt.set_bytes(name, ("0" * 12 + group).encode(), db=db)
+        for seq, item in enumerate(["first", "second"]):
+            kt.set_bytes(f"{name}\t{sf}{seq:016d}", pickle.dumps(item), db=db)
+    q = kt.Queue("old", db=db)
+    assert len(q) == 2 and q.peek(5) == ["first", "second"]
+    assert q.pop() == "first"
+    assert q.add("third") == 1
+    assert q.pop(5) == ["second", "third"]
+    q2 = kt.Queue("old2", db=db)  # the other hot paths first: add, then a bulk pop
+    assert q2.add("third") == 1 and q2.extend(["fourth"]) == 1
+    assert q2.pop(5) == ["first", "second", "third", "fourth"]

@@ -3,6 +3,7 @@ pytest process, as in a user's project), the context manager, and py.typed."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import subprocess
@@ -39,7 +40,7 @@ def test_docs_example_runs_with_only_the_entry_point(tmp_path: Path) -> None:
         timeout=120,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "4 passed" in result.stdout
+    assert "5 passed" in result.stdout
 
 
 def test_docs_unittest_example(tmp_path: Path) -> None:
@@ -64,6 +65,23 @@ def test_fixtures_are_fresh_per_test_first(ktstore_client, ktstore_server) -> No
 
 def test_fixtures_are_fresh_per_test_second(ktstore_client) -> None:
     assert ktstore_client.get("left-behind") is None
+
+
+def test_async_client_fixture_serves_the_same_server(ktstore_async_client, ktstore_client) -> None:
+    """The asyncio fixture talks to the test's server (what one client writes the other
+    reads), from a loop made by the test, and needs nothing from that loop at teardown."""
+    from ktstore.client.aio import AsyncKyotoTycoon
+
+    assert isinstance(ktstore_async_client, AsyncKyotoTycoon)
+    ktstore_client.set("shared", "1")
+
+    async def scenario():
+        await ktstore_async_client.set("from-async", "2")
+        return await ktstore_async_client.get("shared")
+
+    assert asyncio.run(scenario()) == "1"
+    assert ktstore_client.get("from-async") == "2"
+    assert ktstore_async_client.pool.conns  # closed by the fixture after the loop ended
 
 
 def test_store_fixture_is_the_tree_database(ktstore_store, ktstore_server) -> None:

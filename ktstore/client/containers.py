@@ -17,7 +17,9 @@ containers that have them); hash fields are keys (``str``/``bytes``), not values
 
 from __future__ import annotations
 
+import itertools
 import math
+import os
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
@@ -25,10 +27,12 @@ from typing import Any
 from ktstore.client.command import Command, Program
 from ktstore.client.interface import ClientInterface
 from ktstore.client.params import integer_arg, number_arg, script_value
+from ktstore.client.scriptcheck import ensure_script
 from ktstore.errors import InvalidArgument, ScriptError
 from ktstore.protocol import dumps as _dumps_module
+from ktstore.protocol.expire import to_wire_xt
 
-__all__ = ["Hash", "List", "Queue", "Schedule", "Set"]
+__all__ = ["Hash", "List", "Queue", "Schedule", "Set", "SignalQueue"]
 
 
 def _dumps() -> Any:
@@ -96,10 +100,16 @@ class _Keyed:
     def _command(self, proc: str, *params: tuple[bytes, bytes]) -> Command:
         return self.kt.lua_command(proc, [(b"key", self._bkey), *params], self.db)
 
+    def _run(self, runnable: Command | Program) -> Any:
+        """Run a command or program of this container; the client's first one is
+        preceded by the check that the server runs ktstore's kt.lua
+        (:mod:`ktstore.client.scriptcheck`)."""
+        return self.kt.execute_command(ensure_script(self.kt, runnable, type(self).__name__))
+
     def _call(self, proc: str, *params: tuple[bytes, bytes], then: Any = None) -> Any:
         """Run ``proc`` on this container; the value is ``then(outputs)``."""
         cmd = self._command(proc, *params)
-        return self.kt.execute_command(cmd if then is None else cmd.then(then))
+        return self._run(cmd if then is None else cmd.then(then))
 
     def _items(self, out: dict[bytes, bytes]) -> list[Any]:
         """The values of a ``data`` output (an arraydump), deserialized."""
@@ -234,9 +244,7 @@ class Hash(_Container):
     def get_raw(self) -> dict[Any, Any] | None:
         """The whole hash read directly (no Lua), or ``None`` when it does not exist."""
         cmd = self.kt.get_bytes_command(self.key, self.db)
-        return self.kt.execute_command(
-            cmd.then(lambda data: None if data is None else self._load(data))
-        )
+        return self._run(cmd.then(lambda data: None if data is None else self._load(data)))
 
     def set_raw(self, d: Mapping[Any, Any]) -> Any:
         """Replace the whole hash with ``d`` directly (no Lua; drops its expire time)."""
@@ -316,7 +324,7 @@ class List(_Container):
     ) -> Any:
         cmd = self._command(proc, (b"index", _integer(index, "index")), *params)
         cmd.catch(ScriptError, _index_error)
-        return self.kt.execute_command(cmd if then is None else cmd.then(then))
+        return self._run(cmd if then is None else cmd.then(then))
 
     def appendleft(self, value: Any) -> int:
         """Add at the head; return the new length."""
@@ -380,12 +388,12 @@ class List(_Container):
             return self.popright()
         cmd = self._command("lrem", (b"index", _integer(index, "index")))
         cmd.then(lambda out: self._dec(out[b"value"]))
-        return self.kt.execute_command(cmd.catch(ScriptError, _none_if_450))
+        return self._run(cmd.catch(ScriptError, _none_if_450))
 
     def _poppush(self, proc: str, dest: Any) -> Any:
         params = [] if dest is None else [(b"dest", self._other_key(dest))]
         cmd = self._command(proc, *params).then(lambda out: self._dec(out[b"value"]))
-        return self.kt.execute_command(cmd.catch(ScriptError, _index_error))
+        return self._run(cmd.catch(ScriptError, _index_error))
 
     def lpoprpush(self, dest: Any = None) -> Any:
         """Move the head to the tail of ``dest`` (default: this list, a rotation) and
@@ -441,9 +449,7 @@ class List(_Container):
     def get_raw(self) -> list[Any] | None:
         """The whole list read directly (no Lua), or ``None`` when it does not exist."""
         cmd = self.kt.get_bytes_command(self.key, self.db)
-        return self.kt.execute_command(
-            cmd.then(lambda data: None if data is None else self._load(data))
-        )
+        return self._run(cmd.then(lambda data: None if data is None else self._load(data)))
 
     def set_raw(self, values: Iterable[Any]) -> Any:
         """Replace the whole list directly (no Lua; drops its expire time)."""
@@ -601,7 +607,7 @@ class Queue(_Keyed):
         params = [(b"key", self._bkey), (b"value", self.kt.encode_value(item))]
         if score is not None:
             params.append((b"score", _number(score, "score")))
-        return self.kt.execute_command(self._add(params))
+        return self._run(self._add(params))
 
     def _add(self, params: list[tuple[bytes, bytes]]) -> Program:
         out = yield self.kt.lua_command("queueadd", params, self.db)
@@ -615,7 +621,7 @@ class Queue(_Keyed):
         params = [(b"data", _dumps().arraydump([enc(i) for i in items]))]
         if score is not None:
             params.append((b"score", _number(score, "score")))
-        return self.kt.execute_command(self._extend(params))
+        return self._run(self._extend(params))
 
     def _extend(self, params: list[tuple[bytes, bytes]]) -> Program:
         out = yield self._command("queueadd", *params)
@@ -635,7 +641,7 @@ class Queue(_Keyed):
         if peek:
             params.append((b"peek", b""))
         cmd = self.kt.lua_command("queuepop", params, self.db)
-        return self.kt.execute_command(cmd.then(lambda out: self._one_or_list(self._items(out), n)))
+        return self._run(cmd.then(lambda out: self._one_or_list(self._items(out), n)))
 
     def pop(self, n: int = 1, min_score: Any = None) -> Any:
         """Remove and return the head item (``n == 1``: the item or ``None``; else a list
@@ -668,7 +674,7 @@ class Queue(_Keyed):
                 raise InvalidArgument(
                     f"timeout must be a non-negative number or None, not {timeout!r}"
                 )
-        return self.kt.execute_command(self._bpop(timeout, min_score))
+        return self._run(self._bpop(timeout, min_score))
 
     def _bpop(self, timeout: float | None, min_score: Any) -> Program:
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -734,7 +740,7 @@ class Queue(_Keyed):
         """Move up to ``n`` items from the head to ``dest`` (a Queue or a key), keeping
         their scores; return the item (``n == 1``; ``None`` if empty) or the list."""
         dkey = dest._bkey if isinstance(dest, Queue) else self.kt.encode_key(dest)
-        return self.kt.execute_command(self._transfer(dest, dkey, n))
+        return self._run(self._transfer(dest, dkey, n))
 
     def _transfer(self, dest: Any, dkey: bytes, n: int) -> Program:
         out = yield self._command("queuetransfer", (b"dest", dkey), (b"n", _integer(n, "n")))
@@ -795,3 +801,109 @@ class Schedule(_Keyed):
         return self._call("schedulecount", then=_field_int(b"num"))
 
     __len__ = count
+
+
+# ----------------------------------------------------------------------------------
+# SignalQueue (ukt's name): plain records + a server-side condition, no script
+# ----------------------------------------------------------------------------------
+
+
+_STAMPS = itertools.count()
+
+
+def _signal_queue_stamp() -> str:
+    """A SignalQueue item's key suffix: the time (so keys sort in production order, as
+    ukt's ``key:<time.time()>`` do), then the process and a counter, so two items
+    produced in the same microsecond never share a key (``add`` would refuse one)."""
+    return f"{time.time():.6f}.{os.getpid() % 100000:05d}{next(_STAMPS) % 1000000:06d}"
+
+
+class SignalQueue(_Keyed):
+    """ukt's ``SignalQueue``: a FIFO of plain records ``key:<time>`` that wakes
+    consumers with the server's ``SIGNAL``/``WAIT`` conditions instead of polling.
+
+    It needs no script, but an ordered (tree) database, as in ukt: items come out in
+    key order, i.e. in production order.  :meth:`produce` adds the record and signals
+    ``signal``; :meth:`consume` takes the first item (an atomic ``seize``, so two
+    consumers never get the same one) or waits on the condition up to ``wait``
+    seconds.  A signal sent between a consumer's look and its wait is missed, as in
+    ukt: the consumer looks once more when its wait ends, then returns ``None``.
+
+    ``cursor`` is accepted for ukt's signature; ktstore uses no server-side cursor.
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        key: str,
+        signal: str = "q",
+        db: int | None = None,
+        wait: float = 10,
+        cursor: int | None = None,
+    ) -> None:
+        super().__init__(client, key, db)
+        self.client = client  # ukt's attribute name
+        self.signal = signal
+        self.wait = wait
+        self.cursor_id = cursor
+
+    def __repr__(self) -> str:
+        return f"<SignalQueue {self.key!r} signal={self.signal!r} db={self.db}>"
+
+    @property
+    def _prefix(self) -> bytes:
+        return self.client.encode_key(self.key + ":")
+
+    def produce(self, value: Any, expire_time: Any = None, encode_value: bool = True) -> Any:
+        """Add ``value``; return ``(added, number of consumers woken)``."""
+        kt = self.client
+        params = [
+            (b"key", kt.encode_key(f"{self.key}:{_signal_queue_stamp()}")),
+            (b"value", kt.encode_value(value) if encode_value else script_value(value)),
+            (b"SIGNAL", kt.encode_key(self.signal)),
+            (b"SIGNALBROAD", b""),
+        ]
+        if expire_time is not None:
+            params.insert(2, (b"xt", b"%d" % to_wire_xt(expire_time, time.time())))
+
+        def finish(r: tuple[int, dict[bytes, bytes]]) -> tuple[bool, int]:
+            status, out = r
+            if status == 450:
+                return False, 0
+            return True, int(out.get(b"SIGNALED", b"0") or 0)
+
+        return kt.execute_command(kt.rpc_command("add", params, self.db, (450,)).then(finish))
+
+    def consume(self, wait: float | None = None) -> Any:
+        """Take the first item, waiting up to ``wait`` seconds (default: the queue's
+        ``wait``) for one to be produced; ``None`` when none came."""
+        wait = self.wait if wait is None else wait
+        if isinstance(wait, bool) or not isinstance(wait, (int, float)) or wait < 0:
+            raise InvalidArgument(f"wait must be a non-negative number, not {wait!r}")
+        return self.client.execute_command(self._consume(float(wait)))
+
+    def _first_key(self) -> Command:
+        params = [(b"prefix", self._prefix), (b"max", b"1")]
+
+        def finish(r: tuple[int, dict[bytes, bytes]]) -> bytes | None:
+            keys = sorted(k[1:] for k in r[1] if k[:1] == b"_")
+            return keys[0] if keys else None
+
+        return self.client.rpc_command("match_prefix", params, self.db, (), True).then(finish)
+
+    def _consume(self, wait: float) -> Program:
+        kt = self.client
+        waited = False
+        while True:
+            key = yield self._first_key()
+            if key is not None:
+                status, out = yield kt.rpc_command("seize", [(b"key", key)], self.db, (450,))
+                if status == 200:
+                    return kt.decode_value(out[b"value"])
+                continue  # another consumer took it: look again
+            if waited or wait <= 0:
+                return None
+            params = [(b"WAIT", kt.encode_key(self.signal)), (b"WAITTIME", b"%.3f" % wait)]
+            call_timeout = wait + (getattr(kt, "timeout", None) or 60.0)
+            status, _ = yield kt.rpc_command("void", params, self.db, (503,), False, call_timeout)
+            waited = status == 503  # timed out: one last look

@@ -22,12 +22,14 @@ from typing import TYPE_CHECKING, Any
 
 from ktstore.client.command import Command
 from ktstore.client.params import integer_arg, number_arg, script_value
+from ktstore.client.scriptcheck import ensure_script
+from ktstore.client.ukt_http import UktHttpMethods
 from ktstore.errors import InvalidArgument, ScriptError
 from ktstore.protocol import dumps
 from ktstore.protocol.expire import to_wire_xt
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ktstore.client.containers import Hash, List, Queue, Schedule, Set
+    from ktstore.client.containers import Hash, List, Queue, Schedule, Set, SignalQueue
 
 __all__ = ["LuaMethods", "LuaProcedures", "RV_STATUS", "XTMAX"]
 
@@ -115,7 +117,7 @@ class LuaProcedures:
         return self[name]
 
 
-class LuaMethods:
+class LuaMethods(UktHttpMethods):
     """Mixin of the Lua-backed client methods (script, touch, Hash, Queue, ...), written
     as commands like the rest of the API (see :mod:`ktstore.client.commands`)."""
 
@@ -195,6 +197,11 @@ class LuaMethods:
         params.append(_ERROUT)
         return self.script_command(proc, params, no_reply).then(_script_failure(proc))
 
+    def _run_ktlua(self, runnable: Command) -> Any:
+        """Run a call of a kt.lua procedure; the client's first one is preceded by the
+        check that the server runs ktstore's kt.lua (:mod:`ktstore.client.scriptcheck`)."""
+        return self.execute_command(ensure_script(self, runnable, runnable.name))
+
     def _lua_call(
         self,
         proc: str,
@@ -273,13 +280,11 @@ class LuaMethods:
         old absolute expire time (:data:`XTMAX` when it had none) or ``None`` when the
         key does not exist."""
         mine = self.decode_key(self.encode_key(key))
-        return self.execute_command(
-            self._touch_bulk_command([key], xt, db).then(lambda m: m.get(mine))
-        )
+        return self._run_ktlua(self._touch_bulk_command([key], xt, db).then(lambda m: m.get(mine)))
 
     def touch_bulk(self, keys: Iterable[Any], xt: Any = None, db: int | None = None) -> Any:
         """:meth:`touch` for several keys: ``{key: old expire time}`` for those that exist."""
-        return self.execute_command(self._touch_bulk_command(keys, xt, db))
+        return self._run_ktlua(self._touch_bulk_command(keys, xt, db))
 
     def _touch_relative_command(self, keys: Iterable[Any], n: int, db: int | None) -> Command:
         params = [(b"keys", self._keys_dump(keys)), (b"n", integer_arg(n, "n"))]
@@ -291,11 +296,11 @@ class LuaMethods:
         ``None`` when the key does not exist.  A key without expiry keeps none."""
         mine = self.decode_key(self.encode_key(key))
         cmd = self._touch_relative_command([key], n, db)
-        return self.execute_command(cmd.then(lambda m: m.get(mine)))
+        return self._run_ktlua(cmd.then(lambda m: m.get(mine)))
 
     def touch_bulk_relative(self, keys: Iterable[Any], n: int, db: int | None = None) -> Any:
         """:meth:`touch_relative` for several keys: ``{key: new expire time}``."""
-        return self.execute_command(self._touch_relative_command(keys, n, db))
+        return self._run_ktlua(self._touch_relative_command(keys, n, db))
 
     def _expire_time_command(self, key: Any, db: int | None) -> Command:
         cmd = self.lua_command("expiretime", [(b"key", self.encode_key(key))], db)
@@ -304,7 +309,7 @@ class LuaMethods:
     def expire_time(self, key: Any, db: int | None = None) -> Any:
         """The absolute expire time of ``key`` (unix seconds; :data:`XTMAX` when it
         never expires), or ``None`` when the key does not exist."""
-        return self.execute_command(self._expire_time_command(key, db))
+        return self._run_ktlua(self._expire_time_command(key, db))
 
     @staticmethod
     def _expires(ts: int | None) -> _dt.datetime | None:
@@ -318,7 +323,7 @@ class LuaMethods:
         """The expire time as a naive UTC ``datetime`` (the client reads naive datetimes
         as UTC too, so a value round-trips); ``datetime.max`` when the key never
         expires; ``None`` when it does not exist."""
-        return self.execute_command(self._expire_time_command(key, db).then(self._expires))
+        return self._run_ktlua(self._expire_time_command(key, db).then(self._expires))
 
     def error(self, db: int | None = None) -> Any:
         """The database's last error as ``(code, message)`` -- ``(0, 'success')`` when
@@ -328,7 +333,7 @@ class LuaMethods:
             name = out.get(b"name", b"success").decode("utf-8", "replace")
             return int(out.get(b"code", b"0")), name
 
-        return self.execute_command(self.lua_command("lasterror", [], db).then(finish))
+        return self._run_ktlua(self.lua_command("lasterror", [], db).then(finish))
 
     # -- container factories --------------------------------------------------------------
 
@@ -365,6 +370,18 @@ class LuaMethods:
     def Queue(self, key: Any, db: int | None = None) -> Queue:
         """A priority :class:`~ktstore.containers.Queue` named ``key``."""
         return _container_class("Queue")(self, key, db)
+
+    def SignalQueue(
+        self,
+        key: str,
+        signal: str = "q",
+        db: int | None = None,
+        wait: float = 10,
+        cursor: int | None = None,
+    ) -> SignalQueue:
+        """ukt's :class:`~ktstore.containers.SignalQueue` named ``key`` (needs a tree
+        database, no script)."""
+        return _container_class("SignalQueue")(self, key, signal, db, wait, cursor)
 
     def Schedule(self, key: Any, db: int | None = None) -> Schedule:
         """A :class:`~ktstore.containers.Schedule` named ``key``."""
