@@ -2428,11 +2428,56 @@ procedure("modelscan", function(inmap, outmap)
   local n = 0
   local done = true
   local last = nil
+  local pos = nil -- the last key visited
+  -- On a real ktserver other threads write while this cursor walks: a write near it can
+  -- invalidate it (step or get fails although records remain).  Then seek again from the
+  -- last key visited instead of taking the failure for the end of the range.
+  local reseeks = 0
+  local function reseek()
+    reseeks = reseeks + 1
+    if reseeks > 1000 then
+      return false
+    end
+    local found
+    if pos == nil then -- not one key read yet: start again
+      if rev then
+        local start = after or hi
+        if start == nil then
+          return cur:jump_back()
+        end
+        return cur:jump_back(start)
+      end
+      return cur:jump(after or lo)
+    end
+    if rev then
+      found = cur:jump_back(pos)
+    else
+      found = cur:jump(pos)
+    end
+    if found and cur:get_key() == pos then
+      if rev then
+        found = cur:step_back()
+      else
+        found = cur:step()
+      end
+    end
+    return found
+  end
+  if not ok then
+    ok = reseek() -- an empty range, or a cursor invalidated at once: look again
+  end
   while ok do
     local k, v = cur:get()
     if k == nil then
-      break
+      if not reseek() then
+        break
+      end
+      k, v = cur:get()
+      if k == nil then
+        break
+      end
     end
+    pos = k
     local skip = false
     if rev then
       if k < lo then
@@ -2472,6 +2517,9 @@ procedure("modelscan", function(inmap, outmap)
       ok = cur:step_back()
     else
       ok = cur:step()
+    end
+    if not ok then
+      ok = reseek()
     end
   end
   cur:disable()

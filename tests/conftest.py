@@ -16,9 +16,15 @@ from functools import partial
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from ktstore import KyotoTycoon
 from ktstore.embedded import find_free_port, stop_process, wait_for_port
+
+# Property tests check behaviour, not speed: hypothesis' per-example deadline (200 ms)
+# would fail them on a busy machine for no fault of the code.
+settings.register_profile("ktstore", deadline=None)
+settings.load_profile("ktstore")
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"
