@@ -27,7 +27,6 @@ from __future__ import annotations
 import datetime as _dt
 import time
 from collections.abc import Iterable, Mapping
-from functools import partial
 from itertools import repeat
 from typing import Any
 
@@ -46,7 +45,13 @@ from ktstore.protocol import binary as _bin
 from ktstore.protocol import dumps, http
 from ktstore.protocol.expire import to_wire_xt
 from ktstore.protocol.limits import DATA_MAX_SIZE, HTTP_BODY_MAX, INT64MAX
-from ktstore.protocol.receive import CountReply, GetBulkReply, HttpResponse, PlayScriptReply
+from ktstore.protocol.receive import (
+    GetBulkReply,
+    HttpResponse,
+    PlayScriptReply,
+    RemoveCountReply,
+    SetCountReply,
+)
 from ktstore.protocol.rpc import decode_rpc_output, encode_rpc_body, rpc_error_text
 from ktstore.protocol.tsv import content_type_for
 from ktstore.serializers import KT_BINARY, _binary_decode, _binary_encode, get_serializer
@@ -64,8 +69,8 @@ _encode_get_bulk_db = _bin.encode_get_bulk_db
 _encode_set_bulk_db = _bin.encode_set_bulk_db
 _encode_remove_bulk_db = _bin.encode_remove_bulk_db
 _encode_play_script = _bin.encode_play_script
-_SET_COUNT = partial(CountReply, _bin.MAGIC_SET_BULK)
-_REMOVE_COUNT = partial(CountReply, _bin.MAGIC_REMOVE_BULK)
+_SET_COUNT = SetCountReply
+_REMOVE_COUNT = RemoveCountReply
 
 #: "This procedure takes no DB parameter" (report, ulog_*...).
 NO_DB: Any = object()
@@ -179,6 +184,14 @@ class Commands(LuaMethods):
         """Run a command (or a program of commands) and return its value; the asyncio
         client returns a coroutine, a pipeline queues the command."""
         raise NotImplementedError  # pragma: no cover
+
+    def _binary(
+        self, request: bytes, factory: Any, finish: Any, idempotent: bool, keep: bool = False
+    ) -> Any:
+        """Run a binary command built by a hot-path method (get, set, remove and their
+        bulk forms).  This default wraps it in a :class:`Command` for
+        :meth:`execute_command`; the sync client overrides it to skip the object."""
+        return self.execute_command(Command(BINARY, request, factory, finish, idempotent, keep))
 
     # -- keys, values, databases: the client interface used by containers and models -------
 
@@ -452,7 +465,17 @@ class Commands(LuaMethods):
 
     def get(self, key: Any, db: int | None = None, decode_value: bool = True) -> Any:
         """The value at ``key`` (deserialized unless ``decode_value=False``), or ``None``."""
-        return self.execute_command(self.get_command(key, db, decode_value))
+        # get_command, inlined (the hottest call of the API)
+        if type(key) is str:
+            try:
+                bkey = key.encode("utf-8", "surrogateescape")
+            except UnicodeEncodeError:
+                bkey = self.encode_key(key)  # raises InvalidArgument
+        else:
+            bkey = self.encode_key(key)
+        dbidx = self.default_db if db is None else self.resolve_db(db)
+        finish = self._finish_get if decode_value else self._finish_get_raw
+        return self._binary(_encode_get(dbidx, bkey), GetBulkReply, finish, True)
 
     def get_bytes_command(self, key: Any, db: int | None = None) -> Command:
         """The command of :meth:`get_bytes`."""
@@ -460,7 +483,7 @@ class Commands(LuaMethods):
 
     def get_bytes(self, key: Any, db: int | None = None) -> Any:
         """The raw bytes at ``key``, or ``None``."""
-        return self.execute_command(self.get_command(key, db, False))
+        return self.get(key, db, False)
 
     def _bulk_dict(self, decode_values: bool, asked: list[bytes], keys: Any) -> Any:
         """The finish of get_bulk: ``{key: value}``.  With ``decode_keys`` a key that is
@@ -515,7 +538,7 @@ class Commands(LuaMethods):
         bkeys = self.key_list(keys)
         request = _encode_get_bulk_db(dbidx, bkeys)
         finish = self._bulk_dict(decode_values, bkeys, keys)
-        return self.execute_command(Command(BINARY, request, GetBulkReply, finish, True, False))
+        return self._binary(request, GetBulkReply, finish, True)
 
     def get_bulk_details(
         self, db_key_list: Iterable[tuple[int, Any]], decode_values: bool = True
@@ -543,7 +566,7 @@ class Commands(LuaMethods):
     def _set_command(self, request: bytes, no_reply: bool) -> Any:
         if no_reply:
             return self.execute_command(Command(NOREPLY, request, None, _none, name="set_bulk"))
-        return self.execute_command(Command(BINARY, request, _SET_COUNT, _finish_set, False, False))
+        return self._binary(request, _SET_COUNT, _finish_set, False)
 
     def set(
         self,
@@ -655,9 +678,7 @@ class Commands(LuaMethods):
     def _remove_command(self, request: bytes, no_reply: bool) -> Any:
         if no_reply:
             return self.execute_command(Command(NOREPLY, request, None, _none, name="remove_bulk"))
-        return self.execute_command(
-            Command(BINARY, request, _REMOVE_COUNT, _finish_remove, False, False)
-        )
+        return self._binary(request, _REMOVE_COUNT, _finish_remove, False)
 
     def remove(self, key: Any, db: int | None = None, no_reply: bool = False) -> Any:
         """Remove one key; return the number removed (1 or 0)."""

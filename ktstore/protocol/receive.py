@@ -32,6 +32,8 @@ from ktstore.protocol.binary import (
     MAGIC_ERROR,
     MAGIC_GET_BULK,
     MAGIC_PLAY_SCRIPT,
+    MAGIC_REMOVE_BULK,
+    MAGIC_SET_BULK,
 )
 from ktstore.protocol.http import HEAD_MAX, RESPONSE_BODY_MAX, keep_alive, parse_response_head
 from ktstore.protocol.limits import DATA_MAX_SIZE, LINE_MAX
@@ -42,6 +44,8 @@ __all__ = [
     "ReceiveBuffer",
     "Decoder",
     "CountReply",
+    "SetCountReply",
+    "RemoveCountReply",
     "GetBulkReply",
     "PlayScriptReply",
     "HttpReply",
@@ -145,9 +149,19 @@ class Decoder:
     """A reply being decoded.  ``step(rb)`` consumes what it can from ``rb`` and returns
     the result, or :data:`NEED_MORE`; ``need`` is the number of buffered bytes the next
     call needs at least; ``eof(rb)`` is called when the peer closed the stream (only
-    close-framed HTTP bodies complete then; everything else raises)."""
+    close-framed HTTP bodies complete then; everything else raises).
+
+    ``whole`` (a class attribute, ``None`` when a decoder has none) is the fast path of
+    the usual case, a reply that arrived in one read into an empty buffer:
+    ``whole(chunk)`` returns the result when ``chunk`` is exactly one complete, valid
+    reply, and :data:`NEED_MORE` for anything else (incomplete, an error reply, bad
+    magic, bytes after the reply), which the caller then feeds to a decoder instance:
+    no decoder object is made for the common reply, and the odd one still gets every
+    check.  One pass over bytes that arrived: the cost stays linear.
+    """
 
     __slots__ = ("need",)
+    whole: Any = None
 
     def __init__(self) -> None:
         self.need = 1
@@ -195,6 +209,37 @@ class CountReply(Decoder):
             raise _magic_error(first, self.magic)
         self.need = 5
         return NEED_MORE
+
+
+def _count_whole(magic: int) -> Any:
+    def whole(chunk: bytes) -> Any:
+        if len(chunk) == 5 and chunk[0] == magic:
+            return _U32.unpack_from(chunk, 1)[0]
+        return NEED_MORE
+
+    return whole
+
+
+class SetCountReply(CountReply):
+    """set_bulk reply (:class:`CountReply` of ``MAGIC_SET_BULK``)."""
+
+    __slots__ = ()
+    whole = staticmethod(_count_whole(MAGIC_SET_BULK))
+
+    def __init__(self) -> None:
+        self.need = 1
+        self.magic = MAGIC_SET_BULK
+
+
+class RemoveCountReply(CountReply):
+    """remove_bulk reply (:class:`CountReply` of ``MAGIC_REMOVE_BULK``)."""
+
+    __slots__ = ()
+    whole = staticmethod(_count_whole(MAGIC_REMOVE_BULK))
+
+    def __init__(self) -> None:
+        self.need = 1
+        self.magic = MAGIC_REMOVE_BULK
 
 
 class _Records(Decoder):
@@ -247,6 +292,35 @@ class GetBulkReply(_Records):
 
     __slots__ = ()
     _magic = MAGIC_GET_BULK
+
+    @staticmethod
+    def whole(chunk: bytes) -> Any:
+        """The records of a reply that is exactly ``chunk`` (see :class:`Decoder`)."""
+        size = len(chunk)
+        if size < 5 or chunk[0] != MAGIC_GET_BULK:
+            return NEED_MORE
+        count = _U32.unpack_from(chunk, 1)[0]
+        if count * 18 > size - 5 or size > DATA_MAX_SIZE:
+            return NEED_MORE  # (no field of a chunk this size can exceed the limit)
+        if count == 1:  # a single get
+            dbidx, ksiz, vsiz, xt = _HIIQ.unpack_from(chunk, 5)
+            if 23 + ksiz + vsiz != size:
+                return NEED_MORE
+            return [(dbidx, chunk[23 : 23 + ksiz], chunk[23 + ksiz :], xt)]
+        unpack = _HIIQ.unpack_from
+        out: list[Any] = []
+        append = out.append
+        p = 5
+        try:
+            for _ in range(count):
+                dbidx, ksiz, vsiz, xt = unpack(chunk, p)
+                kstart = p + 18
+                kend = kstart + ksiz
+                p = kend + vsiz
+                append((dbidx, chunk[kstart:kend], chunk[kend:p], xt))
+        except struct.error:
+            return NEED_MORE
+        return out if p == size else NEED_MORE
 
     def _parse(self, rb: ReceiveBuffer, buf: Any, pos: int, size: int) -> bool:
         out = self.out
