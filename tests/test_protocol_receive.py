@@ -20,6 +20,8 @@ from ktstore.protocol.receive import (
     ParserDecoder,
     PlayScriptReply,
     ReceiveBuffer,
+    RemoveCountReply,
+    SetCountReply,
 )
 
 RESPONSES = [
@@ -182,6 +184,30 @@ def test_error_replies_and_counts():
     data = binary.encode_play_script_reply(pairs)
     for pieces in _splits(data):
         assert _decode(PlayScriptReply(), pieces)[0] == pairs
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 30])
+def test_whole_reply_fast_path_agrees_with_the_decoder(n):
+    """``whole(chunk)`` (a reply that arrived in one read) gives the decoder's result
+    for exactly one valid reply, and NEED_MORE for anything the decoder must judge:
+    a cut reply, bytes after it, an error reply, another magic, hostile sizes."""
+    records = [(i % 3, b"k%d" % i, b"v" * i, 1000 + i) for i in range(n)]
+    data = _get_bulk_reply(records)
+    assert GetBulkReply.whole(data) == records == _decode(GetBulkReply(), [data])[0]
+    for cut in range(len(data)):
+        assert GetBulkReply.whole(data[:cut]) is NEED_MORE
+    assert GetBulkReply.whole(data + b"\xb8") is NEED_MORE
+    assert GetBulkReply.whole(b"\xbf") is NEED_MORE
+    assert GetBulkReply.whole(b"\xb8" + data[1:]) is NEED_MORE
+    hostile = b"\xba" + struct.pack(">I", 1) + struct.pack(">HIIq", 0, 1, 1 << 28, 0) + b"k"
+    assert GetBulkReply.whole(hostile) is NEED_MORE
+    assert GetBulkReply.whole(b"\xba\xff\xff\xff\xff") is NEED_MORE
+    assert SetCountReply.whole(b"\xb8\x00\x00\x00\x07") == 7
+    assert RemoveCountReply.whole(b"\xb9\x00\x00\x00\x01") == 1
+    for odd in (b"\xbf", b"\xb8\x00", b"\xb9\x00\x00\x00\x07", b"\xb8\x00\x00\x00\x07\xb8"):
+        assert SetCountReply.whole(odd) is NEED_MORE
+    assert _decode(SetCountReply(), [b"\xb8\x00", b"\x00\x00\x07"])[0] == 7
+    assert _decode(RemoveCountReply(), [b"\xbf"])[0] is binary.ERROR_REPLY
 
 
 def test_parser_adapter_for_the_server_side_parsers():

@@ -222,8 +222,7 @@ class Pool:
             if conn.fork_gen == _fork_gen[0]:
                 conn.close()
             return result
-        conn.last_used = _monotonic()
-        (self._idle_http if http else self._idle).append(conn)
+        (self._idle_http if http else self._idle).append(conn)  # (last_used: exchange)
         return result
 
     def run(self, cmd: Command) -> Any:
