@@ -25,6 +25,7 @@ in ukt), so the same value means the same instant on every machine.
 from __future__ import annotations
 
 import datetime as _dt
+import struct as _struct
 import time
 from collections.abc import Iterable, Mapping
 from itertools import repeat
@@ -69,6 +70,11 @@ _encode_get_bulk_db = _bin.encode_get_bulk_db
 _encode_set_bulk_db = _bin.encode_set_bulk_db
 _encode_remove_bulk_db = _bin.encode_remove_bulk_db
 _encode_play_script = _bin.encode_play_script
+# The single-key frames, packed inline by get/set/remove (the hottest calls).
+_GET1_pack = _bin.ONE_KEY_HEAD.pack
+_SET1_pack = _bin.ONE_RECORD_HEAD.pack
+_struct_error = _struct.error
+assert (_bin.MAGIC_GET_BULK, _bin.MAGIC_SET_BULK, _bin.MAGIC_REMOVE_BULK) == (0xBA, 0xB8, 0xB9)
 _SET_COUNT = SetCountReply
 _REMOVE_COUNT = RemoveCountReply
 
@@ -473,9 +479,13 @@ class Commands(LuaMethods):
                 bkey = self.encode_key(key)  # raises InvalidArgument
         else:
             bkey = self.encode_key(key)
-        dbidx = self.default_db if db is None else self.resolve_db(db)
+        dbidx = self.default_db if db is None else self.resolve_db(db)  # (0..0xFFFF)
+        if len(bkey) <= DATA_MAX_SIZE:  # encode_get, inlined
+            request = _GET1_pack(0xBA, 0, 1, dbidx, len(bkey)) + bkey
+        else:
+            request = _encode_get(dbidx, bkey)  # raises InvalidArgument
         finish = self._finish_get if decode_value else self._finish_get_raw
-        return self._binary(_encode_get(dbidx, bkey), GetBulkReply, finish, True)
+        return self._binary(request, GetBulkReply, finish, True)
 
     def get_bytes_command(self, key: Any, db: int | None = None) -> Command:
         """The command of :meth:`get_bytes`."""
@@ -597,6 +607,13 @@ class Commands(LuaMethods):
             bkey = self.encode_key(key)  # (sizes are checked by the frame encoder)
         dbidx = self.default_db if db is None else self.resolve_db(db)
         xt = INT64MAX if expire_time is None else self.wire_xt(expire_time)
+        if not no_reply and len(bkey) <= DATA_MAX_SIZE and len(bvalue) <= DATA_MAX_SIZE:
+            try:  # encode_set, inlined
+                head = _SET1_pack(0xB8, 0, 1, dbidx, len(bkey), len(bvalue), xt)
+            except _struct_error:
+                pass  # an xt out of range: encode_set raises the proper error
+            else:
+                return self._binary(head + bkey + bvalue, _SET_COUNT, _finish_set, False)
         return self._set_command(_encode_set(dbidx, bkey, bvalue, xt, no_reply), no_reply)
 
     def set_bytes(
@@ -689,7 +706,10 @@ class Commands(LuaMethods):
                 bkey = self.encode_key(key)  # raises InvalidArgument
         else:
             bkey = self.encode_key(key)  # (sizes are checked by the frame encoder)
-        dbidx = self.default_db if db is None else self.resolve_db(db)
+        dbidx = self.default_db if db is None else self.resolve_db(db)  # (0..0xFFFF)
+        if not no_reply and len(bkey) <= DATA_MAX_SIZE:  # encode_remove, inlined
+            request = _GET1_pack(0xB9, 0, 1, dbidx, len(bkey)) + bkey
+            return self._binary(request, _REMOVE_COUNT, _finish_remove, False)
         return self._remove_command(_encode_remove(dbidx, bkey, no_reply), no_reply)
 
     def remove_bulk(

@@ -168,7 +168,8 @@ class Connection:
 
         A zero-timeout poll costs one system call.
         """
-        if self.closed or self.broken or len(self.rb):
+        rb = self.rb
+        if self.closed or self.broken or rb.pos < len(rb.buf):
             return True
         poller = self._poll
         try:

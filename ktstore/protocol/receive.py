@@ -76,6 +76,9 @@ _U32 = struct.Struct(">I")
 _COUNT = struct.Struct(">BI")
 _HIIQ = struct.Struct(">HIIq")
 _II = struct.Struct(">II")
+#: A get_bulk reply of one record, up to its key: magic, count, dbidx, ksiz, vsiz, xt.
+_ONE_RECORD = struct.Struct(">BIHIIq")
+_NO_RECORDS = bytes([MAGIC_GET_BULK, 0, 0, 0, 0])
 
 
 class ReceiveBuffer:
@@ -297,16 +300,17 @@ class GetBulkReply(_Records):
     def whole(chunk: bytes) -> Any:
         """The records of a reply that is exactly ``chunk`` (see :class:`Decoder`)."""
         size = len(chunk)
+        if size >= 23:
+            magic, count, dbidx, ksiz, vsiz, xt = _ONE_RECORD.unpack_from(chunk)
+            if count == 1 and magic == MAGIC_GET_BULK and 23 + ksiz + vsiz == size:
+                return [(dbidx, chunk[23 : 23 + ksiz], chunk[23 + ksiz :], xt)]  # one get
+        elif chunk == _NO_RECORDS:
+            return []
         if size < 5 or chunk[0] != MAGIC_GET_BULK:
             return NEED_MORE
         count = _U32.unpack_from(chunk, 1)[0]
         if count * 18 > size - 5 or size > DATA_MAX_SIZE:
             return NEED_MORE  # (no field of a chunk this size can exceed the limit)
-        if count == 1:  # a single get
-            dbidx, ksiz, vsiz, xt = _HIIQ.unpack_from(chunk, 5)
-            if 23 + ksiz + vsiz != size:
-                return NEED_MORE
-            return [(dbidx, chunk[23 : 23 + ksiz], chunk[23 + ksiz :], xt)]
         unpack = _HIIQ.unpack_from
         out: list[Any] = []
         append = out.append
