@@ -15,6 +15,7 @@ from ktstore.protocol import binary, http
 from ktstore.protocol.receive import (
     NEED_MORE,
     CountReply,
+    GetBulkPairs,
     GetBulkReply,
     HttpResponse,
     ParserDecoder,
@@ -137,6 +138,24 @@ def test_get_bulk_reply_is_the_same_however_it_is_split():
         result, rb = _decode(GetBulkReply(), pieces)
         assert result == records
         assert rb.take_all() == b"\xb8"
+
+
+def test_get_bulk_pairs_is_the_flat_form_of_the_records():
+    records = [(i % 2, b"k%d" % i, b"v" * i, 1000 + i) for i in range(20)]
+    flat = [field for _, k, v, _ in records for field in (k, v)]
+    data = _get_bulk_reply(records)
+    assert GetBulkPairs.whole(data) == flat
+    for pieces in _splits(data + b"\xb8"):
+        result, rb = _decode(GetBulkPairs(), pieces)
+        assert result == flat
+        assert rb.take_all() == b"\xb8"
+    for cut in range(len(data)):
+        assert GetBulkPairs.whole(data[:cut]) is NEED_MORE
+    assert GetBulkPairs.whole(data + b"\xb8") is NEED_MORE
+    assert _decode(GetBulkPairs(), [b"\xbf"])[0] is binary.ERROR_REPLY
+    bad = b"\xba" + struct.pack(">I", 1) + struct.pack(">HIIq", 0, 1, (1 << 28) + 1, 0)
+    with pytest.raises(ProtocolError):
+        _decode(GetBulkPairs(), [bad])
 
 
 def test_get_bulk_reply_consumes_as_it_goes():

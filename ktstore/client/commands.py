@@ -47,6 +47,7 @@ from ktstore.protocol import dumps, http
 from ktstore.protocol.expire import to_wire_xt
 from ktstore.protocol.limits import DATA_MAX_SIZE, HTTP_BODY_MAX, INT64MAX
 from ktstore.protocol.receive import (
+    GetBulkPairs,
     GetBulkReply,
     HttpResponse,
     PlayScriptReply,
@@ -83,6 +84,7 @@ NO_DB: Any = object()
 _CTYPES = {None: content_type_for(None), "B": content_type_for("B")}
 # Arguments for map(str.encode, keys, _UTF8, _SURROGATES): endless, so shareable.
 _str_encode = str.encode
+_bytes_decode = bytes.decode
 _UTF8 = repeat("utf-8")
 _SURROGATES = repeat("surrogateescape")
 
@@ -496,26 +498,29 @@ class Commands(LuaMethods):
         return self.get(key, db, False)
 
     def _bulk_dict(self, decode_values: bool, asked: list[bytes], keys: Any) -> Any:
-        """The finish of get_bulk: ``{key: value}``.  With ``decode_keys`` a key that is
-        not UTF-8 comes back as the caller passed it (the ``bytes`` object), as ukt
-        does; other keys as ``str``."""
+        """The finish of get_bulk (a :class:`GetBulkPairs` reply, ``[k0, v0, k1, v1...]``):
+        ``{key: value}``.  With ``decode_keys`` a key that is not UTF-8 comes back as the
+        caller passed it (the ``bytes`` object), as ukt does; other keys as ``str``.
+        The usual cases build the dict in C (``dict(zip(it, it))`` over ``map``)."""
         decode_keys = self.decode_keys
         utf8 = self._utf8_values
         dec = self._decode_value
 
-        def finish(records: Any) -> dict[Any, Any]:
-            if records is _ERROR_REPLY:
+        def finish(flat: Any) -> dict[Any, Any]:
+            if flat is _ERROR_REPLY:
                 raise _binary_error("get_bulk")
             if decode_keys:
                 try:
+                    if decode_values and utf8:
+                        try:
+                            it = map(_bytes_decode, flat)
+                            return dict(zip(it, it, strict=False))
+                        except UnicodeDecodeError:
+                            pass
+                    ks = map(_bytes_decode, flat[0::2])
                     if decode_values:
-                        if utf8:
-                            try:
-                                return {r[1].decode("utf-8"): r[2].decode("utf-8") for r in records}
-                            except UnicodeDecodeError:
-                                pass
-                        return {r[1].decode("utf-8"): dec(r[2]) for r in records}
-                    return {r[1].decode("utf-8"): r[2] for r in records}
+                        return dict(zip(ks, map(dec, flat[1::2]), strict=False))
+                    return dict(zip(ks, flat[1::2], strict=False))
                 except UnicodeDecodeError:
                     pass
                 # Some key is not UTF-8: give back the caller's own key object for it.
@@ -525,7 +530,7 @@ class Commands(LuaMethods):
                         if type(k) is not str:
                             theirs[bytes(k)] = k
                 out = {}
-                for _, k, v, _ in records:
+                for k, v in zip(flat[0::2], flat[1::2], strict=True):
                     try:
                         ck = k.decode("utf-8")
                     except UnicodeDecodeError:
@@ -533,8 +538,9 @@ class Commands(LuaMethods):
                     out[ck] = dec(v) if decode_values else v
                 return out
             if decode_values:
-                return {r[1]: dec(r[2]) for r in records}
-            return {r[1]: r[2] for r in records}
+                return dict(zip(flat[0::2], map(dec, flat[1::2]), strict=False))
+            it = iter(flat)
+            return dict(zip(it, it, strict=False))
 
         return finish
 
@@ -548,7 +554,7 @@ class Commands(LuaMethods):
         bkeys = self.key_list(keys)
         request = _encode_get_bulk_db(dbidx, bkeys)
         finish = self._bulk_dict(decode_values, bkeys, keys)
-        return self._binary(request, GetBulkReply, finish, True)
+        return self._binary(request, GetBulkPairs, finish, True)
 
     def get_bulk_details(
         self, db_key_list: Iterable[tuple[int, Any]], decode_values: bool = True

@@ -283,9 +283,7 @@ class Connection:
         limit = self.timeout if timeout is None else timeout
         if self._armed != limit:
             self.set_timeout(limit)
-        now = _monotonic()
-        self._deadline = now + limit
-        self.last_used = now  # (the pool's idle clock: from the start of the last call)
+        self._deadline = _monotonic() + limit
         try:
             n = self._send(data)
         except BaseException as exc:

@@ -222,7 +222,8 @@ class Pool:
             if conn.fork_gen == _fork_gen[0]:
                 conn.close()
             return result
-        (self._idle_http if http else self._idle).append(conn)  # (last_used: exchange)
+        conn.last_used = _monotonic()
+        (self._idle_http if http else self._idle).append(conn)
         return result
 
     def run(self, cmd: Command) -> Any:

@@ -47,6 +47,7 @@ __all__ = [
     "SetCountReply",
     "RemoveCountReply",
     "GetBulkReply",
+    "GetBulkPairs",
     "PlayScriptReply",
     "HttpReply",
     "HttpResponse",
@@ -79,6 +80,8 @@ _II = struct.Struct(">II")
 #: A get_bulk reply of one record, up to its key: magic, count, dbidx, ksiz, vsiz, xt.
 _ONE_RECORD = struct.Struct(">BIHIIq")
 _NO_RECORDS = bytes([MAGIC_GET_BULK, 0, 0, 0, 0])
+#: ksiz and vsiz of a get_bulk record head (dbidx and xt skipped).
+_SIZES = struct.Struct(">2xII8x")
 
 
 class ReceiveBuffer:
@@ -369,6 +372,74 @@ class GetBulkReply(_Records):
                 append((dbidx, buf[head_end:kend], buf[kend:end], xt))
             else:
                 append((dbidx, bytes(buf[head_end:kend]), bytes(buf[kend:end]), xt))
+            pos = end
+            left -= 1
+        rb.pos = pos
+        self.need = 1
+        return True
+
+
+class GetBulkPairs(_Records):
+    """get_bulk reply as one flat list ``[key0, value0, key1, value1, ...]`` or
+    ``ERROR_REPLY``: the plain ``get_bulk`` needs neither dbidx nor xt, and a flat list
+    lets the caller build its dict in C (``dict(zip(it, it))``) instead of a Python loop
+    over 4-tuples."""
+
+    __slots__ = ()
+    _magic = MAGIC_GET_BULK
+
+    @staticmethod
+    def whole(chunk: bytes) -> Any:
+        """The pairs of a reply that is exactly ``chunk`` (see :class:`Decoder`)."""
+        size = len(chunk)
+        if size < 5 or chunk[0] != MAGIC_GET_BULK:
+            return NEED_MORE
+        count = _U32.unpack_from(chunk, 1)[0]
+        if count * 18 > size - 5 or size > DATA_MAX_SIZE:
+            return NEED_MORE  # (no field of a chunk this size can exceed the limit)
+        unpack = _SIZES.unpack_from
+        out: list[bytes] = []
+        append = out.append
+        p = 5
+        try:
+            for _ in range(count):
+                ksiz, vsiz = unpack(chunk, p)
+                p += 18
+                kend = p + ksiz
+                append(chunk[p:kend])
+                p = kend + vsiz
+                append(chunk[kend:p])
+        except struct.error:
+            return NEED_MORE
+        return out if p == size else NEED_MORE
+
+    def _parse(self, rb: ReceiveBuffer, buf: Any, pos: int, size: int) -> bool:
+        out = self.out
+        append = out.append
+        left = self.count - (len(out) >> 1)
+        unpack = _SIZES.unpack_from
+        is_bytes = type(buf) is bytes
+        while left:
+            head_end = pos + 18
+            if head_end > size:
+                self.need = 18
+                rb.pos = pos
+                return False
+            ksiz, vsiz = unpack(buf, pos)
+            if ksiz > DATA_MAX_SIZE or vsiz > DATA_MAX_SIZE:
+                raise ProtocolError(f"size field {max(ksiz, vsiz)} exceeds the protocol limit")
+            kend = head_end + ksiz
+            end = kend + vsiz
+            if end > size:
+                self.need = end - pos
+                rb.pos = pos
+                return False
+            if is_bytes:
+                append(buf[head_end:kend])
+                append(buf[kend:end])
+            else:
+                append(bytes(buf[head_end:kend]))
+                append(bytes(buf[kend:end]))
             pos = end
             left -= 1
         rb.pos = pos
