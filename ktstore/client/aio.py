@@ -45,6 +45,7 @@ __all__ = ["AsyncKyotoTycoon", "AsyncConnection", "AsyncPool", "AsyncCursor"]
 _POLL_IN = select.POLLIN | select.POLLPRI | select.POLLHUP | select.POLLERR
 #: Idle connections younger than this (seconds) skip the staleness poll for reads.
 FRESH = 0.001
+_monotonic = time.monotonic
 
 
 def _closed_error(message: str = "the server closed the connection") -> KTConnectionError:
@@ -122,10 +123,11 @@ class AsyncConnection(asyncio.Protocol):
         rb = self.rb
         rb.feed(data)
         pending = self.pending
+        popleft = pending.popleft
         while pending:
             head = pending[0]
             decoder = head.decoder
-            if len(rb) < decoder.need:
+            if len(rb.buf) - rb.pos < decoder.need:
                 return
             try:
                 result = decoder.step(rb)
@@ -134,14 +136,15 @@ class AsyncConnection(asyncio.Protocol):
                 return
             if result is NEED_MORE:
                 return
-            pending.popleft()
-            rb.start_message()
-            if not head.future.done():
-                head.future.set_result(result)
+            popleft()
+            rb.received = len(rb.buf) - rb.pos  # rb.start_message(), inlined
+            future = head.future
+            if not future.done():
+                future.set_result(result)
             if result.__class__ is HttpReply and not result.keep_alive:
                 self._fail(_closed_error("the server closes this connection"))
                 return
-        if len(rb):  # bytes nobody asked for: the stream is out of step
+        if rb.pos < len(rb.buf):  # bytes nobody asked for: the stream is out of step
             self._fail(ProtocolError("unexpected bytes from the server"))
 
     def eof_received(self) -> bool:
@@ -237,12 +240,18 @@ class AsyncConnection(asyncio.Protocol):
         if not wbuf:
             self.loop.call_soon(self._flush)
         wbuf.append(request)
-        self.last_used = time.monotonic()
+        self.last_used = _monotonic()
 
     def submit(self, request: bytes, decoder: Any, timeout: float | None) -> asyncio.Future[Any]:
         """Queue a request for this loop iteration's write; the future resolves to its
         decoded reply, or fails once ``timeout`` (default: the connection's) passed."""
-        self._write(request)
+        if self.closed:
+            self._write(request)  # raises
+        wbuf = self._wbuf
+        if not wbuf:
+            self.loop.call_soon(self._flush)
+        wbuf.append(request)
+        self.last_used = _monotonic()  # (_write, inlined)
         loop = self.loop
         future = loop.create_future()
         deadline = loop.time() + (self.timeout if timeout is None else timeout)
