@@ -32,7 +32,7 @@ from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any
 
-from ktstore.client.command import NOREPLY, Command, Program
+from ktstore.client.command import BINARY, NOREPLY, Command, Program
 from ktstore.client.commands import Commands
 from ktstore.client.connection import DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT
 from ktstore.client.cursor import CursorCommands
@@ -46,6 +46,7 @@ _POLL_IN = select.POLLIN | select.POLLPRI | select.POLLHUP | select.POLLERR
 #: Idle connections younger than this (seconds) skip the staleness poll for reads.
 FRESH = 0.001
 _monotonic = time.monotonic
+_get_running_loop = asyncio.get_running_loop
 
 
 def _closed_error(message: str = "the server closed the connection") -> KTConnectionError:
@@ -354,20 +355,25 @@ class AsyncPool:
         general path (no reply, a long wait)."""
         if cmd.kind == NOREPLY or (cmd.timeout is not None and cmd.timeout > self.timeout):
             return None
-        if self._loop is not asyncio.get_running_loop():
+        return self.ready_for(cmd.idempotent)
+
+    def ready_for(self, idempotent: bool) -> AsyncConnection | None:
+        """:meth:`ready` for a request with a reply and the pool's timeout."""
+        if self._loop is not _get_running_loop():
             return None  # (acquire starts over on this loop)
         best = None
+        best_n = 1 << 62
         for conn in self.conns:
             if conn.closed:
                 return None  # the general path prunes it
-            if not conn.pending:
-                if (
-                    not cmd.idempotent or time.monotonic() - conn.last_used > FRESH
-                ) and conn.is_stale():
+            n = len(conn.pending)
+            if not n:
+                if (not idempotent or _monotonic() - conn.last_used > FRESH) and conn.is_stale():
                     return None
                 return conn
-            if best is None or len(conn.pending) < len(best.pending):
+            if n < best_n:
                 best = conn
+                best_n = n
         if best is None or len(self.conns) + self._opening < self.max_connections:
             return None
         return best
@@ -591,10 +597,46 @@ class AsyncKyotoTycoon(Commands):
         except KTConnectionError as exc:
             if not pool._may_retry(exc, cmd.idempotent):
                 raise
-            reply = await pool._once(await pool.connect(), cmd)
+            conn = await pool.connect()
+            reply = await pool._once(conn, cmd)
         if reply is ERROR_REPLY and not cmd.keep:
             conn.close()
         return cmd.finish(reply)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # A subclass with its own runner (failover) must see every command.
+        cls._direct = cls.execute_command is AsyncKyotoTycoon.execute_command
+
+    _direct = True
+
+    def _binary(
+        self, request: bytes, factory: Any, finish: Any, idempotent: bool, keep: bool = False
+    ) -> Any:
+        """The hot path of get/set/remove and their bulk forms: :meth:`_execute`
+        without a :class:`Command` object unless the general path needs one."""
+        if self._direct:
+            return self._execute_binary(request, factory, finish, idempotent, keep)
+        return self.execute_command(Command(BINARY, request, factory, finish, idempotent, keep))
+
+    async def _execute_binary(
+        self, request: bytes, factory: Any, finish: Any, idempotent: bool, keep: bool
+    ) -> Any:
+        pool = self._pool
+        conn = pool.ready_for(idempotent)
+        if conn is None:
+            cmd = Command(BINARY, request, factory, finish, idempotent, keep)
+            return finish(await pool.run(cmd))
+        try:
+            reply = await conn.submit(request, factory(), None)
+        except KTConnectionError as exc:
+            if not pool._may_retry(exc, idempotent):
+                raise
+            conn = await pool.connect()
+            reply = await conn.submit(request, factory(), None)
+        if reply is ERROR_REPLY and not keep:
+            conn.close()
+        return finish(reply)
 
     async def _run_program(self, program: Program) -> Any:
         try:
