@@ -294,11 +294,102 @@ def in_flight(port: int, ours: KyotoTycoon, theirs, floors, seconds: float, roun
     cleanup()
 
 
+def breakdown(port: int, rounds: int) -> None:
+    """Client CPU microseconds per call, layer by layer, with the socket calls replaced
+    by canned replies (so only our Python code is timed; the kernel's share is the
+    floor's).  Each figure is the best of ``rounds`` runs on the thread's CPU clock."""
+    from ktstore.protocol.receive import GetBulkPairs, GetBulkReply, SetCountReply
+
+    kt = KyotoTycoon("127.0.0.1", port)
+    kt.set("single", "x" * 100)
+    pool = kt.pool
+    (conn,) = pool._idle
+    x100 = b"x" * 100
+    get_reply = binary.encode_get_bulk_reply([(0, b"single", x100, INT64MAX)])
+    bulk = [(0, k.encode(), v.encode(), INT64MAX) for k, v in DATA.items()]
+    bulk_reply = binary.encode_get_bulk_reply(bulk)
+    set_reply = b"\xb8" + (1).to_bytes(4, "big")
+    set100_reply = b"\xb8" + (100).to_bytes(4, "big")
+    reply = [get_reply]
+    conn._send = len  # the request "leaves" at once
+    conn._recv = lambda n: reply[0]  # and the reply is there in one read
+
+    def t(fn: Callable[[], object], calls: int = 2000) -> float:
+        best = float("inf")
+        for _ in range(rounds):
+            start = time.thread_time()
+            for _ in range(calls):
+                fn()
+            best = min(best, time.thread_time() - start)
+        return best / calls * 1e6
+
+    get_req = binary.encode_get(0, b"single")
+    records = GetBulkReply.whole(get_reply)
+    g_total = t(lambda: kt.get("single"))
+    g_call = t(lambda: pool.call(get_req, GetBulkReply, True, False))
+    g_exchange = t(lambda: conn.exchange(get_req, GetBulkReply))
+    g_parse = t(lambda: GetBulkReply.whole(get_reply))
+    g_finish = t(lambda: kt._finish_get(records))
+    reply[0] = set_reply
+    set_req = binary.encode_set(0, b"single", x100, INT64MAX)
+    s_total = t(lambda: kt.set("single", "x" * 100))
+    s_call = t(lambda: pool.call(set_req, SetCountReply, False, False))
+    s_exchange = t(lambda: conn.exchange(set_req, SetCountReply))
+    s_stale = t(conn.is_stale)
+    s_parse = t(lambda: SetCountReply.whole(set_reply))
+    reply[0] = bulk_reply
+    bkeys = kt.key_list(KEYS)
+    gb_req = binary.encode_get_bulk_db(0, bkeys)
+    flat = GetBulkPairs.whole(bulk_reply)
+    finish = kt._bulk_dict(True, bkeys, KEYS)
+    gb_total = t(lambda: kt.get_bulk(KEYS), 200)
+    gb_keys = t(lambda: kt.key_list(KEYS), 200)
+    gb_encode = t(lambda: binary.encode_get_bulk_db(0, bkeys), 200)
+    gb_exchange = t(lambda: conn.exchange(gb_req, GetBulkPairs), 200)
+    gb_parse = t(lambda: GetBulkPairs.whole(bulk_reply), 200)
+    gb_finish = t(lambda: finish(flat), 200)
+    reply[0] = set100_reply
+    ks = [k for _, k, _, _ in bulk]
+    vs = [v for _, _, v, _ in bulk]
+    sb_total = t(lambda: kt.set_bulk(DATA), 200)
+    sb_strings = t(lambda: (list(map(str.encode, DATA)), list(map(str.encode, DATA.values()))), 200)
+    sb_encode = t(lambda: binary.encode_set_bulk_db(0, ks, vs, INT64MAX), 200)
+    print()
+    print("client CPU us per call by layer (socket calls replaced by canned replies):")
+    print(
+        f"  get:  total {g_total:.2f} = API (key, frame, finish) {g_total - g_call:.2f}"
+        f" [finish {g_finish:.2f}] + pool {g_call - g_exchange:.2f}"
+        f" + connection {g_exchange - g_parse:.2f} + parse {g_parse:.2f}"
+    )
+    print(
+        f"  set:  total {s_total:.2f} = API {s_total - s_call:.2f} + pool {s_call - s_exchange:.2f}"
+        f" [staleness poll {s_stale:.2f}] + connection {s_exchange - s_parse:.2f}"
+        f" + parse {s_parse:.2f}"
+    )
+    print(
+        f"  get_bulk(100): total {gb_total:.1f} = keys {gb_keys:.1f} + frame {gb_encode:.1f}"
+        f" + pool/connection {gb_exchange - gb_parse:.1f} + parse {gb_parse:.1f}"
+        f" + finish (dict) {gb_finish:.1f} + rest"
+        f" {gb_total - gb_keys - gb_encode - gb_exchange - gb_finish:.1f}"
+    )
+    print(
+        f"  set_bulk(100): total {sb_total:.1f} = keys+values {sb_strings:.1f}"
+        f" + frame {sb_encode:.1f} + rest (pool, connection, parse) "
+        f"{sb_total - sb_strings - sb_encode:.1f}"
+    )
+    conn.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=1.0, help="duration of each case")
     parser.add_argument(
         "--rounds", type=int, default=15, help="alternating rounds per case (the best counts)"
+    )
+    parser.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="also print the client's CPU time per call, layer by layer",
     )
     args = parser.parse_args()
 
@@ -334,6 +425,8 @@ def main() -> None:
                 f"  {mine_cpu:>15.1f} {other_cpu:>6.1f} {floor_cpu:>6.1f}"
             )
         in_flight(server.port, ours, theirs, floors, args.seconds, args.rounds)
+        if args.breakdown:
+            breakdown(server.port, max(3, args.rounds // 2))
         sock.close()
         ours.close_all()
         if theirs is not None:
