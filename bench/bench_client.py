@@ -262,26 +262,41 @@ def raw_pipeline_floor(port: int) -> Callable[[], object]:
     return floor
 
 
+def repeated(fn: Callable[[], object], n: int) -> Callable[[], object]:
+    """``fn`` called ``n`` times per call (so sequential and batched cases compare per
+    call, in the same alternating rounds)."""
+
+    def run() -> None:
+        for _ in range(n):
+            fn()
+
+    return run
+
+
 def in_flight(port: int, ours: KyotoTycoon, theirs, floors, seconds: float, rounds: int) -> None:
-    """The second table: many requests in flight vs sequential gets."""
-    seq = [floors["get"]] + ([lambda: theirs.get("single")] if theirs is not None else [])
-    base = compare(seq, seconds, rounds)
-    floor_rate = base[0][0]
-    ukt_rate = base[1][0] if len(base) > 1 else float("nan")
+    """The second table: many requests in flight vs sequential gets, all in the same
+    alternating rounds (the sequential ones 100 calls per round-call)."""
+    n = len(KEYS)
+    seq = {"floor": repeated(floors["get"], n)}
+    if theirs is not None:
+        seq["ukt"] = repeated(lambda: theirs.get("single"), n)
     arun, cleanup = async_gets(port)
     batched = {
         "pipeline get x100": pipelined_gets(ours),
         "async get, 100 in flight": arun,
         "raw pipeline x100 (floor)": raw_pipeline_floor(port),
     }
+    results = compare(list(seq.values()) + list(batched.values()), seconds, rounds)
+    rates = [rate * n for rate, _ in results]
+    floor_rate = rates[0]
+    ukt_rate = rates[1] if theirs is not None else float("nan")
     print()
     print(f"sequential get: ukt {ukt_rate:,.0f} op/s, raw-socket floor {floor_rate:,.0f} op/s")
     print(
         f"{'many in flight':<26} {'get op/s':>10} {'vs ukt seq':>10} {'vs floor seq':>12}"
         f" {'goal':>5}"
     )
-    results = compare(list(batched.values()), seconds, rounds)
-    rows = [(name, rate * len(KEYS)) for name, (rate, _) in zip(batched, results, strict=True)]
+    rows = list(zip(batched, rates[len(seq) :], strict=True))
     rows.append(("sync client, 8 threads", threaded_gets(ours, seconds * 2)))
     for name, rate in rows:
         mark = ""
