@@ -299,6 +299,22 @@ class GetBulkReply(_Records):
     __slots__ = ()
     _magic = MAGIC_GET_BULK
 
+    def step(self, rb: ReceiveBuffer) -> Any:
+        # A one-record reply all in a bytes buffer (the single gets of a pipeline or
+        # the asyncio client), in one struct call; anything else: the general loop.
+        buf = rb.buf
+        pos = rb.pos
+        if self.count < 0 and type(buf) is bytes and len(buf) - pos >= 23:
+            magic, count, dbidx, ksiz, vsiz, xt = _ONE_RECORD.unpack_from(buf, pos)
+            if count == 1 and magic == MAGIC_GET_BULK:
+                kstart = pos + 23
+                kend = kstart + ksiz
+                end = kend + vsiz
+                if end <= len(buf):  # (so neither size exceeds what arrived)
+                    rb.pos = end
+                    return [(dbidx, buf[kstart:kend], buf[kend:end], xt)]
+        return _Records.step(self, rb)
+
     @staticmethod
     def whole(chunk: bytes) -> Any:
         """The records of a reply that is exactly ``chunk`` (see :class:`Decoder`)."""
