@@ -55,15 +55,9 @@ def _closed_error(message: str = "the server closed the connection") -> KTConnec
     return err
 
 
-class _Pending:
-    """A request in flight: its decoder, future and deadline (loop time)."""
-
-    __slots__ = ("decoder", "future", "deadline")
-
-    def __init__(self, decoder: Any, future: asyncio.Future[Any], deadline: float) -> None:
-        self.decoder = decoder
-        self.future = future
-        self.deadline = deadline
+#: A request in flight: ``(decoder, future, deadline in loop time)`` (a plain tuple:
+#: one is made per request).
+_Pending = tuple[Any, "asyncio.Future[Any]", float]
 
 
 class AsyncConnection(asyncio.Protocol):
@@ -127,7 +121,7 @@ class AsyncConnection(asyncio.Protocol):
         popleft = pending.popleft
         while pending:
             head = pending[0]
-            decoder = head.decoder
+            decoder = head[0]
             if len(rb.buf) - rb.pos < decoder.need:
                 return
             try:
@@ -139,7 +133,7 @@ class AsyncConnection(asyncio.Protocol):
                 return
             popleft()
             rb.received = len(rb.buf) - rb.pos  # rb.start_message(), inlined
-            future = head.future
+            future = head[1]
             if not future.done():
                 future.set_result(result)
             if result.__class__ is HttpReply and not result.keep_alive:
@@ -153,7 +147,7 @@ class AsyncConnection(asyncio.Protocol):
         if pending:
             head = pending[0]
             try:
-                result = head.decoder.eof(self.rb)  # a body that ends at close
+                result = head[0].eof(self.rb)  # a body that ends at close
             except EOFError:
                 pass
             except ProtocolError as exc:
@@ -161,8 +155,8 @@ class AsyncConnection(asyncio.Protocol):
                 return False
             else:
                 pending.popleft()
-                if not head.future.done():
-                    head.future.set_result(result)
+                if not head[1].done():
+                    head[1].set_result(result)
         self._fail(_closed_error())
         return False
 
@@ -193,8 +187,8 @@ class AsyncConnection(asyncio.Protocol):
         pending = self.pending
         while pending:
             p = pending.popleft()
-            if not p.future.done():
-                p.future.set_exception(exc)
+            if not p[1].done():
+                p[1].set_exception(exc)
 
     def close(self) -> None:
         self._fail(_closed_error("the connection was closed"))
@@ -207,15 +201,15 @@ class AsyncConnection(asyncio.Protocol):
         if not pending:
             return
         now = self.loop.time()
-        earliest = min(p.deadline for p in pending)
+        earliest = min(p[2] for p in pending)
         if earliest > now:
             self._arm(earliest)
             return
         for p in pending:
-            if p.deadline <= now and not p.future.done():
+            if p[2] <= now and not p[1].done():
                 err = KTTimeoutError("timed out reading the reply")
                 err.sent = True  # type: ignore[attr-defined]
-                p.future.set_exception(err)
+                p[1].set_exception(err)
         self._fail(_closed_error("another request on this connection timed out"))
 
     def _arm(self, when: float) -> None:
@@ -256,7 +250,7 @@ class AsyncConnection(asyncio.Protocol):
         loop = self.loop
         future = loop.create_future()
         deadline = loop.time() + (self.timeout if timeout is None else timeout)
-        self.pending.append(_Pending(decoder, future, deadline))
+        self.pending.append((decoder, future, deadline))
         timer = self._timer
         if timer is None or deadline < self._timer_at:
             self._arm(deadline)
