@@ -315,7 +315,7 @@ def test_interrupt_mid_read_drops_the_connection(kt_server):
     def interrupted(*args):
         raise KeyboardInterrupt
 
-    conn._recv_into = interrupted  # the request is sent, then ^C arrives while reading
+    conn._recv = interrupted  # the request is sent, then ^C arrives while reading
     with pytest.raises(KeyboardInterrupt):
         kt.get("k")
     assert conn.closed and kt.pool.stats == (0, 0, 0)

@@ -15,11 +15,14 @@ from ktstore.protocol import binary, http
 from ktstore.protocol.receive import (
     NEED_MORE,
     CountReply,
+    GetBulkPairs,
     GetBulkReply,
     HttpResponse,
     ParserDecoder,
     PlayScriptReply,
     ReceiveBuffer,
+    RemoveCountReply,
+    SetCountReply,
 )
 
 RESPONSES = [
@@ -137,6 +140,24 @@ def test_get_bulk_reply_is_the_same_however_it_is_split():
         assert rb.take_all() == b"\xb8"
 
 
+def test_get_bulk_pairs_is_the_flat_form_of_the_records():
+    records = [(i % 2, b"k%d" % i, b"v" * i, 1000 + i) for i in range(20)]
+    flat = [field for _, k, v, _ in records for field in (k, v)]
+    data = _get_bulk_reply(records)
+    assert GetBulkPairs.whole(data) == flat
+    for pieces in _splits(data + b"\xb8"):
+        result, rb = _decode(GetBulkPairs(), pieces)
+        assert result == flat
+        assert rb.take_all() == b"\xb8"
+    for cut in range(len(data)):
+        assert GetBulkPairs.whole(data[:cut]) is NEED_MORE
+    assert GetBulkPairs.whole(data + b"\xb8") is NEED_MORE
+    assert _decode(GetBulkPairs(), [b"\xbf"])[0] is binary.ERROR_REPLY
+    bad = b"\xba" + struct.pack(">I", 1) + struct.pack(">HIIq", 0, 1, (1 << 28) + 1, 0)
+    with pytest.raises(ProtocolError):
+        _decode(GetBulkPairs(), [bad])
+
+
 def test_get_bulk_reply_consumes_as_it_goes():
     """Linear parsing: after every read, all that is left unconsumed is at most one
     incomplete record, so no byte is ever parsed twice."""
@@ -182,6 +203,30 @@ def test_error_replies_and_counts():
     data = binary.encode_play_script_reply(pairs)
     for pieces in _splits(data):
         assert _decode(PlayScriptReply(), pieces)[0] == pairs
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 30])
+def test_whole_reply_fast_path_agrees_with_the_decoder(n):
+    """``whole(chunk)`` (a reply that arrived in one read) gives the decoder's result
+    for exactly one valid reply, and NEED_MORE for anything the decoder must judge:
+    a cut reply, bytes after it, an error reply, another magic, hostile sizes."""
+    records = [(i % 3, b"k%d" % i, b"v" * i, 1000 + i) for i in range(n)]
+    data = _get_bulk_reply(records)
+    assert GetBulkReply.whole(data) == records == _decode(GetBulkReply(), [data])[0]
+    for cut in range(len(data)):
+        assert GetBulkReply.whole(data[:cut]) is NEED_MORE
+    assert GetBulkReply.whole(data + b"\xb8") is NEED_MORE
+    assert GetBulkReply.whole(b"\xbf") is NEED_MORE
+    assert GetBulkReply.whole(b"\xb8" + data[1:]) is NEED_MORE
+    hostile = b"\xba" + struct.pack(">I", 1) + struct.pack(">HIIq", 0, 1, 1 << 28, 0) + b"k"
+    assert GetBulkReply.whole(hostile) is NEED_MORE
+    assert GetBulkReply.whole(b"\xba\xff\xff\xff\xff") is NEED_MORE
+    assert SetCountReply.whole(b"\xb8\x00\x00\x00\x07") == 7
+    assert RemoveCountReply.whole(b"\xb9\x00\x00\x00\x01") == 1
+    for odd in (b"\xbf", b"\xb8\x00", b"\xb9\x00\x00\x00\x07", b"\xb8\x00\x00\x00\x07\xb8"):
+        assert SetCountReply.whole(odd) is NEED_MORE
+    assert _decode(SetCountReply(), [b"\xb8\x00", b"\x00\x00\x07"])[0] == 7
+    assert _decode(RemoveCountReply(), [b"\xbf"])[0] is binary.ERROR_REPLY
 
 
 def test_parser_adapter_for_the_server_side_parsers():

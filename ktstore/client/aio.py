@@ -32,7 +32,7 @@ from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any
 
-from ktstore.client.command import NOREPLY, Command, Program
+from ktstore.client.command import BINARY, NOREPLY, Command, Program
 from ktstore.client.commands import Commands
 from ktstore.client.connection import DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT
 from ktstore.client.cursor import CursorCommands
@@ -45,6 +45,8 @@ __all__ = ["AsyncKyotoTycoon", "AsyncConnection", "AsyncPool", "AsyncCursor"]
 _POLL_IN = select.POLLIN | select.POLLPRI | select.POLLHUP | select.POLLERR
 #: Idle connections younger than this (seconds) skip the staleness poll for reads.
 FRESH = 0.001
+_monotonic = time.monotonic
+_get_running_loop = asyncio.get_running_loop
 
 
 def _closed_error(message: str = "the server closed the connection") -> KTConnectionError:
@@ -53,15 +55,9 @@ def _closed_error(message: str = "the server closed the connection") -> KTConnec
     return err
 
 
-class _Pending:
-    """A request in flight: its decoder, future and deadline (loop time)."""
-
-    __slots__ = ("decoder", "future", "deadline")
-
-    def __init__(self, decoder: Any, future: asyncio.Future[Any], deadline: float) -> None:
-        self.decoder = decoder
-        self.future = future
-        self.deadline = deadline
+#: A request in flight: ``(decoder, future, deadline in loop time)`` (a plain tuple:
+#: one is made per request).
+_Pending = tuple[Any, "asyncio.Future[Any]", float]
 
 
 class AsyncConnection(asyncio.Protocol):
@@ -122,10 +118,11 @@ class AsyncConnection(asyncio.Protocol):
         rb = self.rb
         rb.feed(data)
         pending = self.pending
+        popleft = pending.popleft
         while pending:
             head = pending[0]
-            decoder = head.decoder
-            if len(rb) < decoder.need:
+            decoder = head[0]
+            if len(rb.buf) - rb.pos < decoder.need:
                 return
             try:
                 result = decoder.step(rb)
@@ -134,14 +131,15 @@ class AsyncConnection(asyncio.Protocol):
                 return
             if result is NEED_MORE:
                 return
-            pending.popleft()
-            rb.start_message()
-            if not head.future.done():
-                head.future.set_result(result)
+            popleft()
+            rb.received = len(rb.buf) - rb.pos  # rb.start_message(), inlined
+            future = head[1]
+            if not future.done():
+                future.set_result(result)
             if result.__class__ is HttpReply and not result.keep_alive:
                 self._fail(_closed_error("the server closes this connection"))
                 return
-        if len(rb):  # bytes nobody asked for: the stream is out of step
+        if rb.pos < len(rb.buf):  # bytes nobody asked for: the stream is out of step
             self._fail(ProtocolError("unexpected bytes from the server"))
 
     def eof_received(self) -> bool:
@@ -149,7 +147,7 @@ class AsyncConnection(asyncio.Protocol):
         if pending:
             head = pending[0]
             try:
-                result = head.decoder.eof(self.rb)  # a body that ends at close
+                result = head[0].eof(self.rb)  # a body that ends at close
             except EOFError:
                 pass
             except ProtocolError as exc:
@@ -157,8 +155,8 @@ class AsyncConnection(asyncio.Protocol):
                 return False
             else:
                 pending.popleft()
-                if not head.future.done():
-                    head.future.set_result(result)
+                if not head[1].done():
+                    head[1].set_result(result)
         self._fail(_closed_error())
         return False
 
@@ -189,8 +187,8 @@ class AsyncConnection(asyncio.Protocol):
         pending = self.pending
         while pending:
             p = pending.popleft()
-            if not p.future.done():
-                p.future.set_exception(exc)
+            if not p[1].done():
+                p[1].set_exception(exc)
 
     def close(self) -> None:
         self._fail(_closed_error("the connection was closed"))
@@ -203,15 +201,15 @@ class AsyncConnection(asyncio.Protocol):
         if not pending:
             return
         now = self.loop.time()
-        earliest = min(p.deadline for p in pending)
+        earliest = min(p[2] for p in pending)
         if earliest > now:
             self._arm(earliest)
             return
         for p in pending:
-            if p.deadline <= now and not p.future.done():
+            if p[2] <= now and not p[1].done():
                 err = KTTimeoutError("timed out reading the reply")
                 err.sent = True  # type: ignore[attr-defined]
-                p.future.set_exception(err)
+                p[1].set_exception(err)
         self._fail(_closed_error("another request on this connection timed out"))
 
     def _arm(self, when: float) -> None:
@@ -237,16 +235,22 @@ class AsyncConnection(asyncio.Protocol):
         if not wbuf:
             self.loop.call_soon(self._flush)
         wbuf.append(request)
-        self.last_used = time.monotonic()
+        self.last_used = _monotonic()
 
     def submit(self, request: bytes, decoder: Any, timeout: float | None) -> asyncio.Future[Any]:
         """Queue a request for this loop iteration's write; the future resolves to its
         decoded reply, or fails once ``timeout`` (default: the connection's) passed."""
-        self._write(request)
+        if self.closed:
+            self._write(request)  # raises
+        wbuf = self._wbuf
+        if not wbuf:
+            self.loop.call_soon(self._flush)
+        wbuf.append(request)
+        self.last_used = _monotonic()  # (_write, inlined)
         loop = self.loop
         future = loop.create_future()
         deadline = loop.time() + (self.timeout if timeout is None else timeout)
-        self.pending.append(_Pending(decoder, future, deadline))
+        self.pending.append((decoder, future, deadline))
         timer = self._timer
         if timer is None or deadline < self._timer_at:
             self._arm(deadline)
@@ -345,20 +349,25 @@ class AsyncPool:
         general path (no reply, a long wait)."""
         if cmd.kind == NOREPLY or (cmd.timeout is not None and cmd.timeout > self.timeout):
             return None
-        if self._loop is not asyncio.get_running_loop():
+        return self.ready_for(cmd.idempotent)
+
+    def ready_for(self, idempotent: bool) -> AsyncConnection | None:
+        """:meth:`ready` for a request with a reply and the pool's timeout."""
+        if self._loop is not _get_running_loop():
             return None  # (acquire starts over on this loop)
         best = None
+        best_n = 1 << 62
         for conn in self.conns:
             if conn.closed:
                 return None  # the general path prunes it
-            if not conn.pending:
-                if (
-                    not cmd.idempotent or time.monotonic() - conn.last_used > FRESH
-                ) and conn.is_stale():
+            n = len(conn.pending)
+            if not n:
+                if (not idempotent or _monotonic() - conn.last_used > FRESH) and conn.is_stale():
                     return None
                 return conn
-            if best is None or len(conn.pending) < len(best.pending):
+            if n < best_n:
                 best = conn
+                best_n = n
         if best is None or len(self.conns) + self._opening < self.max_connections:
             return None
         return best
@@ -582,10 +591,46 @@ class AsyncKyotoTycoon(Commands):
         except KTConnectionError as exc:
             if not pool._may_retry(exc, cmd.idempotent):
                 raise
-            reply = await pool._once(await pool.connect(), cmd)
+            conn = await pool.connect()
+            reply = await pool._once(conn, cmd)
         if reply is ERROR_REPLY and not cmd.keep:
             conn.close()
         return cmd.finish(reply)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # A subclass with its own runner (failover) must see every command.
+        cls._direct = cls.execute_command is AsyncKyotoTycoon.execute_command
+
+    _direct = True
+
+    def _binary(
+        self, request: bytes, factory: Any, finish: Any, idempotent: bool, keep: bool = False
+    ) -> Any:
+        """The hot path of get/set/remove and their bulk forms: :meth:`_execute`
+        without a :class:`Command` object unless the general path needs one."""
+        if self._direct:
+            return self._execute_binary(request, factory, finish, idempotent, keep)
+        return self.execute_command(Command(BINARY, request, factory, finish, idempotent, keep))
+
+    async def _execute_binary(
+        self, request: bytes, factory: Any, finish: Any, idempotent: bool, keep: bool
+    ) -> Any:
+        pool = self._pool
+        conn = pool.ready_for(idempotent)
+        if conn is None:
+            cmd = Command(BINARY, request, factory, finish, idempotent, keep)
+            return finish(await pool.run(cmd))
+        try:
+            reply = await conn.submit(request, factory(), None)
+        except KTConnectionError as exc:
+            if not pool._may_retry(exc, idempotent):
+                raise
+            conn = await pool.connect()
+            reply = await conn.submit(request, factory(), None)
+        if reply is ERROR_REPLY and not keep:
+            conn.close()
+        return finish(reply)
 
     async def _run_program(self, program: Program) -> Any:
         try:

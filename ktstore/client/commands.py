@@ -25,9 +25,9 @@ in ukt), so the same value means the same instant on every machine.
 from __future__ import annotations
 
 import datetime as _dt
+import struct as _struct
 import time
 from collections.abc import Iterable, Mapping
-from functools import partial
 from itertools import repeat
 from typing import Any
 
@@ -46,7 +46,14 @@ from ktstore.protocol import binary as _bin
 from ktstore.protocol import dumps, http
 from ktstore.protocol.expire import to_wire_xt
 from ktstore.protocol.limits import DATA_MAX_SIZE, HTTP_BODY_MAX, INT64MAX
-from ktstore.protocol.receive import CountReply, GetBulkReply, HttpResponse, PlayScriptReply
+from ktstore.protocol.receive import (
+    GetBulkPairs,
+    GetBulkReply,
+    HttpResponse,
+    PlayScriptReply,
+    RemoveCountReply,
+    SetCountReply,
+)
 from ktstore.protocol.rpc import decode_rpc_output, encode_rpc_body, rpc_error_text
 from ktstore.protocol.tsv import content_type_for
 from ktstore.serializers import KT_BINARY, _binary_decode, _binary_encode, get_serializer
@@ -64,14 +71,20 @@ _encode_get_bulk_db = _bin.encode_get_bulk_db
 _encode_set_bulk_db = _bin.encode_set_bulk_db
 _encode_remove_bulk_db = _bin.encode_remove_bulk_db
 _encode_play_script = _bin.encode_play_script
-_SET_COUNT = partial(CountReply, _bin.MAGIC_SET_BULK)
-_REMOVE_COUNT = partial(CountReply, _bin.MAGIC_REMOVE_BULK)
+# The single-key frames, packed inline by get/set/remove (the hottest calls).
+_GET1_pack = _bin.ONE_KEY_HEAD.pack
+_SET1_pack = _bin.ONE_RECORD_HEAD.pack
+_struct_error = _struct.error
+assert (_bin.MAGIC_GET_BULK, _bin.MAGIC_SET_BULK, _bin.MAGIC_REMOVE_BULK) == (0xBA, 0xB8, 0xB9)
+_SET_COUNT = SetCountReply
+_REMOVE_COUNT = RemoveCountReply
 
 #: "This procedure takes no DB parameter" (report, ulog_*...).
 NO_DB: Any = object()
 _CTYPES = {None: content_type_for(None), "B": content_type_for("B")}
 # Arguments for map(str.encode, keys, _UTF8, _SURROGATES): endless, so shareable.
 _str_encode = str.encode
+_bytes_decode = bytes.decode
 _UTF8 = repeat("utf-8")
 _SURROGATES = repeat("surrogateescape")
 
@@ -179,6 +192,14 @@ class Commands(LuaMethods):
         """Run a command (or a program of commands) and return its value; the asyncio
         client returns a coroutine, a pipeline queues the command."""
         raise NotImplementedError  # pragma: no cover
+
+    def _binary(
+        self, request: bytes, factory: Any, finish: Any, idempotent: bool, keep: bool = False
+    ) -> Any:
+        """Run a binary command built by a hot-path method (get, set, remove and their
+        bulk forms).  This default wraps it in a :class:`Command` for
+        :meth:`execute_command`; the sync client overrides it to skip the object."""
+        return self.execute_command(Command(BINARY, request, factory, finish, idempotent, keep))
 
     # -- keys, values, databases: the client interface used by containers and models -------
 
@@ -452,7 +473,21 @@ class Commands(LuaMethods):
 
     def get(self, key: Any, db: int | None = None, decode_value: bool = True) -> Any:
         """The value at ``key`` (deserialized unless ``decode_value=False``), or ``None``."""
-        return self.execute_command(self.get_command(key, db, decode_value))
+        # get_command, inlined (the hottest call of the API)
+        if type(key) is str:
+            try:
+                bkey = key.encode("utf-8", "surrogateescape")
+            except UnicodeEncodeError:
+                bkey = self.encode_key(key)  # raises InvalidArgument
+        else:
+            bkey = self.encode_key(key)
+        dbidx = self.default_db if db is None else self.resolve_db(db)  # (0..0xFFFF)
+        if len(bkey) <= DATA_MAX_SIZE:  # encode_get, inlined
+            request = _GET1_pack(0xBA, 0, 1, dbidx, len(bkey)) + bkey
+        else:
+            request = _encode_get(dbidx, bkey)  # raises InvalidArgument
+        finish = self._finish_get if decode_value else self._finish_get_raw
+        return self._binary(request, GetBulkReply, finish, True)
 
     def get_bytes_command(self, key: Any, db: int | None = None) -> Command:
         """The command of :meth:`get_bytes`."""
@@ -460,29 +495,32 @@ class Commands(LuaMethods):
 
     def get_bytes(self, key: Any, db: int | None = None) -> Any:
         """The raw bytes at ``key``, or ``None``."""
-        return self.execute_command(self.get_command(key, db, False))
+        return self.get(key, db, False)
 
     def _bulk_dict(self, decode_values: bool, asked: list[bytes], keys: Any) -> Any:
-        """The finish of get_bulk: ``{key: value}``.  With ``decode_keys`` a key that is
-        not UTF-8 comes back as the caller passed it (the ``bytes`` object), as ukt
-        does; other keys as ``str``."""
+        """The finish of get_bulk (a :class:`GetBulkPairs` reply, ``[k0, v0, k1, v1...]``):
+        ``{key: value}``.  With ``decode_keys`` a key that is not UTF-8 comes back as the
+        caller passed it (the ``bytes`` object), as ukt does; other keys as ``str``.
+        The usual cases build the dict in C (``dict(zip(it, it))`` over ``map``)."""
         decode_keys = self.decode_keys
         utf8 = self._utf8_values
         dec = self._decode_value
 
-        def finish(records: Any) -> dict[Any, Any]:
-            if records is _ERROR_REPLY:
+        def finish(flat: Any) -> dict[Any, Any]:
+            if flat is _ERROR_REPLY:
                 raise _binary_error("get_bulk")
             if decode_keys:
                 try:
+                    if decode_values and utf8:
+                        try:
+                            it = map(_bytes_decode, flat)
+                            return dict(zip(it, it, strict=False))
+                        except UnicodeDecodeError:
+                            pass
+                    ks = map(_bytes_decode, flat[0::2])
                     if decode_values:
-                        if utf8:
-                            try:
-                                return {r[1].decode("utf-8"): r[2].decode("utf-8") for r in records}
-                            except UnicodeDecodeError:
-                                pass
-                        return {r[1].decode("utf-8"): dec(r[2]) for r in records}
-                    return {r[1].decode("utf-8"): r[2] for r in records}
+                        return dict(zip(ks, map(dec, flat[1::2]), strict=False))
+                    return dict(zip(ks, flat[1::2], strict=False))
                 except UnicodeDecodeError:
                     pass
                 # Some key is not UTF-8: give back the caller's own key object for it.
@@ -492,7 +530,7 @@ class Commands(LuaMethods):
                         if type(k) is not str:
                             theirs[bytes(k)] = k
                 out = {}
-                for _, k, v, _ in records:
+                for k, v in zip(flat[0::2], flat[1::2], strict=True):
                     try:
                         ck = k.decode("utf-8")
                     except UnicodeDecodeError:
@@ -500,8 +538,9 @@ class Commands(LuaMethods):
                     out[ck] = dec(v) if decode_values else v
                 return out
             if decode_values:
-                return {r[1]: dec(r[2]) for r in records}
-            return {r[1]: r[2] for r in records}
+                return dict(zip(flat[0::2], map(dec, flat[1::2]), strict=False))
+            it = iter(flat)
+            return dict(zip(it, it, strict=False))
 
         return finish
 
@@ -515,7 +554,7 @@ class Commands(LuaMethods):
         bkeys = self.key_list(keys)
         request = _encode_get_bulk_db(dbidx, bkeys)
         finish = self._bulk_dict(decode_values, bkeys, keys)
-        return self.execute_command(Command(BINARY, request, GetBulkReply, finish, True, False))
+        return self._binary(request, GetBulkPairs, finish, True)
 
     def get_bulk_details(
         self, db_key_list: Iterable[tuple[int, Any]], decode_values: bool = True
@@ -543,7 +582,7 @@ class Commands(LuaMethods):
     def _set_command(self, request: bytes, no_reply: bool) -> Any:
         if no_reply:
             return self.execute_command(Command(NOREPLY, request, None, _none, name="set_bulk"))
-        return self.execute_command(Command(BINARY, request, _SET_COUNT, _finish_set, False, False))
+        return self._binary(request, _SET_COUNT, _finish_set, False)
 
     def set(
         self,
@@ -574,6 +613,13 @@ class Commands(LuaMethods):
             bkey = self.encode_key(key)  # (sizes are checked by the frame encoder)
         dbidx = self.default_db if db is None else self.resolve_db(db)
         xt = INT64MAX if expire_time is None else self.wire_xt(expire_time)
+        if not no_reply and len(bkey) <= DATA_MAX_SIZE and len(bvalue) <= DATA_MAX_SIZE:
+            try:  # encode_set, inlined
+                head = _SET1_pack(0xB8, 0, 1, dbidx, len(bkey), len(bvalue), xt)
+            except _struct_error:
+                pass  # an xt out of range: encode_set raises the proper error
+            else:
+                return self._binary(head + bkey + bvalue, _SET_COUNT, _finish_set, False)
         return self._set_command(_encode_set(dbidx, bkey, bvalue, xt, no_reply), no_reply)
 
     def set_bytes(
@@ -655,9 +701,7 @@ class Commands(LuaMethods):
     def _remove_command(self, request: bytes, no_reply: bool) -> Any:
         if no_reply:
             return self.execute_command(Command(NOREPLY, request, None, _none, name="remove_bulk"))
-        return self.execute_command(
-            Command(BINARY, request, _REMOVE_COUNT, _finish_remove, False, False)
-        )
+        return self._binary(request, _REMOVE_COUNT, _finish_remove, False)
 
     def remove(self, key: Any, db: int | None = None, no_reply: bool = False) -> Any:
         """Remove one key; return the number removed (1 or 0)."""
@@ -668,7 +712,10 @@ class Commands(LuaMethods):
                 bkey = self.encode_key(key)  # raises InvalidArgument
         else:
             bkey = self.encode_key(key)  # (sizes are checked by the frame encoder)
-        dbidx = self.default_db if db is None else self.resolve_db(db)
+        dbidx = self.default_db if db is None else self.resolve_db(db)  # (0..0xFFFF)
+        if not no_reply and len(bkey) <= DATA_MAX_SIZE:  # encode_remove, inlined
+            request = _GET1_pack(0xB9, 0, 1, dbidx, len(bkey)) + bkey
+            return self._binary(request, _REMOVE_COUNT, _finish_remove, False)
         return self._remove_command(_encode_remove(dbidx, bkey, no_reply), no_reply)
 
     def remove_bulk(

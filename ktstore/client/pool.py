@@ -38,6 +38,8 @@ __all__ = ["Pool"]
 #: Idle connections younger than this (seconds) are reused without a staleness poll.
 FRESH = 0.001
 
+_monotonic = time.monotonic
+
 
 class Pool:
     """Connections to one server, shared by all threads of a process."""
@@ -158,6 +160,72 @@ class Pool:
             return False  # a stalled server would make the caller wait twice
         return idempotent or not getattr(exc, "sent", True)
 
+    def call(
+        self,
+        request: bytes,
+        factory: Any,
+        idempotent: bool,
+        keep: bool,
+        http: bool = False,
+        timeout: float | None = None,
+    ) -> Any:
+        """Send ``request`` on a pooled connection and return its reply decoded by
+        ``factory`` (a decoder class of :mod:`ktstore.protocol.receive`): the hot path
+        of :meth:`run`, also called directly by the sync client's single-key methods
+        (no :class:`Command` object).
+
+        :meth:`acquire`, :meth:`release` and the send/read are inlined for the usual
+        case (an idle connection that needs no poll, a reply in one read); every rule
+        of the module docstring holds, the rare cases take the general paths.
+        """
+        if self._fork_gen != _fork_gen[0]:
+            self._reset_after_fork()
+        try:
+            conn = (self._idle_http if http else self._idle).pop()
+        except IndexError:
+            conn = self.connect()
+        else:
+            idle_for = _monotonic() - conn.last_used
+            if idle_for > FRESH or not idempotent:
+                if idle_for > self.max_age or conn.is_stale():
+                    conn.close()
+                    conn = self.acquire(http, idempotent)
+                else:
+                    conn.reused = True
+                    self._in_use.add(conn)
+            else:
+                conn.reused = True
+                self._in_use.add(conn)
+        try:
+            result = conn.exchange(request, factory, timeout)
+        except KTConnectionError as exc:
+            self.release(conn, http)
+            if not self._may_retry(exc, idempotent):
+                raise
+            conn = self.connect()
+            try:
+                result = conn.exchange(request, factory, timeout)
+                if result is ERROR_REPLY and not keep:
+                    conn.close()
+            finally:
+                self.release(conn, http)
+            return result
+        except BaseException:
+            conn.close()
+            self.release(conn, http)
+            raise
+        if result is ERROR_REPLY and not keep:
+            conn.close()
+        # release, inlined
+        self._in_use.discard(conn)
+        if conn.broken or conn.pool_gen != self._gen or conn.fork_gen != _fork_gen[0]:
+            if conn.fork_gen == _fork_gen[0]:
+                conn.close()
+            return result
+        conn.last_used = _monotonic()
+        (self._idle_http if http else self._idle).append(conn)
+        return result
+
     def run(self, cmd: Command) -> Any:
         """Send ``cmd`` on a pooled connection and return its decoded reply (not yet
         finished), with the retry rules.
@@ -168,7 +236,12 @@ class Pool:
         error reply makes ktserver close the connection for the bulk commands, so the
         socket is discarded then unless ``cmd.keep`` (play_script and HTTP keep it).
         """
-        http = cmd.kind == HTTP
+        kind = cmd.kind
+        if kind != NOREPLY:
+            return self.call(
+                cmd.request, cmd.decoder, cmd.idempotent, cmd.keep, kind == HTTP, cmd.timeout
+            )
+        http = False
         conn = self.acquire(http, cmd.idempotent)
         try:
             result = self._once(conn, cmd)

@@ -12,7 +12,7 @@ import itertools
 from collections.abc import Iterator
 from typing import Any
 
-from ktstore.client.command import Command, Program
+from ktstore.client.command import BINARY, Command, Program
 from ktstore.client.commands import Commands
 from ktstore.client.cursor import Cursor
 from ktstore.client.pool import Pool
@@ -51,6 +51,22 @@ class KyotoTycoon(Commands):
         if runnable.__class__ is Command:
             return runnable.finish(self._pool.run(runnable))  # type: ignore[union-attr]
         return self._run_program(runnable)  # type: ignore[arg-type]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # A subclass with its own runner (failover) must see every command.
+        cls._direct = cls.execute_command is KyotoTycoon.execute_command
+
+    _direct = True
+
+    def _binary(
+        self, request: bytes, factory: Any, finish: Any, idempotent: bool, keep: bool = False
+    ) -> Any:
+        """The hot path of get/set/remove and their bulk forms: straight to the pool,
+        without a :class:`Command` object (same retry rules, same deadline)."""
+        if self._direct:
+            return finish(self._pool.call(request, factory, idempotent, keep))
+        return self.execute_command(Command(BINARY, request, factory, finish, idempotent, keep))
 
     def _run_program(self, program: Program) -> Any:
         try:

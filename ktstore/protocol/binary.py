@@ -106,6 +106,9 @@ _HI = struct.Struct(">HI")  # dbidx, ksiz                           (get/remove 
 _HIIQ = struct.Struct(">HIIq")  # dbidx, ksiz, vsiz, xt             (set/get records)
 _GET1 = struct.Struct(">BIIHI")  # head + one key                   (get/remove of one key)
 _SET1 = struct.Struct(">BIIHIIq")  # head + one record              (set of one record)
+#: Public names of the two single-key frame heads (the client packs them inline).
+ONE_KEY_HEAD = _GET1
+ONE_RECORD_HEAD = _SET1
 
 _COUNT_SIZE = _COUNT.size  # 5
 _REC_SIZE = _HIIQ.size  # 18

@@ -55,7 +55,10 @@ __all__ = [
     "ReceiveBuffer",
     "Decoder",
     "CountReply",
+    "SetCountReply",
+    "RemoveCountReply",
     "GetBulkReply",
+    "GetBulkPairs",
     "PlayScriptReply",
     "HttpReply",
     "HttpResponse",
@@ -91,6 +94,11 @@ _II = struct.Struct(">II")
 _HI = struct.Struct(">HI")
 _HEAD3 = struct.Struct(">BII")
 _HEAD4 = struct.Struct(">BIII")
+#: A get_bulk reply of one record, up to its key: magic, count, dbidx, ksiz, vsiz, xt.
+_ONE_RECORD = struct.Struct(">BIHIIq")
+_NO_RECORDS = bytes([MAGIC_GET_BULK, 0, 0, 0, 0])
+#: ksiz and vsiz of a get_bulk record head (dbidx and xt skipped).
+_SIZES = struct.Struct(">2xII8x")
 
 
 class ReceiveBuffer:
@@ -164,9 +172,19 @@ class Decoder:
     """A reply being decoded.  ``step(rb)`` consumes what it can from ``rb`` and returns
     the result, or :data:`NEED_MORE`; ``need`` is the number of buffered bytes the next
     call needs at least; ``eof(rb)`` is called when the peer closed the stream (only
-    close-framed HTTP bodies complete then; everything else raises)."""
+    close-framed HTTP bodies complete then; everything else raises).
+
+    ``whole`` (a class attribute, ``None`` when a decoder has none) is the fast path of
+    the usual case, a reply that arrived in one read into an empty buffer:
+    ``whole(chunk)`` returns the result when ``chunk`` is exactly one complete, valid
+    reply, and :data:`NEED_MORE` for anything else (incomplete, an error reply, bad
+    magic, bytes after the reply), which the caller then feeds to a decoder instance:
+    no decoder object is made for the common reply, and the odd one still gets every
+    check.  One pass over bytes that arrived: the cost stays linear.
+    """
 
     __slots__ = ("need",)
+    whole: Any = None
 
     def __init__(self) -> None:
         self.need = 1
@@ -214,6 +232,37 @@ class CountReply(Decoder):
             raise _magic_error(first, self.magic)
         self.need = 5
         return NEED_MORE
+
+
+def _count_whole(magic: int) -> Any:
+    def whole(chunk: bytes) -> Any:
+        if len(chunk) == 5 and chunk[0] == magic:
+            return _U32.unpack_from(chunk, 1)[0]
+        return NEED_MORE
+
+    return whole
+
+
+class SetCountReply(CountReply):
+    """set_bulk reply (:class:`CountReply` of ``MAGIC_SET_BULK``)."""
+
+    __slots__ = ()
+    whole = staticmethod(_count_whole(MAGIC_SET_BULK))
+
+    def __init__(self) -> None:
+        self.need = 1
+        self.magic = MAGIC_SET_BULK
+
+
+class RemoveCountReply(CountReply):
+    """remove_bulk reply (:class:`CountReply` of ``MAGIC_REMOVE_BULK``)."""
+
+    __slots__ = ()
+    whole = staticmethod(_count_whole(MAGIC_REMOVE_BULK))
+
+    def __init__(self) -> None:
+        self.need = 1
+        self.magic = MAGIC_REMOVE_BULK
 
 
 class _Records(Decoder):
@@ -267,6 +316,52 @@ class GetBulkReply(_Records):
     __slots__ = ()
     _magic = MAGIC_GET_BULK
 
+    def step(self, rb: ReceiveBuffer) -> Any:
+        # A one-record reply all in a bytes buffer (the single gets of a pipeline or
+        # the asyncio client), in one struct call; anything else: the general loop.
+        buf = rb.buf
+        pos = rb.pos
+        if self.count < 0 and type(buf) is bytes and len(buf) - pos >= 23:
+            magic, count, dbidx, ksiz, vsiz, xt = _ONE_RECORD.unpack_from(buf, pos)
+            if count == 1 and magic == MAGIC_GET_BULK:
+                kstart = pos + 23
+                kend = kstart + ksiz
+                end = kend + vsiz
+                if end <= len(buf):  # (so neither size exceeds what arrived)
+                    rb.pos = end
+                    return [(dbidx, buf[kstart:kend], buf[kend:end], xt)]
+        return _Records.step(self, rb)
+
+    @staticmethod
+    def whole(chunk: bytes) -> Any:
+        """The records of a reply that is exactly ``chunk`` (see :class:`Decoder`)."""
+        size = len(chunk)
+        if size >= 23:
+            magic, count, dbidx, ksiz, vsiz, xt = _ONE_RECORD.unpack_from(chunk)
+            if count == 1 and magic == MAGIC_GET_BULK and 23 + ksiz + vsiz == size:
+                return [(dbidx, chunk[23 : 23 + ksiz], chunk[23 + ksiz :], xt)]  # one get
+        elif chunk == _NO_RECORDS:
+            return []
+        if size < 5 or chunk[0] != MAGIC_GET_BULK:
+            return NEED_MORE
+        count = _U32.unpack_from(chunk, 1)[0]
+        if count * 18 > size - 5 or size > DATA_MAX_SIZE:
+            return NEED_MORE  # (no field of a chunk this size can exceed the limit)
+        unpack = _HIIQ.unpack_from
+        out: list[Any] = []
+        append = out.append
+        p = 5
+        try:
+            for _ in range(count):
+                dbidx, ksiz, vsiz, xt = unpack(chunk, p)
+                kstart = p + 18
+                kend = kstart + ksiz
+                p = kend + vsiz
+                append((dbidx, chunk[kstart:kend], chunk[kend:p], xt))
+        except struct.error:
+            return NEED_MORE
+        return out if p == size else NEED_MORE
+
     def _parse(self, rb: ReceiveBuffer, buf: Any, pos: int, size: int) -> bool:
         out = self.out
         append = out.append
@@ -310,6 +405,74 @@ class GetBulkReply(_Records):
                 append((dbidx, buf[head_end:kend], buf[kend:end], xt))
             else:
                 append((dbidx, bytes(buf[head_end:kend]), bytes(buf[kend:end]), xt))
+            pos = end
+            left -= 1
+        rb.pos = pos
+        self.need = 1
+        return True
+
+
+class GetBulkPairs(_Records):
+    """get_bulk reply as one flat list ``[key0, value0, key1, value1, ...]`` or
+    ``ERROR_REPLY``: the plain ``get_bulk`` needs neither dbidx nor xt, and a flat list
+    lets the caller build its dict in C (``dict(zip(it, it))``) instead of a Python loop
+    over 4-tuples."""
+
+    __slots__ = ()
+    _magic = MAGIC_GET_BULK
+
+    @staticmethod
+    def whole(chunk: bytes) -> Any:
+        """The pairs of a reply that is exactly ``chunk`` (see :class:`Decoder`)."""
+        size = len(chunk)
+        if size < 5 or chunk[0] != MAGIC_GET_BULK:
+            return NEED_MORE
+        count = _U32.unpack_from(chunk, 1)[0]
+        if count * 18 > size - 5 or size > DATA_MAX_SIZE:
+            return NEED_MORE  # (no field of a chunk this size can exceed the limit)
+        unpack = _SIZES.unpack_from
+        out: list[bytes] = []
+        append = out.append
+        p = 5
+        try:
+            for _ in range(count):
+                ksiz, vsiz = unpack(chunk, p)
+                p += 18
+                kend = p + ksiz
+                append(chunk[p:kend])
+                p = kend + vsiz
+                append(chunk[kend:p])
+        except struct.error:
+            return NEED_MORE
+        return out if p == size else NEED_MORE
+
+    def _parse(self, rb: ReceiveBuffer, buf: Any, pos: int, size: int) -> bool:
+        out = self.out
+        append = out.append
+        left = self.count - (len(out) >> 1)
+        unpack = _SIZES.unpack_from
+        is_bytes = type(buf) is bytes
+        while left:
+            head_end = pos + 18
+            if head_end > size:
+                self.need = 18
+                rb.pos = pos
+                return False
+            ksiz, vsiz = unpack(buf, pos)
+            if ksiz > DATA_MAX_SIZE or vsiz > DATA_MAX_SIZE:
+                raise ProtocolError(f"size field {max(ksiz, vsiz)} exceeds the protocol limit")
+            kend = head_end + ksiz
+            end = kend + vsiz
+            if end > size:
+                self.need = end - pos
+                rb.pos = pos
+                return False
+            if is_bytes:
+                append(buf[head_end:kend])
+                append(buf[kend:end])
+            else:
+                append(bytes(buf[head_end:kend]))
+                append(bytes(buf[kend:end]))
             pos = end
             left -= 1
         rb.pos = pos
