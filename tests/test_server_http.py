@@ -172,3 +172,30 @@ def test_synchronize_command_is_refused_like_a_failed_command(c: RawClient) -> N
     status, out = c.rpc("synchronize", {"command": "backup"})
     assert status == 500
     assert out == {b"ERROR": b"DB: 8: logical inconsistency: postprocessing failed"}
+
+
+def test_a_procedure_without_a_script_is_answered_as_ktserver_and_logged_with_a_hint(
+    tmp_path,
+) -> None:
+    """The answer stays ktserver's (501, conformance); the log says how to load one."""
+    import urllib.error
+    import urllib.request
+
+    from ktstore.server import Server
+
+    log = tmp_path / "server.log"
+    server = Server(["*"], host="127.0.0.1", port=0, args=["-log", str(log)])
+    server.start()
+    try:
+        url = f"http://127.0.0.1:{server.port}/rpc/play_script?name=hset"
+        for _ in range(2):
+            try:
+                urllib.request.urlopen(url, timeout=5)
+            except urllib.error.HTTPError as e:
+                assert e.code == 501
+            else:
+                raise AssertionError("a procedure without a script must be refused")
+    finally:
+        server.stop()
+    text = log.read_text()
+    assert text.count("no script is loaded") == 1 and "-ktlua" in text

@@ -124,6 +124,8 @@ def handle_binary(server: ServerContext, reader: Reader, session: Session) -> bo
     server.stats["script"] += 1
     host = server.script_host()
     reply = _ERROR
+    if host is None:
+        server.script_missing()
     if host is not None and len(req.name) <= DATA_MAX_SIZE:
         try:
             from ktstore.server.scripting.cancel import client_gone  # loaded with the host

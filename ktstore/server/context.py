@@ -26,6 +26,9 @@ class ServerContext(Protocol):
     stats: dict[str, int]
     ulog: Any
     slave: Any  # the replication slave (-rts), or None
+
+    def script_missing(self) -> None: ...
+
     conditions: ConditionMap
     script_path: str | None
     started_at: float

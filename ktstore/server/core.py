@@ -105,6 +105,7 @@ class Server:
         self._script_host: Any = None
         self._script_lock = threading.Lock()
         self._script_failed = False
+        self._told_no_script = False
         self._log_file: TextIO | None = None
         self._log_level = _LEVELS.get(cfg.log_level, 0)
         self._log_lock = threading.Lock()
@@ -195,6 +196,17 @@ class Server:
                     self.log("error", f"[SCRIPT]: loading {self.script_path} failed: {e}")
                     return None
             return self._script_host
+
+    def script_missing(self) -> None:
+        """A procedure was called with no script loaded: say once in the log how to load
+        one (the answer itself stays ktserver's, byte for byte)."""
+        if not self._told_no_script:
+            self._told_no_script = True
+            self.log(
+                "error",
+                "play_script: no script is loaded; start the server with -scr FILE "
+                "(ktstore's procedures: -ktlua, or -scr with ktstore.resources.kt_lua_path())",
+            )
 
     def reload(self) -> None:
         """What SIGUSR1 does to ktserver: reopen the log file and reload the script."""

@@ -224,6 +224,7 @@ def _play_script(call: _Call) -> int:
     server = call.server
     host = server.script_host()
     if host is None:
+        server.script_missing()
         return _fail(call, ERR_SCRIPT_DISABLED.encode(), RVENOIMPL)
     name = call.params.get(b"name")
     if not name or not name.isalnum() or not name.isascii():
