@@ -27,7 +27,7 @@
 -- * Times: one XTMAX (below) means "no expiration" everywhere.
 -- * Containers keep their expiry time when modified: visitors return only the
 --   new value, which tells the server to keep the record's xt (a visitor's
---   positive xt would be *relative*, see kt-protocol.md 6.5).
+--   positive xt would be *relative*, see docs/protocol.md "Expiration").
 --
 -- Records: hashes and sets are mapdump values (set members are the map keys,
 -- with empty values), lists are arraydump values.  Queues and schedules use
@@ -332,7 +332,7 @@ local function nosuchitem(msg) fail(kt.RVELOGIC, msg) end
 -- Expiration times
 -- ==========================================================================
 
--- xt as sent by the client (kt-protocol.md 3.6): < 0 absolute, >= 0
+-- xt as sent by the client (docs/protocol.md "Expiration"): < 0 absolute, >= 0
 -- relative, >= XTMAX (or absent) none.  Returns the value a visitor hands
 -- back: a visitor's positive xt is relative and a negative one absolute.
 -- The distinct keys of an arraydump input, in order (accept_bulk must not

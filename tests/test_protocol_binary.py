@@ -1,4 +1,4 @@
-"""Binary protocol frames: encoders and parsers agree, byte layouts match kt-protocol.md §2,
+"""Binary protocol frames: encoders and parsers agree, byte layouts match docs/protocol.md ("Binary protocol"),
 incomplete input asks for the right number of bytes, hostile sizes are refused."""
 
 from __future__ import annotations

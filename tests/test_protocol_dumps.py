@@ -1,4 +1,4 @@
-"""KC varints, mapdump/arraydump and counter formats: vectors from kt-protocol.md §6.6
+"""KC varints, mapdump/arraydump and counter formats: vectors from docs/protocol.md ("Dumps and varints")
 (recorded from a real ktserver) and round trips."""
 
 from __future__ import annotations

@@ -49,7 +49,7 @@ def test_message_round_trip() -> None:
 
 
 def test_message_matches_ktserver_bytes() -> None:
-    # kt-protocol's observed example: sid 7, db 0, SET r1=rv1 with xt 1234567890.
+    # ktserver's observed bytes (docs/protocol.md, replication): sid 7, db 0, SET r1=rv1 with xt 1234567890.
     wire = bytes.fromhex("00070000a10208") + b"r1" + bytes.fromhex("00499602d2") + b"rv1"
     assert repl.encode_message(7, 0, repl.OP_SET, b"r1", b"rv1", 1234567890) == wire
     assert repl.decode_message(wire) == repl.Message(7, 0, repl.OP_SET, b"r1", b"rv1", 1234567890)

@@ -2,7 +2,7 @@
 
 Each test writes a small script, builds a ScriptHost over fresh in-memory
 databases and calls procedures the way the server does.  Expected values come
-from kt-protocol.md §6 and the conformance recordings.
+from docs/protocol.md and the conformance recordings.
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@
 -- * Times: one XTMAX (below) means "no expiration" everywhere.
 -- * Containers keep their expiry time when modified: visitors return only the
 --   new value, which tells the server to keep the record's xt (a visitor's
---   positive xt would be *relative*, see kt-protocol.md 6.5).
+--   positive xt would be *relative*, see docs/protocol.md "Expiration").
 --
 -- Records: hashes and sets are mapdump values (set members are the map keys,
 -- with empty values), lists are arraydump values.  Queues and schedules use

@@ -2,7 +2,7 @@
 -- Expiration times
 -- ==========================================================================
 
--- xt as sent by the client (kt-protocol.md 3.6): < 0 absolute, >= 0
+-- xt as sent by the client (docs/protocol.md "Expiration"): < 0 absolute, >= 0
 -- relative, >= XTMAX (or absent) none.  Returns the value a visitor hands
 -- back: a visitor's positive xt is relative and a negative one absolute.
 -- The distinct keys of an arraydump input, in order (accept_bulk must not
