@@ -30,12 +30,10 @@ import time
 from collections.abc import Iterator
 
 from ktstore.protocol.dumps import encode_varint
+from ktstore.protocol.replication import OP_CLEAR, OP_REMOVE, OP_SET  # the message layout
 
 __all__ = ["UpdateLog", "UlogReader", "OP_SET", "OP_REMOVE", "OP_CLEAR", "DEFAULT_ULIM"]
 
-OP_SET = 0xA1
-OP_REMOVE = 0xA2
-OP_CLEAR = 0xA5
 DEFAULT_ULIM = 256 << 20
 
 _HEAD = struct.Struct(">BQQ")  # 0xA0, file size, max ts
