@@ -32,7 +32,7 @@ from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any
 
-from ktstore.client.command import BINARY, NOREPLY, Command, Program
+from ktstore.client.command import BINARY, NOREPLY, Command, Program, arun_program
 from ktstore.client.commands import Commands
 from ktstore.client.connection import DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT
 from ktstore.client.cursor import CursorCommands
@@ -633,17 +633,12 @@ class AsyncKyotoTycoon(Commands):
         return finish(reply)
 
     async def _run_program(self, program: Program) -> Any:
-        try:
-            cmd = next(program)
-            while True:
-                try:
-                    value = cmd.finish(await self._pool.run(cmd))
-                except Exception as exc:
-                    cmd = program.throw(exc)
-                else:
-                    cmd = program.send(value)
-        except StopIteration as stop:
-            return stop.value
+        pool = self._pool
+
+        async def run(cmd: Command) -> Any:
+            return cmd.finish(await pool.run(cmd))
+
+        return await arun_program(program, run)
 
     def pipeline(self) -> Any:
         """An :class:`~ktstore.client.pipeline.AsyncPipeline`

@@ -21,7 +21,16 @@ from __future__ import annotations
 from collections.abc import Callable, Generator
 from typing import Any, Final
 
-__all__ = ["Command", "Program", "BINARY", "NOREPLY", "HTTP", "identity"]
+__all__ = [
+    "Command",
+    "Program",
+    "BINARY",
+    "NOREPLY",
+    "HTTP",
+    "identity",
+    "run_program",
+    "arun_program",
+]
 
 #: The reply is a binary-protocol frame.
 BINARY: Final = 0
@@ -29,6 +38,37 @@ BINARY: Final = 0
 NOREPLY: Final = 1
 #: The reply is an HTTP response (TSV-RPC).
 HTTP: Final = 2
+
+
+def run_program(program: Program, run: Callable[[Command], Any]) -> Any:
+    """Drive a program with a blocking runner: ``run(cmd)`` returns the command's value
+    (or raises, and the error is thrown into the program); the program's return value."""
+    try:
+        cmd = next(program)
+        while True:
+            try:
+                value = run(cmd)
+            except Exception as exc:
+                cmd = program.throw(exc)
+            else:
+                cmd = program.send(value)
+    except StopIteration as stop:
+        return stop.value
+
+
+async def arun_program(program: Program, run: Callable[[Command], Any]) -> Any:
+    """:func:`run_program` with an asyncio runner: ``await run(cmd)``."""
+    try:
+        cmd = next(program)
+        while True:
+            try:
+                value = await run(cmd)
+            except Exception as exc:
+                cmd = program.throw(exc)
+            else:
+                cmd = program.send(value)
+    except StopIteration as stop:
+        return stop.value
 
 
 def identity(result: Any) -> Any:

@@ -37,7 +37,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from ktstore.client.command import Command, Program
+from ktstore.client.command import Command, Program, run_program
 from ktstore.client.sync import KyotoTycoon
 from ktstore.errors import InvalidArgument, KTConnectionError
 
@@ -237,18 +237,7 @@ class FailoverKyotoTycoon(FailoverRouting, KyotoTycoon):
     def execute_command(self, runnable: Command | Program) -> Any:
         if runnable.__class__ is Command:
             return self._run_one(runnable)  # type: ignore[arg-type]
-        program: Program = runnable  # type: ignore[assignment]
-        try:
-            cmd = next(program)
-            while True:
-                try:
-                    value = self._run_one(cmd)
-                except Exception as exc:
-                    cmd = program.throw(exc)
-                else:
-                    cmd = program.send(value)
-        except StopIteration as stop:
-            return stop.value
+        return run_program(runnable, self._run_one)  # type: ignore[arg-type]
 
     @property
     def pool(self) -> Any:

@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 from ktstore.client.aio import AsyncKyotoTycoon
-from ktstore.client.command import Command, Program
+from ktstore.client.command import Command, Program, arun_program
 from ktstore.client.failover import FailoverRouting
 from ktstore.errors import KTConnectionError
 
@@ -53,17 +53,7 @@ class AsyncFailoverKyotoTycoon(FailoverRouting, AsyncKyotoTycoon):
         return self._drive(runnable)  # type: ignore[arg-type]
 
     async def _drive(self, program: Program) -> Any:
-        try:
-            cmd = next(program)
-            while True:
-                try:
-                    value = await self._run_one(cmd)
-                except Exception as exc:
-                    cmd = program.throw(exc)
-                else:
-                    cmd = program.send(value)
-        except StopIteration as stop:
-            return stop.value
+        return await arun_program(program, self._run_one)
 
     @property
     def pool(self) -> Any:

@@ -37,6 +37,7 @@ from typing import Any
 from ktstore.client.failover import parse_address
 from ktstore.client.sync import KyotoTycoon
 from ktstore.errors import InvalidArgument
+from ktstore.protocol.similarity import kt_distance
 
 __all__ = ["ShardedKyotoTycoon", "AsyncShardedKyotoTycoon", "ShardedCommands", "HashRing"]
 
@@ -77,18 +78,6 @@ class HashRing:
             raise InvalidArgument("the ring has no nodes")
         i = bisect.bisect_left(self._points, _point(key))
         return self._owners[i if i < len(self._points) else 0]
-
-
-def _levenshtein(a: str, b: str) -> int:
-    if len(a) < len(b):
-        a, b = b, a
-    prev = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        cur = [i]
-        for j, cb in enumerate(b, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
-        prev = cur
-    return prev[-1]
 
 
 class ShardedCommands:
@@ -327,12 +316,13 @@ class ShardedCommands:
         max_keys: int | None = None,
         db: int | None = None,
     ) -> Any:
-        """Keys near ``origin`` on every server, nearest first (ties in key order)."""
-        text = origin if isinstance(origin, str) else bytes(origin).decode("utf-8", "replace")
+        """Keys near ``origin`` on every server, nearest first (ties in key order), by
+        the distance the servers rank them with (:mod:`ktstore.protocol.similarity`)."""
+        ek = self.first.encode_key
+        borigin = ek(origin)
 
         def rank(k: Any) -> tuple[int, Any]:
-            s = k if isinstance(k, str) else bytes(k).decode("utf-8", "replace")
-            return _levenshtein(text, s), k
+            return kt_distance(borigin, ek(k), True), k
 
         def combine(parts: list[Any]) -> list[Any]:
             keys = sorted(itertools.chain.from_iterable(p or [] for p in parts), key=rank)

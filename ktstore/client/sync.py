@@ -12,7 +12,7 @@ import itertools
 from collections.abc import Iterator
 from typing import Any
 
-from ktstore.client.command import BINARY, Command, Program
+from ktstore.client.command import BINARY, Command, Program, run_program
 from ktstore.client.commands import Commands
 from ktstore.client.cursor import Cursor
 from ktstore.client.pool import Pool
@@ -69,17 +69,8 @@ class KyotoTycoon(Commands):
         return self.execute_command(Command(BINARY, request, factory, finish, idempotent, keep))
 
     def _run_program(self, program: Program) -> Any:
-        try:
-            cmd = next(program)
-            while True:
-                try:
-                    value = cmd.finish(self._pool.run(cmd))
-                except Exception as exc:
-                    cmd = program.throw(exc)
-                else:
-                    cmd = program.send(value)
-        except StopIteration as stop:
-            return stop.value
+        run = self._pool.run
+        return run_program(program, lambda cmd: cmd.finish(run(cmd)))
 
     def pipeline(self) -> Any:
         """A :class:`~ktstore.client.pipeline.Pipeline`: queue commands, send them on

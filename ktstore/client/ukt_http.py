@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from ktstore.client.params import script_value
+from ktstore.client.params import check_size, script_value
 
 __all__ = ["UktHttpMethods"]
 
@@ -27,10 +27,10 @@ class UktHttpMethods:
     decode_value: Any
     rpc_command: Any
     execute_command: Any
-    wire_xt: Any
+    with_xt: Any
 
     def _value_bytes(self, value: Any, encode: bool) -> bytes:
-        return self.encode_value(value) if encode else script_value(value)
+        return check_size(self.encode_value(value) if encode else script_value(value))
 
     def get_http(self, key: Any, db: int | None = None, decode_value: bool = True) -> Any:
         """The value at ``key`` (``None`` if missing), read over HTTP."""
@@ -48,9 +48,7 @@ class UktHttpMethods:
         self, proc: str, key: Any, value: Any, db: Any, expire_time: Any, encode: bool
     ) -> Any:
         params = [(b"key", self.encode_key(key)), (b"value", self._value_bytes(value, encode))]
-        if expire_time is not None:
-            params.append((b"xt", b"%d" % self.wire_xt(expire_time)))
-        cmd = self.rpc_command(proc, params, db, (450,))
+        cmd = self.rpc_command(proc, self.with_xt(params, expire_time), db, (450,))
         return self.execute_command(cmd.then(lambda r: r[0] != 450))
 
     def set_http(
@@ -100,9 +98,7 @@ class UktHttpMethods:
             (b"_" + self.encode_key(k), self._value_bytes(v, encode_values))
             for k, v in data.items()
         ]
-        if expire_time is not None:
-            params.append((b"xt", b"%d" % self.wire_xt(expire_time)))
-        cmd = self.rpc_command("set_bulk", params, db)
+        cmd = self.rpc_command("set_bulk", self.with_xt(params, expire_time), db)
         return self.execute_command(cmd.then(lambda r: int(r[1].get(b"num", b"0"))))
 
     def remove_bulk_http(self, keys: Iterable[Any], db: int | None = None) -> Any:
